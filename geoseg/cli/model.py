@@ -1,0 +1,124 @@
+"""``geoseg model init`` and ``geoseg model info``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import ModelPackageError, ParameterError
+from ..model.card import ModelCard, Normalization, parse_classes
+from .options import overwrite_option, run_command
+
+
+@click.group()
+def model() -> None:
+    """Create and inspect model packages (safetensors weights + geoseg-model.json card)."""
+
+
+def _load_classes(path: str) -> list[dict]:
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ParameterError(f"class file {path} does not exist; give a JSON list of {{value, name, color}}") from None
+    except json.JSONDecodeError as e:
+        raise ParameterError(f"class file {path} is not valid JSON ({e.msg}); fix it") from None
+    if isinstance(raw, dict) and "classes" in raw:
+        raw = raw["classes"]
+    return raw
+
+
+@model.command("init")
+@click.option("--arch", default="Unet", show_default=True, help="Any smp architecture (Unet, FPN, ...) or PixelLinear/PixelMLP.")
+@click.option("--encoder", default="resnet18", show_default=True, help="smp encoder (ignored by Pixel* archs).")
+@click.option("--bands", required=True, help="Input band names in order, e.g. B2,B3,B4,B8.")
+@click.option("--classes", "classes_path", required=True, type=click.Path(dir_okay=False),
+              help="JSON list of {value, name, color}.")
+@click.option("--mean", help="Per-band means (input units) for mean/std normalisation.")
+@click.option("--std", help="Per-band standard deviations (input units).")
+@click.option("--scale", type=float, default=1e-4, show_default=True,
+              help="Without --mean/--std: x*scale (Sentinel-2 DN -> reflectance).")
+@click.option("--tile-size", type=int, default=512, show_default=True)
+@click.option("--overlap", type=int, default=64, show_default=True)
+@click.option("--gsd", type=float, default=10.0, show_default=True, help="Ground sample distance (m).")
+@click.option("--nodata", "input_nodata", type=float, default=0.0, show_default=True,
+              help="Input value meaning nodata when the raster declares none.")
+@click.option("--id", "model_id", help="Model id (default: <arch>-<encoder>-untrained).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random initial weights.")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Package folder to create.")
+@overwrite_option
+@run_command
+def init(arch, encoder, bands, classes_path, mean, std, scale, tile_size, overlap, gsd, input_nodata,
+         model_id, seed, output, overwrite) -> None:
+    """Create an untrained model package (a starting point for training, or for tests)."""
+    import torch
+
+    from ..model.package import save_package
+    from ..model.registry import build_model, canonical_arch, output_stride
+
+    band_names = tuple(b.strip() for b in bands.split(",") if b.strip())
+    classes = parse_classes(_load_classes(classes_path))
+    n = len(band_names)
+    if (mean is None) != (std is None):
+        raise ParameterError("give both --mean and --std, or neither (then --scale is used)")
+    if mean is not None:
+        try:
+            m = tuple(float(v) for v in mean.split(","))
+            s = tuple(float(v) for v in std.split(","))
+        except ValueError:
+            raise ParameterError("--mean/--std must be comma-separated numbers, one per band") from None
+        norm = Normalization.from_json({"type": "meanstd", "mean": list(m), "std": list(s)}, n)
+    else:
+        norm = Normalization("scale", (scale,) * n, (0.0,) * n)
+    arch = canonical_arch(arch)
+    pixel = arch.startswith("Pixel")
+    card = ModelCard(
+        id=model_id or f"{arch.lower()}-{'pixel' if pixel else encoder}-untrained",
+        architecture=arch,
+        encoder=None if pixel else encoder,
+        bands=band_names,
+        classes=classes,
+        normalization=norm,
+        tile_size=tile_size,
+        overlap=overlap,
+        output_stride=output_stride(arch),
+        gsd_m=gsd,
+        input_nodata=input_nodata,
+        trained=False,
+        description="Untrained (random weights): its classes are meaningless until it is trained.",
+    )
+    torch.manual_seed(seed)
+    net = build_model(card.architecture, card.encoder, card.in_channels, card.n_classes, **card.arch_params)
+    path = save_package(card, net, output, overwrite=overwrite)
+    click.echo(f"wrote untrained model package {path}")
+
+
+@model.command("info")
+@click.argument("package")
+@click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
+@run_command
+def info(package: str, as_json: bool) -> None:
+    """Print a model package's card."""
+    from ..model.package import read_card, resolve
+
+    path = resolve(package)
+    card = read_card(path)
+    if as_json:
+        click.echo(card.dumps())
+        return
+    click.echo(f"model     {card.id} (version {card.version}){'' if card.trained else '  [UNTRAINED]'}")
+    click.echo(f"path      {path}")
+    click.echo(f"network   {card.architecture}" + (f" / {card.encoder}" if card.encoder else ""))
+    click.echo(f"bands     {','.join(card.bands)}")
+    n = card.normalization
+    click.echo(f"normalise {n.kind}: {', '.join(f'{a:g}/{b:g}' for a, b in zip(n.a, n.b))}")
+    click.echo(f"tiling    tile {card.tile_size}, overlap {card.overlap}, output stride {card.output_stride}")
+    click.echo(f"gsd       {card.gsd_m} m; input nodata {card.input_nodata}")
+    click.echo("classes")
+    for c in card.classes:
+        click.echo(f"  {c.value:>3}  {c.color}  {c.name}")
+    for key, value in card.extra.items():
+        click.echo(f"{key:<9} {json.dumps(value) if not isinstance(value, str) else value}")
+    if not card.trained:
+        click.echo("note: this model is untrained; its class maps are meaningless.")

@@ -1,0 +1,50 @@
+"""Options and error handling shared by the CLI commands."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable
+
+import click
+
+from ..errors import GeosegError
+
+
+def run_command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn geoseg errors into one line on stderr and the error's exit code (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except GeosegError as e:
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted: no output was written.", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    """Parse '2,3,4,8' into [2, 3, 4, 8]."""
+    if value is None:
+        return None
+    try:
+        out = [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of band numbers, e.g. 2,3,4,8")
+    if not out:
+        raise click.BadParameter("give at least one band number, e.g. 2,3,4,8")
+    return out
+
+
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary; errors only.")
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+
+
+def interactive(quiet: bool) -> bool:
+    """Show progress/summary only on a terminal and without --quiet."""
+    return not quiet and sys.stderr.isatty()

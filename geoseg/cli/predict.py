@@ -1,0 +1,63 @@
+"""``geoseg predict SCENE --model M -o OUT/``."""
+
+from __future__ import annotations
+
+import click
+
+from ..blend import BLEND_MODES
+from .options import int_list, interactive, overwrite_option, quiet_option, run_command
+
+
+@click.command()
+@click.argument("scene", type=click.Path(dir_okay=True))
+@click.option("--model", "-m", default="default", show_default=True, help="Model package folder/file, or a built-in name.")
+@click.option("--output", "-o", required=True, type=click.Path(), help="Output folder.")
+@click.option("--bands", callback=int_list, help="1-based input bands to feed the model, e.g. 2,3,4,8 (default: match band names).")
+@click.option("--tile-size", type=int, help="Tile size in pixels (default: the model card's).")
+@click.option("--overlap", type=int, help="Tile overlap in pixels (default: the model card's).")
+@click.option("--blend", type=click.Choice(BLEND_MODES), default="cosine", show_default=True,
+              help="Weight window for overlapping tiles.")
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Tiles per forward pass.")
+@click.option("--block-size", type=int, default=1024, show_default=True, help="Output block size (multiple of 256).")
+@click.option("--workers", type=int, help="Parallel dask workers (default: CPU cores).")
+@click.option("--scheduler", default="threads", show_default=True, help="threads, processes, or tcp://HOST:PORT.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--no-amp", is_flag=True, help="Disable mixed precision on CUDA.")
+@click.option("--probabilities", is_flag=True, help="Also write probabilities.tif (uint8 percent per class).")
+@click.option("--confidence", is_flag=True, help="Also write confidence.tif (max class probability, percent).")
+@click.option("--allow-ungeoreferenced", is_flag=True, help="Accept a scene without CRS/geotransform.")
+@overwrite_option
+@quiet_option
+@run_command
+def predict(scene, model, output, bands, tile_size, overlap, blend, batch_size, block_size, workers, scheduler,
+            device, no_amp, probabilities, confidence, allow_ungeoreferenced, overwrite, quiet) -> None:
+    """Predict a land-cover map of SCENE (a georeferenced multiband GeoTIFF)."""
+    from ..predict import predict_scene
+
+    show = interactive(quiet)
+    result = predict_scene(
+        scene, model, output, bands=bands, tile_size=tile_size, overlap=overlap, blend=blend,
+        batch_size=batch_size, block_size=block_size, workers=workers, scheduler=scheduler, device=device,
+        amp=False if no_amp else None, probabilities=probabilities, confidence=confidence,
+        overwrite=overwrite, allow_ungeoreferenced=allow_ungeoreferenced, progress=show,
+    )
+    if show:
+        print_summary(result)
+
+
+def print_summary(result) -> None:
+    """Class-area table of a finished prediction."""
+    total = sum(result.class_pixels.values())
+    click.echo(f"wrote {result.landcover} ({result.tiles} tiles, {result.seconds:.1f} s)")
+    if not result.trained_model:
+        click.secho("warning: the model is untrained; its classes are meaningless.", fg="yellow", err=True)
+    area = result.pixel_area_m2
+    click.echo(f"{'class':<22}{'pixels':>12}{'share':>8}" + (f"{'area ha':>12}" if area else ""))
+    for name, n in result.class_pixels.items():
+        share = 100.0 * n / total if total else 0.0
+        line = f"{name:<22}{n:>12}{share:>7.1f}%"
+        if area:
+            line += f"{n * area / 1e4:>12.2f}"
+        click.echo(line)
+    if result.nodata_pixels:
+        click.echo(f"{'(nodata)':<22}{result.nodata_pixels:>12}")

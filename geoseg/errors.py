@@ -1,0 +1,69 @@
+"""All errors geoseg raises on purpose.
+
+Every class also inherits the matching builtin, so callers can catch either
+``geoseg.errors.InputFileError`` or plain ``FileNotFoundError``.  Messages are one
+line that names the problem *and* the fix; the CLI prints them without a
+traceback and exits with :attr:`GeosegError.exit_code`.
+
+Exit codes (documented in the README):
+
+==  ==========================================================
+1   unexpected failure (a bug: please report it with the traceback)
+2   command-line usage error (click)
+3   bad input data (scene, bands, georeference, empty scene)
+4   bad or corrupt model package
+5   output problem (exists without --overwrite, not writable)
+==  ==========================================================
+"""
+
+from __future__ import annotations
+
+
+class GeosegError(Exception):
+    """Base class of every error geoseg raises deliberately."""
+
+    exit_code = 1
+
+
+class InputError(GeosegError, ValueError):
+    """The input data cannot be processed as given."""
+
+    exit_code = 3
+
+
+class InputFileError(InputError, FileNotFoundError):
+    """An input path does not exist or is not a readable raster."""
+
+
+class NotGeoreferencedError(InputError):
+    """The raster has no CRS or no geotransform."""
+
+
+class BandMismatchError(InputError):
+    """The input's bands do not match what the model expects."""
+
+
+class EmptySceneError(InputError):
+    """The scene has no valid (non-nodata) pixel."""
+
+
+class ParameterError(GeosegError, ValueError):
+    """An option value is invalid (tile size, overlap, blend, device, ...)."""
+
+    exit_code = 2
+
+
+class ModelPackageError(GeosegError, ValueError):
+    """A model package is missing, corrupt or inconsistent."""
+
+    exit_code = 4
+
+
+class OutputError(GeosegError, OSError):
+    """An output cannot be written."""
+
+    exit_code = 5
+
+
+class OutputExistsError(OutputError, FileExistsError):
+    """An output exists and ``overwrite`` was not requested."""

@@ -1,0 +1,227 @@
+"""The model card: everything needed to run a model correctly, as plain JSON.
+
+Pure data and validation, no torch: ``geoseg model info`` and band matching work
+without loading a network.  The card is ``geoseg-model.json`` in a model folder,
+or the ``geoseg-model`` metadata entry of a single ``.safetensors`` file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelPackageError
+
+CARD_FORMAT = 1
+_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    value: int
+    name: str
+    color: str  # "#RRGGBB"
+
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        h = self.color.lstrip("#")
+        return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Maps input values (in the sensor's units, e.g. Sentinel-2 DN) to network input.
+
+    ``meanstd``: ``(x - mean) / std``; ``scale``: ``x * scale + offset``.  One number per band.
+    Input nodata pixels enter the network as 0 after normalisation.
+    """
+
+    kind: str
+    a: tuple[float, ...]  # mean or scale
+    b: tuple[float, ...]  # std or offset
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Normalise a (..., bands, h, w) float32 array in place-safe fashion; returns float32."""
+        a = np.asarray(self.a, dtype=np.float32)[:, None, None]
+        b = np.asarray(self.b, dtype=np.float32)[:, None, None]
+        if self.kind == "meanstd":
+            return ((x - a) / b).astype(np.float32, copy=False)
+        return (x * a + b).astype(np.float32, copy=False)
+
+    def to_json(self) -> dict[str, Any]:
+        if self.kind == "meanstd":
+            return {"type": "meanstd", "mean": list(self.a), "std": list(self.b)}
+        return {"type": "scale", "scale": list(self.a), "offset": list(self.b)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], n_bands: int) -> "Normalization":
+        kind = d.get("type")
+        keys = {"meanstd": ("mean", "std"), "scale": ("scale", "offset")}
+        if kind not in keys:
+            raise ModelPackageError(
+                f"normalization type {kind!r} is unknown; use 'meanstd' (mean, std) or 'scale' (scale, offset)"
+            )
+        ka, kb = keys[kind]
+        try:
+            a = tuple(float(v) for v in d[ka])
+            b = tuple(float(v) for v in d[kb])
+        except (KeyError, TypeError, ValueError):
+            raise ModelPackageError(
+                f"normalization '{kind}' needs numeric lists '{ka}' and '{kb}' with one value per band"
+            ) from None
+        if len(a) != n_bands or len(b) != n_bands:
+            raise ModelPackageError(
+                f"normalization has {len(a)}/{len(b)} values but the model has {n_bands} bands; "
+                "give one value per band"
+            )
+        if kind == "meanstd" and any(v <= 0 for v in b):
+            raise ModelPackageError("normalization std values must be > 0; fix the model card")
+        return cls(kind, a, b)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    id: str
+    architecture: str
+    encoder: str | None
+    bands: tuple[str, ...]
+    classes: tuple[ClassInfo, ...]
+    normalization: Normalization
+    tile_size: int = 512
+    overlap: int = 64
+    output_stride: int = 32
+    gsd_m: float | None = 10.0
+    input_nodata: float | None = 0.0
+    version: str = "0.1.0"
+    trained: bool = False
+    description: str = ""
+    arch_params: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # metrics, training data, ... (kept verbatim)
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.bands)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def class_values(self) -> list[int]:
+        return [c.value for c in self.classes]
+
+    def with_(self, **changes: Any) -> "ModelCard":
+        return replace(self, **changes)
+
+    # -- JSON -----------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "geoseg_model_format": CARD_FORMAT,
+            "id": self.id,
+            "version": self.version,
+            "description": self.description,
+            "trained": self.trained,
+            "architecture": self.architecture,
+            "encoder": self.encoder,
+            "arch_params": dict(self.arch_params),
+            "in_channels": self.in_channels,
+            "bands": list(self.bands),
+            "classes": [asdict(c) for c in self.classes],
+            "normalization": self.normalization.to_json(),
+            "input_nodata": self.input_nodata,
+            "tile_size": self.tile_size,
+            "overlap": self.overlap,
+            "output_stride": self.output_stride,
+            "gsd_m": self.gsd_m,
+        }
+        d.update(self.extra)
+        return d
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2)
+
+    @classmethod
+    def from_json(cls, d: Any) -> "ModelCard":
+        if not isinstance(d, dict):
+            raise ModelPackageError("the model card is not a JSON object; regenerate it with 'geoseg model init'")
+        fmt = d.get("geoseg_model_format")
+        if fmt != CARD_FORMAT:
+            raise ModelPackageError(
+                f"model card format {fmt!r} is not supported (expected {CARD_FORMAT}); "
+                "is this a geoseg model package? create one with 'geoseg model init'"
+            )
+        missing = [k for k in ("id", "architecture", "bands", "classes", "normalization") if k not in d]
+        if missing:
+            raise ModelPackageError(f"model card lacks {', '.join(missing)}; add them or recreate the package")
+        bands = tuple(str(b) for b in d["bands"])
+        if not bands:
+            raise ModelPackageError("model card lists no input bands; give 'bands' in input order")
+        if "in_channels" in d and int(d["in_channels"]) != len(bands):
+            raise ModelPackageError(
+                f"model card says in_channels={d['in_channels']} but lists {len(bands)} bands; make them agree"
+            )
+        classes = parse_classes(d["classes"])
+        known = {
+            "geoseg_model_format", "id", "version", "description", "trained", "architecture", "encoder",
+            "arch_params", "in_channels", "bands", "classes", "normalization", "input_nodata", "tile_size",
+            "overlap", "output_stride", "gsd_m",
+        }
+        try:
+            return cls(
+                id=str(d["id"]),
+                version=str(d.get("version", "0.1.0")),
+                description=str(d.get("description", "")),
+                trained=bool(d.get("trained", False)),
+                architecture=str(d["architecture"]),
+                encoder=None if d.get("encoder") is None else str(d["encoder"]),
+                arch_params=dict(d.get("arch_params") or {}),
+                bands=bands,
+                classes=classes,
+                normalization=Normalization.from_json(d["normalization"], len(bands)),
+                input_nodata=None if d.get("input_nodata") is None else float(d["input_nodata"]),
+                tile_size=int(d.get("tile_size", 512)),
+                overlap=int(d.get("overlap", 64)),
+                output_stride=int(d.get("output_stride", 32)),
+                gsd_m=None if d.get("gsd_m") is None else float(d["gsd_m"]),
+                extra={k: v for k, v in d.items() if k not in known},
+            )
+        except (TypeError, ValueError) as e:
+            raise ModelPackageError(f"model card has a badly typed field ({e}); fix the JSON") from None
+
+
+def parse_classes(items: Any) -> tuple[ClassInfo, ...]:
+    """Validate a class list ``[{value, name, color}, ...]``: values 0..254, unique; colours ``#RRGGBB``."""
+    if not isinstance(items, list) or not items:
+        raise ModelPackageError("'classes' must be a non-empty list of {value, name, color} objects")
+    out: list[ClassInfo] = []
+    for i, c in enumerate(items):
+        if not isinstance(c, dict) or "value" not in c or "name" not in c:
+            raise ModelPackageError(f"class #{i} needs 'value' and 'name' (and 'color' as #RRGGBB)")
+        try:
+            value = int(c["value"])
+        except (TypeError, ValueError):
+            raise ModelPackageError(f"class #{i} value {c['value']!r} is not an integer") from None
+        if not 0 <= value <= 254:
+            raise ModelPackageError(f"class {c['name']!r} has value {value}; use 0..254 (255 is nodata)")
+        color = str(c.get("color") or default_color(i))
+        if not _HEX.match(color):
+            raise ModelPackageError(f"class {c['name']!r} colour {color!r} is not of the form #RRGGBB")
+        out.append(ClassInfo(value, str(c["name"]), color.upper()))
+    values = [c.value for c in out]
+    if len(set(values)) != len(values):
+        raise ModelPackageError(f"class values must be unique, got {values}")
+    return tuple(out)
+
+
+_PALETTE = ["#419BDF", "#397D49", "#88B053", "#7A87C6", "#E49635", "#DFC35A", "#C4281B", "#A59B8F", "#B39FE1"]
+
+
+def default_color(i: int) -> str:
+    if i < len(_PALETTE):
+        return _PALETTE[i]
+    rng = np.random.default_rng(i)
+    return "#%02X%02X%02X" % tuple(int(v) for v in rng.integers(40, 220, 3))

@@ -1,0 +1,222 @@
+"""``predict_scene``: the Python API behind ``geoseg predict``.
+
+Validates everything before any work (scene, bands, model, options, output
+folder), plans tiles and blocks, runs the dask graph, and only when every block
+is written converts the temporary files to COGs and renames them into place.
+On any failure or interruption the temporary files are removed and existing
+outputs are left untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .blend import BLEND_MODES
+from .errors import EmptySceneError, ParameterError
+from .grid import plan_blocks, plan_tiles
+from .model.card import ModelCard
+from .model.package import read_card, resolve
+from .output import (NODATA, Product, build_cog, check_output_dir, create_part, discard, landcover_product,
+                     new_run_id, percent_product, remove_quietly)
+from .progress import make_progress
+from .raster import open_scene, select_bands
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    out_dir: str
+    landcover: str
+    probabilities: str | None
+    confidence: str | None
+    run_record: str
+    run_id: str
+    model_id: str
+    trained_model: bool
+    tiles: int
+    class_pixels: dict[str, int]
+    nodata_pixels: int
+    pixel_area_m2: float | None
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _pixel_area_m2(info) -> float | None:
+    from rasterio.crs import CRS
+
+    if not info.crs_wkt:
+        return None
+    crs = CRS.from_wkt(info.crs_wkt)
+    a, b, _, d, e, _ = info.transform
+    area = abs(a * e - b * d)
+    if crs.is_projected:
+        return area * (crs.linear_units_factor[1] ** 2)
+    return None  # geographic pixels have no single area; the run record says so
+
+
+def predict_scene(
+    scene: str | os.PathLike,
+    model: str | os.PathLike = "default",
+    out_dir: str | os.PathLike = "geoseg-output",
+    *,
+    bands: Sequence[int] | None = None,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    blend: str = "cosine",
+    batch_size: int = 4,
+    block_size: int = 1024,
+    workers: int | None = None,
+    scheduler: str = "threads",
+    device: str = "auto",
+    amp: bool | None = None,
+    probabilities: bool = False,
+    confidence: bool = False,
+    overwrite: bool = False,
+    allow_ungeoreferenced: bool = False,
+    progress: bool | None = None,
+) -> PredictResult:
+    """Predict a land-cover map of ``scene`` with ``model`` into ``out_dir``.
+
+    Writes ``landcover.tif`` (uint8 class COG, nodata 255, the scene's grid), and
+    with ``probabilities``/``confidence`` also ``probabilities.tif`` (one uint8
+    percent band per class) and ``confidence.tif`` (max probability, percent),
+    plus ``run.json`` (what was run and the class-pixel counts).
+
+    ``progress=None`` shows a progress bar only on an interactive terminal.
+    """
+    from . import graph  # dask
+    from .model.runtime import select_device  # torch
+    from .tasks import RunSpec
+
+    t0 = time.perf_counter()
+    model_path = resolve(model)
+    card: ModelCard = read_card(model_path)
+    info = open_scene(scene, allow_ungeoreferenced=allow_ungeoreferenced)
+    band_idx = select_bands(info, card.bands, bands)
+    if blend not in BLEND_MODES:
+        raise ParameterError(f"unknown blend mode {blend!r}; choose one of {', '.join(BLEND_MODES)}")
+    tile_size = card.tile_size if tile_size is None else int(tile_size)
+    overlap = card.overlap if overlap is None else int(overlap)
+    plan = plan_tiles(info.height, info.width, tile_size, overlap, card.output_stride)
+    blocks = plan_blocks(info.height, info.width, block_size)
+    if batch_size < 1:
+        raise ParameterError(f"batch size {batch_size} must be >= 1; use e.g. --batch-size 4")
+    scheduler = graph.check_scheduler(scheduler)
+    dev = select_device(device)
+    n_workers = default_workers() if workers is None else int(workers)
+    if n_workers < 1:
+        raise ParameterError(f"--workers {workers} must be >= 1")
+    torch_threads = max(1, default_workers() // n_workers) if dev.type == "cpu" else 1
+
+    out = Path(out_dir)
+    names = ["landcover.tif", "run.json"]
+    names += ["probabilities.tif"] if probabilities else []
+    names += ["confidence.tif"] if confidence else []
+    check_output_dir(out, names, overwrite)
+
+    run_id = new_run_id()
+    lc = landcover_product(str(out), run_id, card.classes, card.id)
+    prob = percent_product(str(out), run_id, "probabilities", [c.name for c in card.classes], card.id) \
+        if probabilities else None
+    conf = percent_product(str(out), run_id, "confidence", ["confidence (max class probability)"], card.id) \
+        if confidence else None
+    products: list[Product] = [p for p in (lc, prob, conf) if p is not None]
+    record_tmp = str(out / f".run.{run_id}.json.tmp")
+    spec = RunSpec(
+        scene_path=os.path.abspath(info.path),
+        bands=tuple(band_idx),
+        use_masks=info.per_dataset_mask,
+        input_nodata=None if info.per_dataset_mask else card.input_nodata,
+        model_path=str(model_path.resolve()),
+        device=str(dev),
+        amp=amp,
+        torch_threads=torch_threads,
+        batch_size=batch_size,
+        overlap=overlap,
+        blend=blend,
+        height=info.height,
+        width=info.width,
+        block_size=block_size,
+        class_values=tuple(card.class_values),
+        landcover_part=lc.part,
+        probabilities_part=prob.part if prob else None,
+        confidence_part=conf.part if conf else None,
+    )
+    bar = make_progress(len(plan), "tiles", progress)
+    try:
+        for p in products:
+            create_part(p, info)
+        try:
+            hist = graph.run(spec, list(plan), blocks, scheduler, n_workers, bar)
+        finally:
+            bar.close()
+        nodata = int(hist[NODATA])
+        if nodata == info.width * info.height:
+            raise EmptySceneError(
+                f"{info.path} has no valid pixel in bands {','.join(map(str, band_idx))} "
+                "(all nodata); check the scene, its nodata value, or --bands"
+            )
+        class_pixels = {c.name: int(hist[c.value]) for c in card.classes}
+        seconds = time.perf_counter() - t0
+        record = {
+            "geoseg_version": __version__,
+            "run_id": run_id,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "scene": os.path.abspath(info.path),
+            "bands": band_idx,
+            "model": {"id": card.id, "version": card.version, "path": str(model_path.resolve()),
+                      "trained": card.trained, "architecture": card.architecture, "encoder": card.encoder},
+            "classes": [asdict(c) for c in card.classes],
+            "grid": {"crs": info.crs_wkt, "transform": list(info.transform), "width": info.width,
+                     "height": info.height},
+            "options": {"tile_size": tile_size, "overlap": overlap, "blend": blend, "batch_size": batch_size,
+                        "block_size": block_size, "workers": n_workers, "scheduler": scheduler,
+                        "device": str(dev), "torch_threads": torch_threads},
+            "tiles": len(plan),
+            "computed_pixels": plan.computed_pixels,
+            "class_pixels": class_pixels,
+            "nodata_pixels": nodata,
+            "pixel_area_m2": _pixel_area_m2(info),
+            "outputs": {p.name: os.path.basename(p.final) for p in products},
+            "seconds": round(seconds, 3),
+            "host": platform.node(),
+        }
+        Path(record_tmp).write_text(json.dumps(record, indent=2) + "\n")
+        # All blocks are written: build every COG first, then move them all into place.
+        for p in products:
+            build_cog(p)
+        for p in products:
+            os.replace(p.cog, p.final)
+        os.replace(record_tmp, out / "run.json")
+    except BaseException:
+        discard(products)
+        remove_quietly(record_tmp)
+        raise
+    return PredictResult(
+        out_dir=str(out),
+        landcover=lc.final,
+        probabilities=prob.final if prob else None,
+        confidence=conf.final if conf else None,
+        run_record=str(out / "run.json"),
+        run_id=run_id,
+        model_id=card.id,
+        trained_model=card.trained,
+        tiles=len(plan),
+        class_pixels=class_pixels,
+        nodata_pixels=nodata,
+        pixel_area_m2=record["pixel_area_m2"],
+        seconds=seconds,
+    )

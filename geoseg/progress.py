@@ -1,0 +1,45 @@
+"""Progress display: a rich bar on an interactive terminal, silence otherwise."""
+
+from __future__ import annotations
+
+import sys
+from typing import Protocol
+
+
+class Progress(Protocol):
+    def advance(self, n: int) -> None: ...
+    def close(self) -> None: ...
+
+
+class NullProgress:
+    def advance(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class RichProgress:
+    def __init__(self, total: int, description: str) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress as _P, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self._p = _P(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("eta"), TimeRemainingColumn(), TimeElapsedColumn(), transient=False,
+        )
+        self._p.start()
+        self._task = self._p.add_task(description, total=total)
+
+    def advance(self, n: int) -> None:
+        self._p.advance(self._task, n)
+
+    def close(self) -> None:
+        self._p.stop()
+
+
+def make_progress(total: int, description: str, enabled: bool | None = None) -> Progress:
+    """``enabled=None``: show only when stderr is a terminal."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    return RichProgress(total, description) if enabled else NullProgress()

@@ -1,0 +1,150 @@
+"""Reading scenes: inspection, validation and windowed reads with a valid-pixel mask.
+
+No torch, no dask.  Functions take paths (never open datasets) where they may run
+inside a dask task.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import rasterio
+from rasterio.enums import MaskFlags
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window as RioWindow
+
+from .errors import BandMismatchError, InputFileError, NotGeoreferencedError
+from .grid import Window
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """What geoseg needs to know of an input raster (no open handles)."""
+
+    path: str
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs_wkt: str | None
+    transform: tuple[float, float, float, float, float, float]
+    nodata: float | None
+    descriptions: tuple[str | None, ...]
+    per_dataset_mask: bool  # has nodata or a mask band: read masks instead of trusting values
+
+    @property
+    def georeferenced(self) -> bool:
+        return self.crs_wkt is not None and self.transform != (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+    @property
+    def window(self) -> Window:
+        return Window(0, 0, self.height, self.width)
+
+
+def open_scene(path: str | os.PathLike, allow_ungeoreferenced: bool = False) -> SceneInfo:
+    """Inspect ``path``; raise a one-line InputError if it is missing, not a raster, or not georeferenced."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputFileError(f"input scene {path} does not exist; check the path")
+    if os.path.isdir(path):
+        raise InputFileError(f"input scene {path} is a directory; give a GeoTIFF file")
+    try:
+        with rasterio.open(path) as src:
+            flags = src.mask_flag_enums
+            info = SceneInfo(
+                path=path,
+                width=src.width,
+                height=src.height,
+                count=src.count,
+                dtype=src.dtypes[0],
+                crs_wkt=src.crs.to_wkt() if src.crs else None,
+                transform=tuple(src.transform)[:6],  # type: ignore[arg-type]
+                nodata=src.nodata,
+                descriptions=tuple(src.descriptions),
+                per_dataset_mask=any(MaskFlags.all_valid not in f for f in flags),
+            )
+    except RasterioIOError:
+        raise InputFileError(f"{path} is not a readable raster; give a GeoTIFF (or another GDAL raster)") from None
+    if not info.georeferenced and not allow_ungeoreferenced:
+        what = "CRS" if info.crs_wkt is None else "geotransform"
+        raise NotGeoreferencedError(
+            f"{path} has no {what}; georeference it (e.g. gdal_edit.py -a_srs/-a_ullr) "
+            "or pass --allow-ungeoreferenced to work in pixel coordinates"
+        )
+    return info
+
+
+def match_bands(card_bands: Sequence[str], descriptions: Sequence[str | None], count: int) -> list[int]:
+    """1-based input band indexes for the model's bands, matched by name (case-insensitive)."""
+    names = [(d or "").strip() for d in descriptions]
+    if not any(names):
+        if count == len(card_bands):
+            return list(range(1, count + 1))
+        raise BandMismatchError(
+            f"the input has {count} unnamed bands but the model needs {len(card_bands)} "
+            f"({','.join(card_bands)}); pass --bands with {len(card_bands)} band numbers, e.g. --bands "
+            + ",".join(str(i + 1) for i in range(len(card_bands)))
+        )
+    lookup = {n.lower(): i + 1 for i, n in enumerate(names) if n}
+    missing = [b for b in card_bands if b.lower() not in lookup]
+    if missing:
+        raise BandMismatchError(
+            f"the input lacks band(s) {','.join(missing)} needed by the model (input has "
+            f"{','.join(n or '?' for n in names)}); pass --bands with the band numbers to use"
+        )
+    return [lookup[b.lower()] for b in card_bands]
+
+
+def select_bands(info: SceneInfo, model_bands: Sequence[str], bands: Sequence[int] | None) -> list[int]:
+    """1-based band indexes to feed the model: explicit ``bands`` or matched by band description."""
+    if bands is None:
+        return match_bands(model_bands, info.descriptions, info.count)
+    bands = list(bands)
+    if len(bands) != len(model_bands):
+        raise BandMismatchError(
+            f"--bands lists {len(bands)} bands but the model needs {len(model_bands)} "
+            f"({','.join(model_bands)}); give exactly {len(model_bands)} band numbers"
+        )
+    bad = [b for b in bands if not 1 <= b <= info.count]
+    if bad:
+        raise BandMismatchError(
+            f"--bands {','.join(map(str, bad))} out of range: the input has bands 1..{info.count}"
+        )
+    return bands
+
+
+def read_window(
+    src: rasterio.DatasetReader,
+    window: Window,
+    bands: Sequence[int],
+    use_masks: bool,
+    input_nodata: float | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``bands`` over ``window`` as float32, padding outside the raster.
+
+    Returns ``(data (C, h, w) float32, valid (h, w) bool)``.  A pixel is valid when
+    it lies inside the raster and every selected band is valid (dataset mask, or
+    ``!= input_nodata`` when the raster declares no nodata/mask).
+    """
+    data = np.zeros((len(bands), window.height, window.width), dtype=np.float32)
+    valid = np.zeros((window.height, window.width), dtype=bool)
+    inside = window.intersection(Window(0, 0, src.height, src.width))
+    if inside is None:
+        return data, valid
+    rio_win = RioWindow(inside.col_off, inside.row_off, inside.width, inside.height)
+    rs, cs = inside.slices_in(window)
+    raw = src.read(list(bands), window=rio_win)
+    data[:, rs, cs] = raw
+    if use_masks:
+        v = np.all(src.read_masks(list(bands), window=rio_win) > 0, axis=0)
+    elif input_nodata is not None:
+        v = ~np.any(raw == input_nodata, axis=0)
+    else:
+        v = np.ones(raw.shape[1:], dtype=bool)
+    if np.issubdtype(raw.dtype, np.floating):
+        v &= np.all(np.isfinite(raw), axis=0)
+    valid[rs, cs] = v
+    return data, valid
