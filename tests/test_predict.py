@@ -1,0 +1,235 @@
+"""End-to-end prediction on rasters with a known answer.
+
+The linear test model's output is a known function of each pixel, so the tiled,
+blended, streamed result must reproduce it exactly: any seam, offset, lost border,
+wrong weight or georeference error shows up as a mismatch.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from affine import Affine
+import pytest
+import rasterio
+import torch
+
+from geoseg import predict_scene
+from geoseg.errors import BandMismatchError, EmptySceneError, OutputExistsError
+from geoseg.model.package import load_model
+from geoseg.model.runtime import Predictor
+
+from conftest import BANDS4, expected_probs, pattern_scene, write_raster
+
+
+def _read(path, band=None):
+    with rasterio.open(path) as src:
+        return src.read(band) if band else src.read()
+
+
+@pytest.mark.parametrize("blend", ["cosine", "linear", "gaussian", "none"])
+def test_tiled_prediction_reproduces_known_function(tmp_path, linear_model, blend):
+    h, w = 203, 331  # non-square, not a multiple of tile/stride/block
+    scene, cls = pattern_scene(h, w)
+    src = write_raster(tmp_path / "s.tif", scene, descriptions=BANDS4)
+    r = predict_scene(src, linear_model, tmp_path / "out", blend=blend, block_size=256, probabilities=True,
+                      confidence=True, workers=2)
+    assert r.tiles > 20  # many overlapping tiles and 2 x 2 blocks
+    lc = _read(r.landcover, 1)
+    np.testing.assert_array_equal(lc, cls)
+    exp = expected_probs(scene)
+    prob = _read(r.probabilities).astype(int)
+    assert np.abs(prob - np.rint(exp * 100)).max() <= 1
+    conf = _read(r.confidence, 1).astype(int)
+    assert np.abs(conf - np.rint(exp.max(axis=0) * 100)).max() <= 1
+    assert r.class_pixels == {"water": int((cls == 0).sum()), "trees": int((cls == 1).sum()),
+                              "built": int((cls == 2).sum())}
+
+
+def test_probabilities_blend_to_single_pass_values(tmp_path, linear_model):
+    """Weighted averaging of identical per-tile probabilities must return them unchanged (no lost weight)."""
+    from geoseg.blend import blend_pieces, cut_pieces, tile_weights
+    from geoseg.grid import Window, plan_tiles
+
+    h, w = 150, 170
+    scene, _ = pattern_scene(h, w)
+    exp = expected_probs(scene).astype(np.float32)
+    plan = plan_tiles(h, w, 64, 32, 1)
+    block = Window(0, 0, h, w)
+    pieces = []
+    for t in plan:
+        probs = np.zeros((3, t.window.height, t.window.width), np.float32)
+        v = t.valid(block)
+        rs, cs = v.slices_in(t.window)
+        probs[:, rs, cs] = exp[:, v.row_off:v.row_end, v.col_off:v.col_end]
+        weight = tile_weights(t, 32, "cosine")
+        mask = np.zeros_like(weight)
+        mask[rs, cs] = 1
+        pieces += [p for _, p in cut_pieces(t, probs, weight * mask, [(0, block)])]
+    out, valid = blend_pieces(block, pieces, 3)
+    assert valid.all()
+    np.testing.assert_allclose(out, exp, rtol=0, atol=1e-6)  # float32 round-off only
+
+
+def test_georeference_and_cog_structure(tmp_path, linear_model):
+    h, w = 600, 700
+    scene, cls = pattern_scene(h, w)
+    from affine import Affine
+
+    transform = Affine(10.0, 0.0, 423_456.0, 0.0, -10.0, 5_123_456.0)
+    src = write_raster(tmp_path / "s.tif", scene, transform=transform, descriptions=BANDS4)
+    r = predict_scene(src, linear_model, tmp_path / "out")
+    with rasterio.open(src) as a, rasterio.open(r.landcover) as b:
+        assert b.crs == a.crs and b.transform == a.transform
+        assert (b.width, b.height) == (a.width, a.height)
+        assert b.dtypes[0] == "uint8" and b.nodata == 255
+        assert b.profile["tiled"] and b.profile["compress"] == "deflate"
+        assert b.overviews(1), "COG must have overviews"
+        assert b.descriptions[0] == "land cover class"
+        assert b.tags(1)["CLASS_1"] == "trees"
+        assert b.tags()["AREA_OR_POINT"] == "Area"
+        cmap = b.colormap(1)
+        assert cmap[0][:3] == (0x41, 0x9B, 0xDF) and cmap[255][3] == 0
+        np.testing.assert_array_equal(b.read(1), cls)
+        # Overviews are a MODE of class codes: where a 2x2 cell has a strict majority, it must win.
+        ov = b.read(1, out_shape=(h // 2, w // 2))
+        cells = cls[: h // 2 * 2, : w // 2 * 2].reshape(h // 2, 2, w // 2, 2).transpose(0, 2, 1, 3).reshape(h // 2, w // 2, 4)
+        counts = np.stack([(cells == k).sum(-1) for k in range(3)], -1)
+        majority = counts.max(-1) >= 3
+        assert majority.sum() > 1000
+        np.testing.assert_array_equal(ov[majority], counts.argmax(-1)[majority])
+    # no temporary files left behind
+    assert sorted(os.listdir(tmp_path / "out")) == ["landcover.tif", "run.json"]
+
+
+def test_nodata_propagates_and_never_gets_a_class(tmp_path, linear_model):
+    h, w = 180, 260
+    scene, cls = pattern_scene(h, w)
+    nod = np.zeros((h, w), bool)
+    nod[40:120, 60:150] = True  # bigger than a tile: tiles entirely nodata are skipped
+    nod[::17, ::5] = True  # scattered pixels
+    nod[:, -3:] = True  # the right scene border
+    scene[:, nod] = 0
+    src = write_raster(tmp_path / "s.tif", scene, nodata=0, descriptions=BANDS4)
+    r = predict_scene(src, linear_model, tmp_path / "out", probabilities=True)
+    lc = _read(r.landcover, 1)
+    np.testing.assert_array_equal(lc == 255, nod)
+    np.testing.assert_array_equal(lc[~nod], cls[~nod])
+    assert (_read(r.probabilities)[:, nod] == 255).all()
+    assert r.nodata_pixels == nod.sum()
+
+
+def test_one_band_nodata_without_declared_nodata_uses_card_input_nodata(tmp_path, linear_model):
+    scene, cls = pattern_scene(90, 100)
+    scene[3, 10:20, 10:20] = 0  # only B8 missing: the pixel cannot be classified
+    src = write_raster(tmp_path / "s.tif", scene, descriptions=BANDS4)  # no nodata declared
+    lc = _read(predict_scene(src, linear_model, tmp_path / "out").landcover, 1)
+    assert (lc[10:20, 10:20] == 255).all()
+    assert (lc != 255).sum() == 90 * 100 - 100
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (1, 200), (70, 1000), (64, 64), (65, 63)])
+def test_tiny_and_odd_shapes(tmp_path, linear_model, shape):
+    scene, cls = pattern_scene(*shape)
+    src = write_raster(tmp_path / "s.tif", scene, descriptions=BANDS4)
+    r = predict_scene(src, linear_model, tmp_path / "out")
+    np.testing.assert_array_equal(_read(r.landcover, 1), cls)
+
+
+def test_bands_matched_by_name_or_number(tmp_path, linear_model):
+    scene, cls = pattern_scene(80, 90)
+    shuffled = scene[[3, 0, 2, 1]]  # file order B8, B2, B4, B3
+    src = write_raster(tmp_path / "s.tif", shuffled, descriptions=("B8", "B2", "B4", "B3"))
+    lc = _read(predict_scene(src, linear_model, tmp_path / "a").landcover, 1)
+    np.testing.assert_array_equal(lc, cls)
+    lc = _read(predict_scene(src, linear_model, tmp_path / "b", bands=[2, 4, 3, 1]).landcover, 1)
+    np.testing.assert_array_equal(lc, cls)
+    with pytest.raises(BandMismatchError, match="B3"):
+        bad = write_raster(tmp_path / "bad.tif", scene, descriptions=("B2", "B5", "B4", "B8"))
+        predict_scene(bad, linear_model, tmp_path / "c")
+
+
+def test_determinism_across_workers_blocks_and_schedulers(tmp_path, unet_model):
+    scene, _ = pattern_scene(300, 333)
+    src = write_raster(tmp_path / "s.tif", scene, descriptions=BANDS4)
+    runs = [
+        dict(workers=1, block_size=256),
+        dict(workers=2, block_size=512),
+        dict(workers=2, block_size=1024, scheduler="synchronous"),
+        dict(workers=2, block_size=256, scheduler="processes"),
+    ]
+    outs = []
+    for i, kw in enumerate(runs):
+        r = predict_scene(src, unet_model, tmp_path / f"o{i}", probabilities=True, tile_size=128, overlap=64, **kw)
+        outs.append((_read(r.landcover), _read(r.probabilities)))
+    for lc, pr in outs[1:]:
+        assert np.array_equal(lc, outs[0][0])
+        assert np.array_equal(pr, outs[0][1])
+    assert len(np.unique(outs[0][0])) > 1  # not a trivial constant map
+
+
+def _single_pass(model_path, scene: np.ndarray) -> np.ndarray:
+    card, net = load_model(model_path)
+    x = card.normalization.apply(scene.astype(np.float32))
+    s = card.output_stride
+    h, w = x.shape[1:]
+    ph, pw = -(-h // s) * s, -(-w // s) * s
+    xp = np.zeros((1, x.shape[0], ph, pw), np.float32)
+    xp[0, :, :h, :w] = x
+    probs = Predictor(card, net, torch.device("cpu"))(xp)[0, :, :h, :w]
+    return np.asarray(card.class_values)[probs.argmax(0)]
+
+
+def test_real_unet_tiled_agrees_with_whole_image_pass(tmp_path, unet_model):
+    rng = np.random.default_rng(7)
+    h, w = 520, 550  # 4 x 4 tiles of 256 with 128 overlap
+    scene, _ = pattern_scene(h, w)
+    scene = (scene + rng.integers(0, 400, scene.shape)).astype(np.uint16)
+    src = write_raster(tmp_path / "s.tif", scene, descriptions=BANDS4)
+    tiled = _read(predict_scene(src, unet_model, tmp_path / "o", block_size=256).landcover, 1)
+    whole = _single_pass(unet_model, scene)
+    agree = (tiled == whole).mean()
+    assert len(np.unique(whole)) > 1
+    assert agree >= 0.999, agree
+
+
+def test_all_nodata_scene_is_an_error_and_writes_nothing(tmp_path, linear_model):
+    scene = np.zeros((4, 70, 90), np.uint16)
+    src = write_raster(tmp_path / "s.tif", scene, nodata=0, descriptions=BANDS4)
+    with pytest.raises(EmptySceneError, match="no valid pixel"):
+        predict_scene(src, linear_model, tmp_path / "out", probabilities=True)
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_existing_output_is_kept_without_overwrite_and_on_failure(tmp_path, linear_model, monkeypatch):
+    scene, cls = pattern_scene(100, 120)
+    src = write_raster(tmp_path / "s.tif", scene, descriptions=BANDS4)
+    out = tmp_path / "out"
+    first = predict_scene(src, linear_model, out)
+    before = (out / "landcover.tif").read_bytes()
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        predict_scene(src, linear_model, out)
+
+    import geoseg.tasks
+
+    def boom(*a, **k):
+        raise RuntimeError("simulated crash while writing a block")
+
+    monkeypatch.setattr(geoseg.tasks, "blend_and_write", boom)
+    monkeypatch.setattr("geoseg.graph.blend_and_write", boom)
+    with pytest.raises(RuntimeError, match="simulated"):
+        predict_scene(src, linear_model, out, overwrite=True, probabilities=True)
+    assert (out / "landcover.tif").read_bytes() == before  # untouched
+    assert sorted(os.listdir(out)) == ["landcover.tif", "run.json"]  # no temp or partial files
+    assert first.landcover == str(out / "landcover.tif")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(tmp_path, unet_model):
+    scene, _ = pattern_scene(260, 270)
+    src = write_raster(tmp_path / "s.tif", scene, descriptions=BANDS4)
+    cpu = _read(predict_scene(src, unet_model, tmp_path / "c", device="cpu").landcover)
+    gpu = _read(predict_scene(src, unet_model, tmp_path / "g", device="cuda").landcover)
+    assert (cpu == gpu).mean() >= 0.99
