@@ -64,7 +64,17 @@ def _pixel_area_m2(info) -> float | None:
     area = abs(a * e - b * d)
     if crs.is_projected:
         return area * (crs.linear_units_factor[1] ** 2)
-    return None  # geographic pixels have no single area; the run record says so
+    if crs.is_geographic:  # geodesic area of the scene's centre pixel: an approximation for small scenes
+        from pyproj import Geod
+
+        from affine import Affine
+
+        t = Affine(*info.transform)
+        c, r = info.width // 2, info.height // 2
+        corners = [t * (c, r), t * (c + 1, r), t * (c + 1, r + 1), t * (c, r + 1)]
+        lons, lats = zip(*corners)
+        return abs(Geod(ellps="WGS84").polygon_area_perimeter(lons, lats)[0])
+    return None
 
 
 def predict_scene(
@@ -119,7 +129,14 @@ def predict_scene(
     n_workers = default_workers() if workers is None else int(workers)
     if n_workers < 1:
         raise ParameterError(f"--workers {workers} must be >= 1")
-    torch_threads = max(1, default_workers() // n_workers) if dev.type == "cpu" else 1
+    # Threads share one model and run one forward at a time with every core (intra-op); separate
+    # processes each get their share of the cores so they never oversubscribe them.
+    if dev.type != "cpu":
+        torch_threads = 1
+    elif scheduler == "threads" or scheduler == "synchronous":
+        torch_threads = default_workers()
+    else:
+        torch_threads = max(1, default_workers() // n_workers)
 
     out = Path(out_dir)
     names = ["landcover.tif", "run.json"]

@@ -50,9 +50,10 @@ class Predictor:
         self.amp_dtype = (
             torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
         )
-        # One forward at a time per device: torch modules are not guaranteed re-entrant on CUDA,
-        # and on the CPU concurrent callers share the intra-op thread pool anyway.
-        self._lock = threading.Lock() if device.type == "cuda" else None
+        # One forward at a time per process and device.  On the CPU the forward pass uses every
+        # intra-op thread, so concurrent forwards would only multiply activation memory; the
+        # other dask threads meanwhile read, blend and write.  On CUDA it serialises the stream.
+        self._lock = threading.Lock()
 
     @torch.inference_mode()
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -60,13 +61,14 @@ class Predictor:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True)
-            with self._lock:  # type: ignore[union-attr]
+            with self._lock:
                 with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.amp):
                     logits = self.net(t)
                 probs = torch.softmax(logits.float(), dim=1)
                 return probs.cpu().numpy()
-        logits = self.net(t)
-        return torch.softmax(logits.float(), dim=1).numpy()
+        with self._lock:
+            logits = self.net(t)
+            return torch.softmax(logits.float(), dim=1).numpy()
 
 
 def configure_threads(n_threads: int) -> None:
