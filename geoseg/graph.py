@@ -84,7 +84,7 @@ def run(
     if scheduler.startswith("tcp://"):
         from distributed import Client, as_completed
 
-        with Client(scheduler, set_as_default=False) as client:
+        with Client(scheduler) as client:
             futures = client.compute(batch_tasks + block_tasks)
             batch_keys = {f.key: tiles_per_key[f.key] for f in futures[: len(batch_tasks)]}
             del batch_tasks, block_tasks

@@ -13,9 +13,12 @@ import json
 import os
 import platform
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
+
+from rasterio.errors import NotGeoreferencedWarning
 
 from . import __version__
 from .blend import BLEND_MODES
@@ -173,6 +176,10 @@ def predict_scene(
         confidence_part=conf.part if conf else None,
     )
     bar = make_progress(len(plan), "tiles", progress)
+    quiet_warnings = warnings.catch_warnings()
+    quiet_warnings.__enter__()
+    if not info.georeferenced:  # accepted with allow_ungeoreferenced: rasterio's warnings are noise now
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
     try:
         for p in products:
             create_part(p, info)
@@ -222,6 +229,8 @@ def predict_scene(
         discard(products)
         remove_quietly(record_tmp)
         raise
+    finally:
+        quiet_warnings.__exit__(None, None, None)
     return PredictResult(
         out_dir=str(out),
         landcover=lc.final,

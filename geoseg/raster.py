@@ -7,13 +7,14 @@ inside a dask task.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window as RioWindow
 
 from .errors import BandMismatchError, InputFileError, NotGeoreferencedError
@@ -52,7 +53,10 @@ def open_scene(path: str | os.PathLike, allow_ungeoreferenced: bool = False) -> 
     if os.path.isdir(path):
         raise InputFileError(f"input scene {path} is a directory; give a GeoTIFF file")
     try:
-        with rasterio.open(path) as src:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # reported below, as an error or not
+            src = rasterio.open(path)
+        with src:
             flags = src.mask_flag_enums
             info = SceneInfo(
                 path=path,

@@ -233,3 +233,14 @@ def test_cuda_matches_cpu(tmp_path, unet_model):
     cpu = _read(predict_scene(src, unet_model, tmp_path / "c", device="cpu").landcover)
     gpu = _read(predict_scene(src, unet_model, tmp_path / "g", device="cuda").landcover)
     assert (cpu == gpu).mean() >= 0.99
+
+
+def test_distributed_scheduler_address_gives_the_same_map(tmp_path, linear_model):
+    distributed = pytest.importorskip("distributed")
+    scene, cls = pattern_scene(150, 170)
+    src = write_raster(tmp_path / "s.tif", scene, descriptions=BANDS4)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, protocol="tcp",
+                                  dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+        r = predict_scene(src, linear_model, tmp_path / "o", scheduler=cluster.scheduler_address, block_size=256)
+    np.testing.assert_array_equal(_read(r.landcover, 1), cls)
