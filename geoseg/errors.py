@@ -43,6 +43,10 @@ class BandMismatchError(InputError):
     """The input's bands do not match what the model expects."""
 
 
+class GridMismatchError(InputError):
+    """Two rasters that must share a pixel grid do not."""
+
+
 class EmptySceneError(InputError):
     """The scene has no valid (non-nodata) pixel."""
 

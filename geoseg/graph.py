@@ -10,8 +10,9 @@ memory is bounded by the tiles in flight, never by the scene size.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
-from typing import Sequence
+from typing import Any, Sequence
 
 import dask
 import numpy as np
@@ -30,7 +31,8 @@ def check_scheduler(scheduler: str) -> str:
     if scheduler in LOCAL_SCHEDULERS or scheduler.startswith("tcp://"):
         return scheduler
     raise ParameterError(
-        f"unknown scheduler {scheduler!r}; choose threads, processes, or tcp://HOST:PORT of a dask scheduler"
+        f"unknown scheduler {scheduler!r}; choose threads, processes, synchronous, "
+        "or tcp://HOST:PORT of a dask scheduler"
     )
 
 
@@ -59,15 +61,54 @@ def build(spec: RunSpec, tiles: Sequence[Tile], blocks: Sequence[Block]) -> tupl
     return batch_tasks, block_tasks, tiles_per_key
 
 
-class _TileProgress(Callback):
-    def __init__(self, progress: Progress, tiles_per_key: dict[str, int]) -> None:
+def default_workers() -> int:
+    """CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class _Progress(Callback):
+    def __init__(self, progress: Progress, weights: dict[str, int]) -> None:
         super().__init__()
-        self._progress, self._tiles = progress, tiles_per_key
+        self._progress, self._weights = progress, weights
 
     def _posttask(self, key, result, dsk, state, worker_id):  # noqa: D401 - dask callback signature
-        n = self._tiles.get(key if isinstance(key, str) else str(key))
+        n = self._weights.get(key if isinstance(key, str) else str(key))
         if n:
             self._progress.advance(n)
+
+
+def execute(
+    tasks: Sequence[Delayed],
+    scheduler: str,
+    workers: int,
+    progress: Progress,
+    weights: dict[str, int],
+    watch: Sequence[Delayed] = (),
+) -> list[Any]:
+    """Compute ``tasks`` on threads, processes or a ``tcp://`` dask.distributed scheduler.
+
+    Returns their results in order.  The progress bar advances by ``weights[key]``
+    whenever a task of that key finishes; ``watch`` are intermediate tasks whose
+    completion should count too (on a cluster their results are released at once).
+    """
+    if scheduler.startswith("tcp://"):
+        from distributed import Client, as_completed
+
+        with Client(scheduler) as client:
+            futures = client.compute(list(watch) + list(tasks))
+            order = {f.key: i for i, f in enumerate(futures[len(watch):])}
+            results: list[Any] = [None] * len(order)
+            for fut in as_completed(futures):
+                progress.advance(weights.get(str(fut.key), 0))
+                if fut.key in order:
+                    results[order[fut.key]] = fut.result()
+                fut.release()
+            return results
+    with dask.config.set(scheduler=scheduler, num_workers=workers), _Progress(progress, weights):
+        return list(dask.compute(*tasks, optimize_graph=False))
 
 
 def run(
@@ -78,25 +119,9 @@ def run(
     workers: int,
     progress: Progress,
 ) -> np.ndarray:
-    """Execute the graph; return the scene's class-code histogram (256 bins)."""
+    """Execute the prediction graph; return the scene's class-code histogram (256 bins)."""
     batch_tasks, block_tasks, tiles_per_key = build(spec, tiles, blocks)
     hist = np.zeros(256, dtype=np.int64)
-    if scheduler.startswith("tcp://"):
-        from distributed import Client, as_completed
-
-        with Client(scheduler) as client:
-            futures = client.compute(batch_tasks + block_tasks)
-            batch_keys = {f.key: tiles_per_key[f.key] for f in futures[: len(batch_tasks)]}
-            del batch_tasks, block_tasks
-            for fut in as_completed(futures):
-                if fut.key in batch_keys:
-                    progress.advance(batch_keys[fut.key])
-                else:
-                    hist += fut.result()
-                fut.release()
-            del futures
-        return hist
-    with dask.config.set(scheduler=scheduler, num_workers=workers), _TileProgress(progress, tiles_per_key):
-        for h in dask.compute(*block_tasks, optimize_graph=False):
-            hist += h
+    for h in execute(block_tasks, scheduler, workers, progress, tiles_per_key, watch=batch_tasks):
+        hist += h
     return hist

@@ -50,13 +50,6 @@ class PredictResult:
     extra: dict = field(default_factory=dict)
 
 
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def _pixel_area_m2(info) -> float | None:
     from rasterio.crs import CRS
 
@@ -129,7 +122,7 @@ def predict_scene(
         raise ParameterError(f"batch size {batch_size} must be >= 1; use e.g. --batch-size 4")
     scheduler = graph.check_scheduler(scheduler)
     dev = select_device(device)
-    n_workers = default_workers() if workers is None else int(workers)
+    n_workers = graph.default_workers() if workers is None else int(workers)
     if n_workers < 1:
         raise ParameterError(f"--workers {workers} must be >= 1")
     # Threads share one model and run one forward at a time with every core (intra-op); separate
@@ -137,9 +130,9 @@ def predict_scene(
     if dev.type != "cpu":
         torch_threads = 1
     elif scheduler == "threads" or scheduler == "synchronous":
-        torch_threads = default_workers()
+        torch_threads = graph.default_workers()
     else:
-        torch_threads = max(1, default_workers() // n_workers)
+        torch_threads = max(1, graph.default_workers() // n_workers)
 
     out = Path(out_dir)
     names = ["landcover.tif", "run.json"]
