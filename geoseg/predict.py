@@ -151,8 +151,10 @@ def predict_scene(
     spec = RunSpec(
         scene_path=os.path.abspath(info.path),
         bands=tuple(band_idx),
-        use_masks=info.per_dataset_mask,
-        input_nodata=None if info.per_dataset_mask else card.input_nodata,
+        # A plain nodata value is tested on the values already read; real masks (alpha, mask band) are read.
+        use_masks=info.per_dataset_mask and not info.nodata_only_mask,
+        input_nodata=info.nodata if info.nodata_only_mask else (
+            None if info.per_dataset_mask else card.input_nodata),
         model_path=str(model_path.resolve()),
         device=str(dev),
         amp=amp,

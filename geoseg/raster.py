@@ -35,6 +35,7 @@ class SceneInfo:
     nodata: float | None
     descriptions: tuple[str | None, ...]
     per_dataset_mask: bool  # has nodata or a mask band: read masks instead of trusting values
+    nodata_only_mask: bool = False  # the only mask is the nodata value: test values, no mask read
 
     @property
     def georeferenced(self) -> bool:
@@ -69,6 +70,7 @@ def open_scene(path: str | os.PathLike, allow_ungeoreferenced: bool = False) -> 
                 nodata=src.nodata,
                 descriptions=tuple(src.descriptions),
                 per_dataset_mask=any(MaskFlags.all_valid not in f for f in flags),
+                nodata_only_mask=src.nodata is not None and all(set(f) == {MaskFlags.nodata} for f in flags),
             )
     except RasterioIOError:
         raise InputFileError(f"{path} is not a readable raster; give a GeoTIFF (or another GDAL raster)") from None
@@ -130,8 +132,9 @@ def read_window(
     """Read ``bands`` over ``window`` as float32, padding outside the raster.
 
     Returns ``(data (C, h, w) float32, valid (h, w) bool)``.  A pixel is valid when
-    it lies inside the raster and every selected band is valid (dataset mask, or
-    ``!= input_nodata`` when the raster declares no nodata/mask).
+    it lies inside the raster and every selected band is valid: per the dataset's
+    mask when ``use_masks``, else ``!= input_nodata`` (the raster's nodata value, or
+    the model card's when the raster declares none).
     """
     data = np.zeros((len(bands), window.height, window.width), dtype=np.float32)
     valid = np.zeros((window.height, window.width), dtype=bool)

@@ -244,3 +244,17 @@ def test_distributed_scheduler_address_gives_the_same_map(tmp_path, linear_model
         assert cluster.scheduler_address.startswith("tcp://")
         r = predict_scene(src, linear_model, tmp_path / "o", scheduler=cluster.scheduler_address, block_size=256)
     np.testing.assert_array_equal(_read(r.landcover, 1), cls)
+
+
+def test_internal_mask_band_is_honoured(tmp_path, linear_model):
+    """A GDAL per-dataset mask (not a nodata value) marks invalid pixels too."""
+    scene, cls = pattern_scene(120, 140)
+    mask = np.full((120, 140), 255, np.uint8)
+    mask[30:60, 50:90] = 0
+    p = write_raster(tmp_path / "m.tif", scene, descriptions=BANDS4)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(p, "r+") as dst:
+            dst.write_mask(mask)
+    lc = _read(predict_scene(p, linear_model, tmp_path / "o").landcover, 1)
+    np.testing.assert_array_equal(lc == 255, mask == 0)
+    np.testing.assert_array_equal(lc[mask > 0], cls[mask > 0])
