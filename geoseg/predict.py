@@ -92,6 +92,7 @@ def predict_scene(
     confidence: bool = False,
     overwrite: bool = False,
     allow_ungeoreferenced: bool = False,
+    tta: str = "none",
     progress: bool | None = None,
 ) -> PredictResult:
     """Predict a land-cover map of ``scene`` with ``model`` into ``out_dir``.
@@ -101,10 +102,13 @@ def predict_scene(
     percent band per class) and ``confidence.tif`` (max probability, percent),
     plus ``run.json`` (what was run and the class-pixel counts).
 
+    ``tta``: test-time augmentation, ``flips`` (4 passes) or ``d4`` (8 passes): probabilities
+    are averaged over flipped/rotated tiles, each mapped back before blending.
+
     ``progress=None`` shows a progress bar only on an interactive terminal.
     """
     from . import graph  # dask
-    from .model.runtime import select_device  # torch
+    from .model.runtime import TTA_MODES, select_device  # torch
     from .tasks import RunSpec
 
     t0 = time.perf_counter()
@@ -118,6 +122,8 @@ def predict_scene(
     overlap = card.overlap if overlap is None else int(overlap)
     plan = plan_tiles(info.height, info.width, tile_size, overlap, card.output_stride)
     blocks = plan_blocks(info.height, info.width, block_size)
+    if tta not in TTA_MODES:
+        raise ParameterError(f"unknown --tta {tta!r}; choose one of {', '.join(TTA_MODES)}")
     if batch_size < 1:
         raise ParameterError(f"batch size {batch_size} must be >= 1; use e.g. --batch-size 4")
     scheduler = graph.check_scheduler(scheduler)
@@ -169,6 +175,7 @@ def predict_scene(
         landcover_part=lc.part,
         probabilities_part=prob.part if prob else None,
         confidence_part=conf.part if conf else None,
+        tta=tta,
     )
     bar = make_progress(len(plan), "tiles", progress)
     quiet_warnings = warnings.catch_warnings()
@@ -203,7 +210,7 @@ def predict_scene(
                      "height": info.height},
             "options": {"tile_size": tile_size, "overlap": overlap, "blend": blend, "batch_size": batch_size,
                         "block_size": block_size, "workers": n_workers, "scheduler": scheduler,
-                        "device": str(dev), "torch_threads": torch_threads},
+                        "device": str(dev), "torch_threads": torch_threads, "tta": tta},
             "tiles": len(plan),
             "computed_pixels": plan.computed_pixels,
             "class_pixels": class_pixels,

@@ -18,7 +18,7 @@ import rasterio
 
 from .blend import Piece, blend_pieces, classify, cut_pieces, tile_weights, to_percent
 from .grid import Block, Tile, Window
-from .model.runtime import configure_threads, get_predictor
+from .model.runtime import configure_threads, get_predictor, predict_tta
 from .output import write_block
 from .raster import read_window
 
@@ -43,6 +43,7 @@ class RunSpec:
     landcover_part: str
     probabilities_part: str | None = None
     confidence_part: str | None = None
+    tta: str = "none"
 
     @property
     def n_classes(self) -> int:
@@ -85,7 +86,7 @@ def predict_tiles(spec: RunSpec, tiles: Sequence[Tile]) -> dict[int, list[Piece]
             xn = norm.apply(data)
             xn[:, ~valid] = 0.0
             x[k] = xn
-        out = predictor(x)
+        out = predict_tta(predictor, x, spec.tta)
         for k, i in enumerate(chunk):
             probs[i] = out[k]
     pieces: dict[int, list[Piece]] = defaultdict(list)

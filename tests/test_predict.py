@@ -258,3 +258,32 @@ def test_internal_mask_band_is_honoured(tmp_path, linear_model):
     lc = _read(predict_scene(p, linear_model, tmp_path / "o").landcover, 1)
     np.testing.assert_array_equal(lc == 255, mask == 0)
     np.testing.assert_array_equal(lc[mask > 0], cls[mask > 0])
+
+
+@pytest.mark.parametrize("tta", ["flips", "d4"])
+def test_tta_averages_unflipped_probabilities(tmp_path, unet_model, tta):
+    """One tile (scene smaller than the tile): the result must equal a hand-made flip average."""
+    h, w = 96, 120
+    scene, _ = pattern_scene(h, w)
+    src = write_raster(tmp_path / "s.tif", scene, descriptions=BANDS4)
+    r = predict_scene(src, unet_model, tmp_path / "o", tta=tta, probabilities=True)
+    card, net = load_model(unet_model)
+    pred = Predictor(card, net, torch.device("cpu"))
+    x = np.zeros((4, 4, 96, 120), np.float32)  # batch of 4 (zero-padded); 96 x 120 is stride-aligned
+    x[0, :, :, :w] = card.normalization.apply(scene.astype(np.float32))
+    views = [(0, False), (0, True), (2, False), (2, True)] if tta == "flips" else \
+        [(k, f) for k in range(4) for f in (False, True)]
+    acc = 0
+    for k, f in views:
+        xt = np.rot90(x, k, axes=(2, 3))
+        xt = xt[..., ::-1] if f else xt
+        y = pred(np.ascontiguousarray(xt))
+        y = y[..., ::-1] if f else y
+        acc = acc + np.rot90(y, -k, axes=(2, 3))
+    probs = (acc / len(views))[0, :, :, :w]
+    exp_cls = probs.argmax(0)
+    lc = _read(r.landcover, 1)
+    np.testing.assert_array_equal(lc, exp_cls)
+    assert np.abs(_read(r.probabilities).astype(int) - np.rint(probs * 100)).max() <= 1
+    plain = _read(predict_scene(src, unet_model, tmp_path / "p").landcover, 1)
+    assert (plain != lc).any()  # augmentation really changed something

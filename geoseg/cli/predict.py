@@ -23,6 +23,8 @@ from .options import int_list, interactive, overwrite_option, quiet_option, run_
 @click.option("--scheduler", default="threads", show_default=True, help="threads, processes, or tcp://HOST:PORT.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--no-amp", is_flag=True, help="Disable mixed precision on CUDA.")
+@click.option("--tta", type=click.Choice(["none", "flips", "d4"]), default="none", show_default=True,
+              help="Test-time augmentation: average probabilities over flipped (4) or all D4 (8) copies.")
 @click.option("--probabilities", is_flag=True, help="Also write probabilities.tif (uint8 percent per class).")
 @click.option("--confidence", is_flag=True, help="Also write confidence.tif (max class probability, percent).")
 @click.option("--allow-ungeoreferenced", is_flag=True, help="Accept a scene without CRS/geotransform.")
@@ -30,7 +32,7 @@ from .options import int_list, interactive, overwrite_option, quiet_option, run_
 @quiet_option
 @run_command
 def predict(scene, model, output, bands, tile_size, overlap, blend, batch_size, block_size, workers, scheduler,
-            device, no_amp, probabilities, confidence, allow_ungeoreferenced, overwrite, quiet) -> None:
+            device, no_amp, tta, probabilities, confidence, allow_ungeoreferenced, overwrite, quiet) -> None:
     """Predict a land-cover map of SCENE (a georeferenced multiband GeoTIFF)."""
     from ..predict import predict_scene
 
@@ -38,7 +40,7 @@ def predict(scene, model, output, bands, tile_size, overlap, blend, batch_size, 
     result = predict_scene(
         scene, model, output, bands=bands, tile_size=tile_size, overlap=overlap, blend=blend,
         batch_size=batch_size, block_size=block_size, workers=workers, scheduler=scheduler, device=device,
-        amp=False if no_amp else None, probabilities=probabilities, confidence=confidence,
+        amp=False if no_amp else None, tta=tta, probabilities=probabilities, confidence=confidence,
         overwrite=overwrite, allow_ungeoreferenced=allow_ungeoreferenced, progress=show,
     )
     if show:

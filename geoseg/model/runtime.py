@@ -18,6 +18,36 @@ from .card import ModelCard
 from .package import load_model
 
 DEVICES = ("auto", "cpu", "cuda")
+TTA_MODES = ("none", "flips", "d4")
+# (quarter turns, mirror left-right) of each test-time augmentation
+_TTA = {
+    "none": [(0, False)],
+    "flips": [(0, False), (0, True), (2, False), (2, True)],  # identity, lr, ud (=rot180+lr), rot180
+    "d4": [(k, f) for k in range(4) for f in (False, True)],
+}
+
+
+def predict_tta(predictor: "Predictor", x: np.ndarray, mode: str = "none") -> np.ndarray:
+    """Probabilities averaged over flipped/rotated copies of ``x``, each mapped back before averaging.
+
+    ``x``: (B, C, H, W).  Rotations keep H and W multiples of the output stride, so
+    every copy keeps the tile's pixel phase.
+    """
+    if mode not in _TTA:
+        raise ParameterError(f"unknown test-time augmentation {mode!r}; choose one of {', '.join(TTA_MODES)}")
+    acc: np.ndarray | None = None
+    for k, mirror in _TTA[mode]:
+        xt = np.rot90(x, k, axes=(2, 3))
+        if mirror:
+            xt = xt[..., ::-1]
+        y = predictor(np.ascontiguousarray(xt))
+        if mirror:
+            y = y[..., ::-1]
+        y = np.rot90(y, -k, axes=(2, 3))
+        acc = y.copy() if acc is None else acc + y
+    assert acc is not None
+    acc /= len(_TTA[mode])
+    return acc
 
 
 def select_device(name: str = "auto") -> torch.device:
