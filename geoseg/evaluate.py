@@ -41,10 +41,10 @@ import numpy as np
 from .errors import (EmptySceneError, GridMismatchError, InputError, InputFileError, OutputError, OutputExistsError,
                      ParameterError)
 from .grid import Window
+from .raster import class_names_from_tags
 from .metrics import ConfusionMatrix, Metrics, compute_metrics, confusion_counts
 
 DEFAULT_BLOCK_SIZE = 1024
-_CLASS_TAG = re.compile(r"^CLASS_(-?\d+)$")
 
 
 # -- inputs -------------------------------------------------------------------------------------------
@@ -100,16 +100,6 @@ def open_class_raster(path: str | os.PathLike, role: str, allow_ungeoreferenced:
         transform=info.transform, nodata=info.nodata, masked=info.per_dataset_mask,
         class_names=class_names_from_tags(tags),
     )
-
-
-def class_names_from_tags(tags: Mapping[str, str]) -> dict[int, str]:
-    """``{value: name}`` from band tags ``CLASS_<value>=<name>`` (as written by ``geoseg predict``)."""
-    out = {}
-    for k, v in tags.items():
-        m = _CLASS_TAG.match(k.upper())
-        if m and str(v).strip():
-            out[int(m.group(1))] = str(v).strip()
-    return out
 
 
 def resolve_classes(classes: Any) -> dict[int, str]:

@@ -93,6 +93,8 @@ def predict_scene(
     overwrite: bool = False,
     allow_ungeoreferenced: bool = False,
     tta: str = "none",
+    vector: str | None = None,
+    vector_options: dict | None = None,
     progress: bool | None = None,
 ) -> PredictResult:
     """Predict a land-cover map of ``scene`` with ``model`` into ``out_dir``.
@@ -104,6 +106,10 @@ def predict_scene(
 
     ``tta``: test-time augmentation, ``flips`` (4 passes) or ``d4`` (8 passes): probabilities
     are averaged over flipped/rotated tiles, each mapped back before blending.
+
+    ``vector``: also polygonize the class map into ``landcover.<ext>`` (``gpkg``, ``parquet``,
+    ``fgb`` or ``geojson``) with :func:`geoseg.vectorize.vectorize_raster`; ``vector_options``
+    are passed on to it (e.g. ``{"min_area": "0.5ha", "simplify": 10}``).
 
     ``progress=None`` shows a progress bar only on an interactive terminal.
     """
@@ -144,6 +150,12 @@ def predict_scene(
     names = ["landcover.tif", "run.json"]
     names += ["probabilities.tif"] if probabilities else []
     names += ["confidence.tif"] if confidence else []
+    if vector is not None:
+        from .vectorize import resolve_format
+
+        fmt = resolve_format("", vector)
+        vector_path = out / f"landcover{fmt.extensions[0]}"
+        names.append(vector_path.name)
     check_output_dir(out, names, overwrite)
 
     run_id = new_run_id()
@@ -233,6 +245,15 @@ def predict_scene(
         raise
     finally:
         quiet_warnings.__exit__(None, None, None)
+    extra: dict = {}
+    if vector is not None:
+        from .vectorize import vectorize_raster
+
+        vres = vectorize_raster(lc.final, vector_path, format=vector, overwrite=True, workers=n_workers,
+                                scheduler=scheduler if scheduler in ("threads", "processes", "synchronous")
+                                else "threads", progress=progress, **(vector_options or {}))
+        extra["vector"] = vres.output
+        extra["vector_features"] = vres.features
     return PredictResult(
         out_dir=str(out),
         landcover=lc.final,
@@ -247,4 +268,5 @@ def predict_scene(
         nodata_pixels=nodata,
         pixel_area_m2=record["pixel_area_m2"],
         seconds=seconds,
+        extra=extra,
     )

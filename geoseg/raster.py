@@ -7,6 +7,7 @@ inside a dask task.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
@@ -81,6 +82,23 @@ def open_scene(path: str | os.PathLike, allow_ungeoreferenced: bool = False) -> 
             "or pass --allow-ungeoreferenced to work in pixel coordinates"
         )
     return info
+
+
+_CLASS_TAG = re.compile(r"^CLASS_(-?\d+)$")
+
+
+def class_names_from_tags(*tag_dicts: dict[str, str]) -> dict[int, str]:
+    """``{value: name}`` from ``CLASS_<value>=<name>`` tags (as ``geoseg predict`` writes them).
+
+    Later dictionaries win, e.g. ``class_names_from_tags(src.tags(), src.tags(1))``.
+    """
+    out: dict[int, str] = {}
+    for tags in tag_dicts:
+        for k, v in tags.items():
+            m = _CLASS_TAG.match(k.upper())
+            if m and str(v).strip():
+                out[int(m.group(1))] = str(v).strip()
+    return out
 
 
 def match_bands(card_bands: Sequence[str], descriptions: Sequence[str | None], count: int) -> list[int]:

@@ -288,3 +288,24 @@ def test_tta_averages_unflipped_probabilities(tmp_path, unet_model, tta):
     assert np.abs(_read(r.probabilities).astype(int) - np.rint(probs * 100)).max() <= 1
     plain = _read(predict_scene(src, unet_model, tmp_path / "p").landcover, 1)
     assert (plain != lc).any()  # augmentation really changed something
+
+
+def test_predict_with_vector_output(tmp_path, linear_model):
+    import geopandas as gpd
+
+    scene, cls = pattern_scene(90, 110)
+    scene[:, :10, :10] = 0
+    src = write_raster(tmp_path / "s.tif", scene, nodata=0, descriptions=BANDS4)
+    r = predict_scene(src, linear_model, tmp_path / "o", vector="gpkg", vector_options={"simplify": None})
+    assert r.extra["vector"] == str(tmp_path / "o" / "landcover.gpkg")
+    gdf = gpd.read_file(r.extra["vector"])
+    assert gdf.crs.to_epsg() == 32633 and gdf.is_valid.all()
+    assert abs(gdf.area.sum() - (90 * 110 - 100) * 100.0) < 1e-3  # every valid pixel, no nodata
+    for name, value in (("water", 0), ("trees", 1), ("built", 2)):
+        assert abs(gdf.loc[gdf.class_name == name].area.sum() - ((cls == value).sum() - (cls[:10, :10] == value).sum()) * 100) < 1e-3
+    other = tmp_path / "o2"
+    other.mkdir()
+    (other / "landcover.gpkg").write_text("x")
+    with pytest.raises(OutputExistsError, match="landcover.gpkg"):  # refused before any work
+        predict_scene(src, linear_model, other, vector="gpkg")
+    assert not (other / "landcover.tif").exists()

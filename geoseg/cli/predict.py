@@ -27,12 +27,17 @@ from .options import int_list, interactive, overwrite_option, quiet_option, run_
               help="Test-time augmentation: average probabilities over flipped (4) or all D4 (8) copies.")
 @click.option("--probabilities", is_flag=True, help="Also write probabilities.tif (uint8 percent per class).")
 @click.option("--confidence", is_flag=True, help="Also write confidence.tif (max class probability, percent).")
+@click.option("--vector", type=click.Choice(["gpkg", "parquet", "fgb", "geojson"]),
+              help="Also write land-cover polygons OUT/landcover.<format> (see 'geoseg vectorize').")
+@click.option("--min-area", help="With --vector: minimum mapping unit, e.g. 0.5ha (sieve before polygonizing).")
+@click.option("--simplify", help="With --vector: coverage simplification tolerance in metres, e.g. 10.")
 @click.option("--allow-ungeoreferenced", is_flag=True, help="Accept a scene without CRS/geotransform.")
 @overwrite_option
 @quiet_option
 @run_command
 def predict(scene, model, output, bands, tile_size, overlap, blend, batch_size, block_size, workers, scheduler,
-            device, no_amp, tta, probabilities, confidence, allow_ungeoreferenced, overwrite, quiet) -> None:
+            device, no_amp, tta, probabilities, confidence, vector, min_area, simplify, allow_ungeoreferenced,
+            overwrite, quiet) -> None:
     """Predict a land-cover map of SCENE (a georeferenced multiband GeoTIFF)."""
     from ..predict import predict_scene
 
@@ -42,6 +47,7 @@ def predict(scene, model, output, bands, tile_size, overlap, blend, batch_size, 
         batch_size=batch_size, block_size=block_size, workers=workers, scheduler=scheduler, device=device,
         amp=False if no_amp else None, tta=tta, probabilities=probabilities, confidence=confidence,
         overwrite=overwrite, allow_ungeoreferenced=allow_ungeoreferenced, progress=show,
+        vector=vector, vector_options={"min_area": min_area, "simplify": simplify} if vector else None,
     )
     if show:
         print_summary(result)

@@ -1,0 +1,1136 @@
+"""``vectorize_raster``: seamless land-cover polygons from a class raster, block by block.
+
+The Python API behind ``geoseg vectorize``.  How it works (see docs/vectorize.md):
+
+1. *Sieve* (only with ``min_area``): an exact block-wise version of GDAL's sieve
+   (:mod:`geoseg.vector_graph`): a scan task per block, one small global plan, and the remap
+   applied inside each polygonize task.  The result equals ``rasterio.features.sieve`` on the
+   whole raster.
+2. *Polygonize* one task per block: connected components of the (sieved) block are labelled and
+   GDAL polygonizes the label image in pixel coordinates, so every vertex is an integer and pieces
+   from different blocks meet exactly.  Polygons that do not touch an inner block edge are final:
+   they are transformed to the raster CRS, measured and spilled to a staging file at once.
+3. *Merge* one task: pieces touching an inner block edge are joined across seams with a
+   union-find over the pixel pairs on both sides of each seam (same class = same polygon) and
+   each group is unioned into one polygon.  The result equals a single-pass polygonize of the
+   whole raster (same polygons, same vertices up to order).
+4. The main process streams the staging files into the output format (a temporary file renamed
+   into place at the end) and writes the per-class summary beside it.
+
+Memory per task is bounded by the block size; the merge holds only the pieces touching seams.
+No torch here; dask only in :func:`_run_graph`.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import rasterio
+import rasterio.features
+import shapely
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import MaskFlags
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window as RioWindow
+
+from . import __version__
+from .errors import (EmptySceneError, InputError, InputFileError, NotGeoreferencedError, OutputError,
+                     OutputExistsError, ParameterError)
+from .raster import class_names_from_tags
+from .vector_graph import (BlockGrid, apply_sieve, block_edges, label_components, plan_sieve, scan_block,
+                           seam_pairs, union_components)
+
+__all__ = ["vectorize_raster", "VectorizeResult", "ClassSummary", "FORMATS", "parse_area", "parse_length",
+           "NotAClassRasterError", "MissingDependencyError"]
+
+
+class NotAClassRasterError(InputError):
+    """The raster is not an integer class raster."""
+
+
+class MissingDependencyError(OutputError):
+    """An optional package needed for the requested output is not installed."""
+
+
+@dataclass(frozen=True)
+class Format:
+    key: str
+    driver: str
+    extensions: tuple[str, ...]
+    label: str
+
+
+FORMATS: dict[str, Format] = {
+    "gpkg": Format("gpkg", "GPKG", (".gpkg",), "GeoPackage"),
+    "parquet": Format("parquet", "Parquet", (".parquet", ".geoparquet"), "GeoParquet"),
+    "fgb": Format("fgb", "FlatGeobuf", (".fgb",), "FlatGeobuf"),
+    "geojson": Format("geojson", "GeoJSON", (".geojson", ".json"), "GeoJSON (RFC 7946, WGS84)"),
+}
+FORMAT_ALIASES = {"geopackage": "gpkg", "geoparquet": "parquet", "flatgeobuf": "fgb", "json": "geojson"}
+
+#: At most this many features, or about this many bytes of WKB, per append to the output.
+WRITE_CHUNK = 100_000
+WRITE_CHUNK_BYTES = 16 * 2**20
+
+
+# --------------------------------------------------------------------------------------------
+# option parsing
+# --------------------------------------------------------------------------------------------
+
+_AREA_UNITS = {"": 1.0, "m2": 1.0, "m²": 1.0, "sqm": 1.0, "ha": 1e4, "km2": 1e6, "km²": 1e6}
+_NUMBER = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+
+
+def parse_area(value: str | float | int | None) -> float | None:
+    """``'5000'``, ``'5000m2'``, ``'0.5ha'``, ``'1km2'`` -> square metres (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        area = float(value)
+    else:
+        m = re.fullmatch(_NUMBER + r"\s*([a-zA-Z²][a-zA-Z²0-9]*|)", value.strip())
+        unit = m.group(2).lower() if m else None
+        if not m or unit not in _AREA_UNITS:
+            raise ParameterError(
+                f"--min-area {value!r} is not an area; give square metres or hectares, e.g. 5000, 5000m2 or 0.5ha"
+            )
+        area = float(m.group(1)) * _AREA_UNITS[unit]
+    if not math.isfinite(area) or area < 0:
+        raise ParameterError(f"--min-area {value!r} must be a non-negative area, e.g. 0.5ha")
+    return area
+
+
+def parse_length(value: str | float | int | None) -> tuple[float, str] | None:
+    """``'10'``/``'10m'`` -> (10.0, 'm'); ``'1.5px'`` -> (1.5, 'px'); None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        number, unit = float(value), "m"
+    else:
+        m = re.fullmatch(_NUMBER + r"\s*(m|px|)", value.strip().lower())
+        if not m:
+            raise ParameterError(
+                f"--simplify {value!r} is not a length; give metres or pixels, e.g. 10, 10m or 1.5px"
+            )
+        number, unit = float(m.group(1)), m.group(2) or "m"
+    if not math.isfinite(number) or number < 0:
+        raise ParameterError(f"--simplify {value!r} must be a non-negative tolerance, e.g. 10m")
+    return number, unit
+
+
+def resolve_format(output: str | os.PathLike, fmt: str | None) -> Format:
+    if fmt:
+        key = FORMAT_ALIASES.get(fmt.lower(), fmt.lower())
+        if key not in FORMATS:
+            raise ParameterError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        return FORMATS[key]
+    suffix = Path(output).suffix.lower()
+    for f in FORMATS.values():
+        if suffix in f.extensions:
+            return f
+    known = ", ".join(e for f in FORMATS.values() for e in f.extensions)
+    raise ParameterError(
+        f"cannot tell the output format from {os.fspath(output)!r}; use one of the extensions {known} "
+        "or pass --format"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the input raster
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassRaster:
+    path: str
+    band: int
+    width: int
+    height: int
+    dtype: str
+    crs_wkt: str
+    transform: tuple[float, float, float, float, float, float]
+    nodata: float | None
+    use_mask: bool
+    class_names: dict[int, str]
+
+
+def _class_names(src: rasterio.DatasetReader, band: int) -> dict[int, str]:
+    """``CLASS_<value>`` tags (dataset, then band), as written by ``geoseg predict``."""
+    return class_names_from_tags(src.tags(), src.tags(band))
+
+
+def open_class_raster(path: str | os.PathLike, band: int = 1) -> ClassRaster:
+    """Inspect a class raster; one-line InputError naming the fix when it cannot be vectorized."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputFileError(f"input raster {path} does not exist; check the path")
+    if os.path.isdir(path):
+        raise InputFileError(f"input raster {path} is a directory; give a class GeoTIFF such as landcover.tif")
+    try:
+        with rasterio.open(path) as src:
+            if not 1 <= band <= src.count:
+                raise ParameterError(f"--band {band} out of range: {path} has band(s) 1..{src.count}")
+            dtype = src.dtypes[band - 1]
+            flags = src.mask_flag_enums[band - 1]
+            info = ClassRaster(
+                path=path,
+                band=band,
+                width=src.width,
+                height=src.height,
+                dtype=dtype,
+                crs_wkt=src.crs.to_wkt() if src.crs else "",
+                transform=tuple(src.transform)[:6],  # type: ignore[arg-type]
+                nodata=src.nodata,
+                use_mask=MaskFlags.all_valid not in flags,
+                class_names=_class_names(src, band),
+            )
+    except RasterioIOError:
+        raise InputFileError(f"{path} is not a readable raster; give a class GeoTIFF such as landcover.tif") from None
+    if not np.issubdtype(np.dtype(info.dtype), np.integer):
+        raise NotAClassRasterError(
+            f"{path} is {info.dtype}, not an integer class raster; vectorize a class map such as geoseg's "
+            "landcover.tif, or convert it first (e.g. gdal_translate -ot Byte)"
+        )
+    if not info.crs_wkt:
+        raise NotGeoreferencedError(
+            f"{path} has no CRS; areas and output coordinates need one: set it with "
+            "gdal_edit.py -a_srs EPSG:<code> (and -a_ullr if it has no geotransform)"
+        )
+    if info.transform == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0):
+        raise NotGeoreferencedError(
+            f"{path} has no geotransform; set it with gdal_edit.py -a_ullr <ulx> <uly> <lrx> <lry>"
+        )
+    crs = CRS.from_wkt(info.crs_wkt)
+    if not (crs.is_projected or crs.is_geographic):
+        raise NotGeoreferencedError(
+            f"{path} has a CRS that is neither projected nor geographic; reproject it "
+            "(e.g. gdalwarp -t_srs EPSG:<utm code>) so areas can be computed"
+        )
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# measuring in metres
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AreaModel:
+    """How to measure geometries given in the raster CRS: scale (projected) or a local LAEA."""
+
+    kind: str  # "projected" or "laea"
+    factor: float  # metres per CRS unit (projected)
+    crs_wkt: str
+    laea: str | None = None
+
+    @property
+    def description(self) -> str:
+        if self.kind == "projected":
+            return "raster CRS (projected)"
+        return f"local equal-area CRS {self.laea}"
+
+    def _to_laea(self, geoms: np.ndarray) -> np.ndarray:
+        from pyproj import Transformer
+
+        tr = Transformer.from_crs(CRS.from_wkt(self.crs_wkt), self.laea, always_xy=True)
+
+        def fn(xy: np.ndarray) -> np.ndarray:
+            x, y = tr.transform(xy[:, 0], xy[:, 1])
+            return np.column_stack([x, y])
+
+        return shapely.transform(geoms, fn)
+
+    def measure(self, geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(area m², perimeter m) of geometries in the raster CRS."""
+        if len(geoms) == 0:
+            return np.zeros(0), np.zeros(0)
+        if self.kind == "projected":
+            return shapely.area(geoms) * self.factor**2, shapely.length(geoms) * self.factor
+        g = self._to_laea(geoms)
+        return shapely.area(g), shapely.length(g)
+
+
+def area_model(info: ClassRaster) -> AreaModel:
+    crs = CRS.from_wkt(info.crs_wkt)
+    if crs.is_projected:
+        return AreaModel("projected", float(crs.linear_units_factor[1]), info.crs_wkt)
+    a, b, c, d, e, f = info.transform
+    lon = c + a * info.width / 2 + b * info.height / 2
+    lat = f + d * info.width / 2 + e * info.height / 2
+    laea = f"+proj=laea +lat_0={lat:.6f} +lon_0={lon:.6f} +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs"
+    return AreaModel("laea", 1.0, info.crs_wkt, laea)
+
+
+def pixel_size_m(info: ClassRaster, model: AreaModel) -> tuple[float, float]:
+    """(pixel area m², pixel side m) at the raster centre (exact for projected rasters)."""
+    a, b, c, d, e, f = info.transform
+    if model.kind == "projected":
+        area = abs(a * e - b * d) * model.factor**2
+        return area, math.sqrt(area)
+    r, col = info.height // 2, info.width // 2
+    corners = [(col, r), (col + 1, r), (col + 1, r + 1), (col, r + 1)]
+    ring = shapely.Polygon([(c + a * x + b * y, f + d * x + e * y) for x, y in corners])
+    area = float(model.measure(np.array([ring]))[0][0])
+    return area, math.sqrt(area)
+
+
+# --------------------------------------------------------------------------------------------
+# geometry helpers
+# --------------------------------------------------------------------------------------------
+
+
+def shapes_to_polygons(items: Iterable[tuple[dict, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """GeoJSON-like polygons from ``rasterio.features.shapes`` -> (shapely polygons, values)."""
+    coords: list = []
+    ring_sizes: list[int] = []
+    rings_per: list[int] = []
+    vals: list[float] = []
+    for geom, v in items:
+        rings = geom["coordinates"]
+        rings_per.append(len(rings))
+        vals.append(v)
+        for ring in rings:
+            coords.extend(ring)
+            ring_sizes.append(len(ring))
+    if not vals:
+        return np.empty(0, dtype=object), np.zeros(0, np.int64)
+    xy = np.fromiter(itertools.chain.from_iterable(coords), dtype=np.float64, count=2 * len(coords)).reshape(-1, 2)
+    rings_arr = shapely.linearrings(xy, indices=np.repeat(np.arange(len(ring_sizes)), ring_sizes))
+    polys = shapely.polygons(rings_arr, indices=np.repeat(np.arange(len(rings_per)), rings_per))
+    return polys, np.asarray(vals).astype(np.int64)
+
+
+def to_multipolygons(geoms: np.ndarray) -> np.ndarray:
+    """Every geometry as a MultiPolygon (polygon parts only, lines/points from make_valid dropped)."""
+    if len(geoms) == 0:
+        return geoms
+    parts, idx = shapely.get_parts(geoms, return_index=True)
+    for _ in range(2):  # GeometryCollection -> MultiPolygon -> Polygon
+        nested = shapely.get_type_id(parts) >= 4
+        if not nested.any():
+            break
+        sub, sub_idx = shapely.get_parts(parts[nested], return_index=True)
+        parts = np.concatenate([parts[~nested], sub])
+        idx = np.concatenate([idx[~nested], idx[nested][sub_idx]])
+    keep = (shapely.get_type_id(parts) == 3) & ~shapely.is_empty(parts)
+    parts, idx = parts[keep], idx[keep]
+    order = np.argsort(idx, kind="stable")
+    out = shapely.multipolygons(parts[order], indices=idx[order])
+    if len(out) != len(geoms):  # a geometry lost every polygon part (cannot happen for pixel polygons)
+        raise RuntimeError("a polygon vanished while converting to MultiPolygon")
+    return out
+
+
+def drop_collinear(geoms: np.ndarray) -> np.ndarray:
+    """MultiPolygons without vertices that lie on a straight line between their neighbours.
+
+    Exact on integer pixel coordinates (the cross product is computed exactly), and linear in
+    the number of vertices: the whole array goes through one ragged coordinate array.
+    """
+    if len(geoms) == 0:
+        return geoms
+    typ, xy, (ring_off, poly_off, geom_off) = shapely.to_ragged_array(to_multipolygons(geoms))
+    n_rings = ring_off.size - 1
+    starts, ends = ring_off[:-1], ring_off[1:] - 1  # ends: index of the closing (repeated) vertex
+    ring_of = np.repeat(np.arange(n_rings), np.diff(ring_off))
+    idx = np.arange(xy.shape[0])
+    closing = idx == ends[ring_of]
+    prev = np.where(idx == starts[ring_of], ends[ring_of] - 1, idx - 1)
+    nxt = np.minimum(idx + 1, xy.shape[0] - 1)
+    d1 = xy - xy[prev]
+    d2 = xy[nxt] - xy
+    cross = d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
+    keep = (cross != 0) & ~closing
+    kept_per_ring = np.bincount(ring_of[keep], minlength=n_rings)
+    if (kept_per_ring < 3).any():  # cannot happen for pixel polygons; keep such rings untouched
+        keep |= np.isin(ring_of, np.flatnonzero(kept_per_ring < 3)) & ~closing
+        kept_per_ring = np.bincount(ring_of[keep], minlength=n_rings)
+    new_off = np.concatenate([[0], np.cumsum(kept_per_ring + 1)])
+    kept = xy[keep]
+    first = np.concatenate([[0], np.cumsum(kept_per_ring)[:-1]])
+    out = np.empty((new_off[-1], 2), dtype=xy.dtype)
+    pos = np.ones(new_off[-1], dtype=bool)
+    pos[new_off[1:] - 1] = False  # slots of the closing vertices
+    out[pos] = kept
+    out[new_off[1:] - 1] = kept[first]
+    return shapely.from_ragged_array(typ, out, (new_off, poly_off, geom_off))
+
+
+def canonical(geoms: np.ndarray) -> np.ndarray:
+    """Normalized MultiPolygons without collinear vertices (the way GDAL writes polygon rings)."""
+    if len(geoms) == 0:
+        return geoms
+    return shapely.normalize(drop_collinear(geoms))
+
+
+def strip_inner_holes(geoms: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split pieces into (pieces without the holes that stay clear of the block border, holes, owner).
+
+    Such holes cannot change when pieces are merged across the block border, so the union
+    runs on the much lighter pieces and the holes are put back afterwards.
+    """
+    c0, r0, c1, r1 = box
+    parts, part_of = shapely.get_parts(geoms, return_index=True)
+    rings, ring_part = shapely.get_rings(parts, return_index=True)
+    exterior = np.ones(rings.size, dtype=bool)
+    exterior[1:] = ring_part[1:] != ring_part[:-1]
+    b = shapely.bounds(rings)
+    touches = (b[:, 0] <= c0) | (b[:, 1] <= r0) | (b[:, 2] >= c1) | (b[:, 3] >= r1)
+    keep = exterior | touches
+    reduced_parts = shapely.polygons(rings[keep], indices=ring_part[keep])
+    reduced = shapely.multipolygons(reduced_parts, indices=part_of)
+    return reduced, rings[~keep], part_of[ring_part[~keep]]
+
+
+def densify_border(geoms: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Add a vertex at every pixel corner of the segments lying on the block border.
+
+    Pieces from both sides of a seam then have identical vertices along it (an edge-matched
+    coverage), so they can be merged by GEOS' linear-time coverage union instead of a full
+    overlay.  Only seam segments grow; vectorised over one ragged coordinate array.
+    """
+    if len(geoms) == 0:
+        return geoms
+    c0, r0, c1, r1 = box
+    typ, xy, offsets = shapely.to_ragged_array(geoms)
+    ring_off = offsets[0]
+    last = np.zeros(xy.shape[0], dtype=bool)
+    last[ring_off[1:] - 1] = True
+    a, b = xy[:-1], xy[1:]
+    on_border = ((a[:, 0] == b[:, 0]) & ((a[:, 0] == c0) | (a[:, 0] == c1))) | (
+        (a[:, 1] == b[:, 1]) & ((a[:, 1] == r0) | (a[:, 1] == r1)))
+    length = np.abs(b - a).sum(axis=1)
+    extra = np.where(~last[:-1] & on_border, np.maximum(length - 1, 0), 0).astype(np.int64)
+    reps = 1 + np.append(extra, 0)  # vertex i is followed by extra[i] new vertices
+    out = np.repeat(xy, reps, axis=0)
+    step = np.arange(out.shape[0]) - np.repeat(np.cumsum(reps) - reps, reps)
+    direction = np.zeros_like(xy)
+    direction[:-1] = np.sign(b - a)
+    out += np.repeat(direction, reps, axis=0) * step[:, None]
+    new_ring_off = np.concatenate([[0], np.cumsum(reps)[ring_off[1:] - 1]])
+    return shapely.from_ragged_array(typ, out, (new_ring_off, *offsets[1:]))
+
+
+def add_holes(geom, holes: np.ndarray):
+    """Put holes (rings strictly inside ``geom``'s polygons) back into ``geom``."""
+    if holes.size == 0:
+        return geom
+    parts = shapely.get_parts(geom)
+    if parts.size == 1:
+        p = parts[0]
+        return shapely.Polygon(p.exterior, [*p.interiors, *holes])
+    shells = shapely.polygons(shapely.get_exterior_ring(parts))
+    inside = shapely.polygons(holes)
+    owner = np.array([int(np.flatnonzero(shapely.contains(shells, shapely.point_on_surface(h)))[0]) for h in inside])
+    new = [shapely.Polygon(p.exterior, [*p.interiors, *holes[owner == k]]) for k, p in enumerate(parts)]
+    return shapely.MultiPolygon(new)
+
+
+def pixel_to_crs(geoms: np.ndarray, transform: Sequence[float]) -> np.ndarray:
+    """Apply the raster's affine transform (GDAL's evaluation order) to pixel-coordinate geometries."""
+    a, b, c, d, e, f = transform
+
+    def fn(xy: np.ndarray) -> np.ndarray:
+        x, y = xy[:, 0], xy[:, 1]
+        return np.column_stack([c + x * a + y * b, f + x * d + y * e])
+
+    return shapely.transform(geoms, fn)
+
+
+# --------------------------------------------------------------------------------------------
+# tasks (plain functions over a picklable spec; no dask)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VectorizeSpec:
+    path: str
+    band: int
+    height: int
+    width: int
+    block_size: int
+    transform: tuple[float, float, float, float, float, float]
+    use_mask: bool
+    connectivity: int
+    sieve_pixels: int  # 0: no sieve
+    simplify_px: float | None
+    selected: tuple[int, ...] | None
+    area: AreaModel
+    staging: str
+
+    @property
+    def grid(self) -> BlockGrid:
+        return BlockGrid(self.height, self.width, self.block_size)
+
+
+def read_block(spec: VectorizeSpec, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values, valid) of block ``index``."""
+    r, c, h, w = spec.grid.window(index)
+    win = RioWindow(c, r, w, h)
+    with rasterio.open(spec.path) as src:
+        values = src.read(spec.band, window=win)
+        valid = src.read_masks(spec.band, window=win) > 0 if spec.use_mask else np.ones((h, w), dtype=bool)
+    return values, valid
+
+
+def sieve_scan_task(spec: VectorizeSpec, index: int):
+    values, valid = read_block(spec, index)
+    r, c, _, _ = spec.grid.window(index)
+    return scan_block(values, valid, r, c, spec.width, spec.sieve_pixels, spec.connectivity)
+
+
+def sieve_plan_task(spec: VectorizeSpec, *scans):
+    return plan_sieve(spec.grid, list(scans), spec.sieve_pixels, spec.connectivity)
+
+
+def sieve_part(plan, index: int) -> tuple[np.ndarray, np.ndarray]:
+    return plan.pieces[index], plan.new_values[index]
+
+
+@dataclass
+class BlockResult:
+    """What the merge needs from one block, plus counts for the summary."""
+
+    index: int
+    n_labels: int
+    values: np.ndarray  # value per local label
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    open_labels: np.ndarray  # selected labels touching an inner block edge
+    open_geoms: np.ndarray  # their pieces, pixel coordinates
+    open_ids: np.ndarray  # global first-pixel index of each piece
+    open_holes: np.ndarray  # holes of open pieces that stay clear of the block border (rings)
+    open_hole_owner: np.ndarray  # index into open_labels
+    valid_pixels: int
+    final_features: int
+    present_values: np.ndarray  # class values present in the block (after sieve)
+    staged: str | None
+
+
+def _stage(path: str, ids: np.ndarray, values: np.ndarray, geoms: np.ndarray, area: np.ndarray,
+           perimeter: np.ndarray) -> None:
+    order = np.argsort(ids, kind="stable")
+    wkb = shapely.to_wkb(geoms[order])
+    lengths = np.fromiter((len(b) for b in wkb), dtype=np.int64, count=len(wkb))
+    blob = np.frombuffer(b"".join(wkb), dtype=np.uint8)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as fh:  # plain arrays (no pickle): np.load(allow_pickle=False) reads it back
+        np.savez(fh, id=ids[order], value=values[order], wkb_blob=blob, wkb_len=lengths,
+                 area_m2=area[order], perimeter_m=perimeter[order])
+    os.replace(tmp, path)
+
+
+def _finish(spec: VectorizeSpec, geoms_px: np.ndarray, collinear: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel-coordinate pieces -> MultiPolygons in the raster CRS, with area and perimeter in metres.
+
+    ``collinear=False``: the pieces come straight from GDAL (no collinear vertices to drop).
+    """
+    g = canonical(geoms_px) if collinear else shapely.normalize(to_multipolygons(geoms_px))
+    g = pixel_to_crs(g, spec.transform)
+    area, perimeter = spec.area.measure(g)
+    return g, area, perimeter
+
+
+def polygonize_task(spec: VectorizeSpec, index: int, sieve: tuple[np.ndarray, np.ndarray] | None = None,
+                    scan=None) -> BlockResult:
+    """Sieve (if planned), label, polygonize one block; stage its final polygons; return the open ones."""
+    grid = spec.grid
+    r0, c0, h, w = grid.window(index)
+    values, valid = read_block(spec, index)
+    if sieve is not None:
+        values, lab = apply_sieve(values, valid, spec.connectivity, sieve[0], sieve[1],
+                                  scan.adj_a if scan is not None else None, scan.adj_b if scan is not None else None)
+    else:
+        lab = label_components(values, valid, spec.connectivity)
+    n = lab.count
+    edges = block_edges(lab.labels)
+    open_mask = np.zeros(n, dtype=bool)
+    inner_sides = (r0 > 0, r0 + h < spec.height, c0 > 0, c0 + w < spec.width)
+    for edge, inner in zip(edges, inner_sides):
+        if inner:
+            open_mask[edge[edge >= 0]] = True
+    selected = np.ones(n, dtype=bool) if spec.selected is None else np.isin(lab.values, spec.selected)
+    need = np.ones(n, dtype=bool) if spec.simplify_px else selected
+    first_row = lab.first // w + r0
+    first_col = lab.first % w + c0
+    ids = first_row * spec.width + first_col
+
+    geoms = np.empty(n, dtype=object)
+    if need.any():
+        lut = np.append(need, False)  # label -1 (nodata) -> index n -> False
+        mask = lut[lab.labels]
+        items = rasterio.features.shapes(lab.labels, mask=mask, connectivity=spec.connectivity,
+                                         transform=Affine.translation(c0, r0))
+        polys, labels = shapes_to_polygons(items)
+        if spec.connectivity == 8:  # 8-connected pixel sets can pinch at a vertex
+            bad = ~shapely.is_valid(polys)
+            if bad.any():
+                polys[bad] = shapely.make_valid(polys[bad])
+        if spec.simplify_px:
+            # Coverage simplification of the whole block: shared edges are simplified once, the
+            # block border (and nodata) stays put so pieces still meet their neighbours across seams.
+            polys = shapely.segmentize(polys, 1.0)
+            polys = shapely.coverage_simplify(polys, spec.simplify_px, simplify_boundary=False)
+        geoms[labels] = polys
+        del polys, items
+
+    final = selected & ~open_mask
+    staged = None
+    if final.any():
+        g, area, perimeter = _finish(spec, geoms[final], collinear=bool(spec.simplify_px) or spec.connectivity == 8)
+        staged = os.path.join(spec.staging, f"block-{index:07d}.pkl")
+        _stage(staged, ids[final], lab.values[final], g, area, perimeter)
+    opened = np.flatnonzero(selected & open_mask)
+    box = (c0, r0, c0 + w, r0 + h)
+    pieces, holes, owner = strip_inner_holes(geoms[opened], box)
+    pieces = densify_border(pieces, box)
+    return BlockResult(
+        index=index,
+        n_labels=n,
+        values=lab.values,
+        edges=edges,
+        open_labels=opened,
+        open_geoms=pieces,
+        open_ids=ids[opened],
+        open_holes=holes,
+        open_hole_owner=owner,
+        valid_pixels=int(lab.sizes.sum()),
+        final_features=int(final.sum()),
+        present_values=np.unique(lab.values),
+        staged=staged,
+    )
+
+
+@dataclass(frozen=True)
+class BlockSummary:
+    index: int
+    valid_pixels: int
+    final_features: int
+    present_values: np.ndarray
+    staged: str | None
+
+
+@dataclass
+class MergeResult:
+    groups: int
+    pieces: int
+    staged: list[str]
+    blocks: list[BlockSummary]
+
+
+#: Vertices of merged polygons finished and staged at once (bounds the merge's extra memory).
+MERGE_BATCH_VERTICES = 2_000_000
+
+
+def merge_task(spec: VectorizeSpec, *blocks: BlockResult) -> MergeResult:
+    """Join the open pieces of all blocks across seams into final polygons and stage them.
+
+    Returns only small per-block summaries, so the pieces are released as soon as this task
+    ends; merged polygons are finished and staged in batches of about MERGE_BATCH_VERTICES.
+    """
+    blocks = sorted(blocks, key=lambda b: b.index)
+    summaries = [BlockSummary(b.index, b.valid_pixels, b.final_features, b.present_values, b.staged)
+                 for b in blocks]
+    counts = np.array([b.n_labels for b in blocks], dtype=np.int64)
+    base = np.concatenate([[0], np.cumsum(counts)])
+    gid = [base[i] + np.arange(counts[i], dtype=np.int64) for i in range(len(blocks))]
+    seams = seam_pairs(spec.grid, [b.edges for b in blocks], gid, [b.values for b in blocks], spec.connectivity)
+    nodes = np.concatenate([base[i] + b.open_labels for i, b in enumerate(blocks)]) if blocks else np.zeros(0, np.int64)
+    if nodes.size == 0:
+        return MergeResult(0, 0, [], summaries)
+    geoms = np.concatenate([b.open_geoms for b in blocks])
+    ids = np.concatenate([b.open_ids for b in blocks])
+    gvalues = np.concatenate([b.values for b in blocks])
+    piece_base = np.concatenate([[0], np.cumsum([b.open_labels.size for b in blocks])])
+    holes = np.concatenate([b.open_holes for b in blocks])
+    hole_owner = np.concatenate([piece_base[i] + b.open_hole_owner for i, b in enumerate(blocks)])
+    for b in blocks:  # with the threaded scheduler these are shared objects: drop their pieces
+        b.open_geoms = b.open_holes = None  # type: ignore[assignment]
+    order = np.argsort(nodes)
+    nodes, geoms, ids = nodes[order], geoms[order], ids[order]
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[order] = np.arange(order.size)
+    hole_owner = rank[hole_owner.astype(np.int64)]
+    hole_order = np.argsort(hole_owner, kind="stable")
+    holes, hole_owner = holes[hole_order], hole_owner[hole_order]
+    hole_bounds = np.searchsorted(hole_owner, np.arange(nodes.size + 1))
+    a, b = seams.a[seams.same], seams.b[seams.same]
+    ia, ib = np.searchsorted(nodes, a), np.searchsorted(nodes, b)
+    ok = (ia < nodes.size) & (ib < nodes.size)
+    ok[ok] &= (nodes[ia[ok]] == a[ok]) & (nodes[ib[ok]] == b[ok])  # both selected (open) pieces
+    root = union_components(nodes.size, ia[ok], ib[ok])
+    roots, group = np.unique(root, return_inverse=True)
+    order = np.argsort(group, kind="stable")
+    starts = np.searchsorted(group[order], np.arange(roots.size))
+    bounds = np.append(starts, order.size)
+    group_ids = np.minimum.reduceat(ids[order], starts)
+    n_vertices = shapely.get_num_coordinates(geoms)
+    staged: list[str] = []
+    batch: list = []
+    batch_ids: list[int] = []
+    batch_values: list[int] = []
+    batch_vertices = 0
+
+    def flush() -> None:
+        nonlocal batch, batch_ids, batch_values, batch_vertices
+        if batch:
+            g, area, perimeter = _finish(spec, np.array(batch, dtype=object))
+            path = os.path.join(spec.staging, f"merged-{len(staged):05d}.pkl")
+            _stage(path, np.array(batch_ids, dtype=np.int64), np.array(batch_values, dtype=np.int64), g, area,
+                   perimeter)
+            staged.append(path)
+        batch, batch_ids, batch_values, batch_vertices = [], [], [], 0
+
+    for k in np.argsort(group_ids, kind="stable"):  # stable id order: independent of the block size
+        members = order[bounds[k]:bounds[k + 1]]
+        # the pieces form an edge-matched coverage (densify_border): a linear-time union suffices
+        g = geoms[members[0]] if members.size == 1 else shapely.coverage_union_all(geoms[members])
+        inner = [holes[hole_bounds[m]:hole_bounds[m + 1]] for m in members]
+        g = add_holes(g, np.concatenate(inner) if inner else holes[:0])
+        geoms[members] = None
+        batch.append(g)
+        batch_ids.append(int(group_ids[k]))
+        batch_values.append(int(gvalues[nodes[members[0]]]))
+        batch_vertices += int(n_vertices[members].sum())
+        if batch_vertices >= MERGE_BATCH_VERTICES:
+            flush()
+    flush()
+    return MergeResult(int(roots.size), int(nodes.size), staged, summaries)
+
+
+# --------------------------------------------------------------------------------------------
+# the dask graph
+# --------------------------------------------------------------------------------------------
+
+SCHEDULERS = ("threads", "processes", "synchronous")
+
+
+def _run_graph(spec: VectorizeSpec, scheduler: str, workers: int, progress) -> MergeResult:
+    import dask
+    from dask.callbacks import Callback
+    from dask.delayed import delayed
+
+    n = len(spec.grid)
+    plan = None
+    parts: list = [None] * n
+    scans: list = [None] * n
+    if spec.sieve_pixels > 1:
+        scans = [delayed(sieve_scan_task, pure=True)(spec, i, dask_key_name=f"sieve-scan-{i}") for i in range(n)]
+        plan = delayed(sieve_plan_task, pure=True)(spec, *scans, dask_key_name="sieve-plan")
+        parts = [delayed(sieve_part, pure=True)(plan, i, dask_key_name=f"sieve-part-{i}") for i in range(n)]
+    blocks = [delayed(polygonize_task, pure=True)(spec, i, parts[i], scans[i], dask_key_name=f"polygonize-{i}")
+              for i in range(n)]
+    merge = delayed(merge_task, pure=True)(spec, *blocks, dask_key_name="merge-seams")
+
+    class _Ticks(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):  # noqa: D401 - dask signature
+            k = key if isinstance(key, str) else str(key)
+            if k.startswith(("sieve-scan-", "polygonize-")) or k == "merge-seams":
+                progress.advance(1)
+
+    import dask.local
+    import dask.multiprocessing
+    import dask.threaded
+
+    # the scheduler function itself, so dask does not import distributed to look for a client
+    get = {"threads": dask.threaded.get, "processes": dask.multiprocessing.get,
+           "synchronous": dask.local.get_sync}[scheduler]
+    outputs = [merge]
+    kwargs = {} if scheduler == "synchronous" else {"num_workers": workers}
+    with _Ticks():
+        done = dask.compute(*outputs, optimize_graph=False, scheduler=get, **kwargs)
+    return done[0]
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------
+
+
+class _Sink:
+    """Appends GeoDataFrame chunks to one output file of a given format."""
+
+    def __init__(self, path: str, fmt: Format, layer: str, crs: CRS) -> None:
+        self.path, self.fmt, self.layer, self.crs = path, fmt, layer, crs
+        self.count = 0
+        self._started = False
+        self._parquet = None
+        if fmt.key == "parquet":
+            try:
+                import pyarrow  # noqa: F401
+                import pyarrow.parquet  # noqa: F401
+            except ImportError:
+                raise MissingDependencyError(
+                    "GeoParquet output needs the pyarrow package; install it (pip install pyarrow) "
+                    "or choose another format, e.g. -o landcover.gpkg"
+                ) from None
+
+    def write(self, gdf) -> None:
+        if self.fmt.key == "geojson":
+            gdf = gdf.to_crs("EPSG:4326")
+        if self.fmt.key == "parquet":
+            self._write_parquet(gdf)
+        else:
+            import pyogrio
+
+            kwargs: dict[str, Any] = {"driver": self.fmt.driver, "geometry_type": "MultiPolygon",
+                                      "append": self._started}
+            if self.fmt.key == "gpkg":
+                kwargs["layer"] = self.layer
+            if self.fmt.key == "geojson" and not self._started:
+                kwargs["layer_options"] = {"RFC7946": "YES", "WRITE_NAME": "NO"}
+            pyogrio.write_dataframe(gdf, self.path, **kwargs)
+        self._started = True
+        self.count += len(gdf)
+
+    def _write_parquet(self, gdf) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table(gdf.to_arrow(index=False, geometry_encoding="WKB"))
+        if self._parquet is None:
+            geo = _geoparquet_metadata(self.crs)
+            meta = dict(table.schema.metadata or {})
+            meta[b"geo"] = json.dumps(geo).encode()
+            self._schema = table.schema.with_metadata(meta)
+            self._parquet = pq.ParquetWriter(self.path, self._schema)
+        self._parquet.write_table(table.cast(self._schema))
+
+    def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+
+
+def _geoparquet_metadata(crs: CRS) -> dict:
+    from pyproj import CRS as PCRS
+
+    return {
+        "version": "1.0.0",
+        "primary_column": "geometry",
+        "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["MultiPolygon"],
+                                 "crs": PCRS.from_wkt(crs.to_wkt()).to_json_dict()}},
+    }
+
+
+def _frame(chunks: list[dict], names: dict[int, str], crs: CRS):
+    import geopandas as gpd
+
+    ids = np.concatenate([c["id"] for c in chunks])
+    values = np.concatenate([c["value"] for c in chunks])
+    area = np.concatenate([c["area_m2"] for c in chunks])
+    perimeter = np.concatenate([c["perimeter_m"] for c in chunks])
+    geoms = shapely.from_wkb(np.concatenate([np.asarray(c["wkb"], dtype=object) for c in chunks]))
+    return gpd.GeoDataFrame(
+        {
+            "id": ids.astype(np.int64),
+            "class": values.astype(np.int64),
+            "class_name": [names[int(v)] for v in values],
+            "area_m2": np.round(area, 3),
+            "area_ha": np.round(area / 1e4, 6),
+            "perimeter_m": np.round(perimeter, 3),
+        },
+        geometry=gpd.GeoSeries(geoms, crs=crs),
+    )
+
+
+def _staged_chunks(paths: Iterable[str]) -> Iterator[dict]:
+    for p in paths:
+        with np.load(p, allow_pickle=False) as z:
+            blob, ends = z["wkb_blob"].tobytes(), np.cumsum(z["wkb_len"])
+            starts = ends - z["wkb_len"]
+            wkb = np.array([blob[a:b] for a, b in zip(starts, ends)], dtype=object)
+            yield {"id": z["id"], "value": z["value"], "wkb": wkb, "area_m2": z["area_m2"],
+                   "perimeter_m": z["perimeter_m"]}
+
+
+# --------------------------------------------------------------------------------------------
+# summary
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassSummary:
+    value: int
+    name: str
+    count: int
+    area_ha: float
+    share: float  # percent of the vectorized area
+
+
+def summary_rows(stats: dict[int, list], names: dict[int, str]) -> list[ClassSummary]:
+    total = sum(s[1] for s in stats.values())
+    rows = []
+    for v in sorted(stats):
+        count, area = stats[v]
+        rows.append(ClassSummary(v, names[v], int(count), area / 1e4, 100.0 * area / total if total else 0.0))
+    return rows
+
+
+def format_summary(rows: Sequence[ClassSummary]) -> str:
+    lines = [f"{'class':>6}  {'name':<22}{'polygons':>10}{'area ha':>14}{'share':>8}"]
+    for r in rows:
+        lines.append(f"{r.value:>6}  {r.name:<22}{r.count:>10}{r.area_ha:>14.2f}{r.share:>7.1f}%")
+    total_n = sum(r.count for r in rows)
+    total_a = sum(r.area_ha for r in rows)
+    lines.append(f"{'':>6}  {'total':<22}{total_n:>10}{total_a:>14.2f}{100.0 if rows else 0.0:>7.1f}%")
+    return "\n".join(lines)
+
+
+def summary_paths(output: str | os.PathLike) -> tuple[Path, Path]:
+    out = Path(output)
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    return out.with_name(stem + ".summary.csv"), out.with_name(stem + ".summary.json")
+
+
+# --------------------------------------------------------------------------------------------
+# the API
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VectorizeResult:
+    output: str
+    format: str
+    layer: str | None
+    features: int
+    summary: tuple[ClassSummary, ...]
+    summary_csv: str
+    summary_json: str
+    crs: str
+    area_crs: str
+    min_area_m2: float | None
+    sieve_pixels: int
+    blocks: int
+    seconds: float
+    warnings: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict)
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _select_classes(classes: Sequence[str | int] | str | None, names: dict[int, str]) -> tuple[int, ...] | None:
+    if classes is None:
+        return None
+    items = [c.strip() for c in classes.split(",")] if isinstance(classes, str) else list(classes)
+    items = [c for c in items if c != ""]
+    if not items:
+        raise ParameterError("--classes is empty; give class names or values, e.g. --classes forest,water")
+    by_name = {n.lower(): v for v, n in names.items()}
+    out = []
+    for item in items:
+        if isinstance(item, (int, np.integer)) or (isinstance(item, str) and re.fullmatch(r"-?\d+", item)):
+            out.append(int(item))
+        elif str(item).lower() in by_name:
+            out.append(by_name[str(item).lower()])
+        else:
+            known = ", ".join(f"{n} ({v})" for v, n in sorted(names.items())) or "none: the raster has no class names"
+            raise ParameterError(f"unknown class {item!r} in --classes; known classes: {known}; or give class values")
+    return tuple(sorted(set(out)))
+
+
+def _check_outputs(output: Path, extra: Sequence[Path], overwrite: bool) -> None:
+    if output.is_dir():
+        raise OutputError(f"output {output} is a directory; give a file path such as {output / 'landcover.gpkg'}")
+    if not overwrite:
+        existing = [str(p) for p in (output, *extra) if p.exists()]
+        if existing:
+            raise OutputExistsError(f"{', '.join(existing)} already exists; pass --overwrite or choose another -o")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        probe = output.parent / f".geoseg-write-test-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OutputError(f"cannot write into {output.parent} ({e.strerror}); choose a writable -o path") from None
+
+
+def vectorize_raster(
+    raster: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    format: str | None = None,
+    layer: str | None = None,
+    band: int = 1,
+    min_area: str | float | None = None,
+    connectivity: int = 4,
+    simplify: str | float | None = None,
+    classes: Sequence[str | int] | str | None = None,
+    block_size: int = 2048,
+    workers: int | None = None,
+    scheduler: str = "threads",
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> VectorizeResult:
+    """Vectorize the class raster ``raster`` into ``output`` (GPKG, GeoParquet, FlatGeobuf or GeoJSON).
+
+    ``min_area``: square metres, or a string with a unit (``'0.5ha'``, ``'5000m2'``); patches
+    smaller than that are merged into their largest neighbour on the raster first (GDAL's
+    sieve, exact across blocks).  ``simplify``: coverage simplification tolerance in metres
+    (or ``'1.5px'``).  ``classes``: names or values to keep.  ``connectivity``: 4 or 8, for
+    both the sieve and the polygons.  Writes ``<stem>.summary.csv`` and ``<stem>.summary.json``
+    beside the output.  Nothing is written at the final paths until everything succeeded.
+    """
+    from .progress import make_progress
+
+    t0 = time.perf_counter()
+    fmt = resolve_format(output, format)
+    if connectivity not in (4, 8):
+        raise ParameterError(f"connectivity {connectivity} must be 4 or 8")
+    if int(block_size) < 1:
+        raise ParameterError(f"block size {block_size} must be a positive number of pixels, e.g. 2048")
+    block_size = int(block_size)
+    if scheduler not in SCHEDULERS:
+        raise ParameterError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    n_workers = default_workers() if workers is None else int(workers)
+    if n_workers < 1:
+        raise ParameterError(f"--workers {workers} must be >= 1")
+    min_area_m2 = parse_area(min_area)
+    tolerance = parse_length(simplify)
+    info = open_class_raster(raster, band)
+    model = area_model(info)
+    pix_area, pix_side = pixel_size_m(info, model)
+    sieve_pixels = 0
+    if min_area_m2:
+        sieve_pixels = max(0, math.ceil(min_area_m2 / pix_area - 1e-9))
+        if sieve_pixels <= 1:
+            sieve_pixels = 0
+    simplify_px = None
+    if tolerance and tolerance[0] > 0:
+        simplify_px = tolerance[0] if tolerance[1] == "px" else tolerance[0] / pix_side
+    selected = _select_classes(classes, info.class_names)
+
+    out = Path(output)
+    csv_path, json_path = summary_paths(out)
+    _check_outputs(out, (csv_path, json_path), overwrite)
+    layer_name = (layer or out.stem) if fmt.key == "gpkg" else None
+    run_id = uuid.uuid4().hex[:12]
+    staging = out.parent / f".{out.name}.{run_id}.parts"
+    tmp_out = out.parent / f".{out.stem}.{run_id}.part{out.suffix or '.' + fmt.key}"
+    tmp_csv = csv_path.with_name(f".{csv_path.name}.{run_id}.tmp")
+    tmp_json = json_path.with_name(f".{json_path.name}.{run_id}.tmp")
+
+    spec = VectorizeSpec(
+        path=os.path.abspath(info.path), band=band, height=info.height, width=info.width, block_size=block_size,
+        transform=info.transform, use_mask=info.use_mask, connectivity=connectivity, sieve_pixels=sieve_pixels,
+        simplify_px=simplify_px, selected=selected, area=model, staging=str(staging),
+    )
+    n_blocks = len(spec.grid)
+    bar = make_progress(n_blocks * (2 if sieve_pixels else 1) + 1, "blocks", progress)
+    messages: list[str] = []
+    try:
+        staging.mkdir()
+        try:
+            merged = _run_graph(spec, scheduler, n_workers, bar)
+            blocks = merged.blocks
+        finally:
+            bar.close()
+        if sum(b.valid_pixels for b in blocks) == 0:
+            raise EmptySceneError(f"{info.path} has no valid pixel (all nodata); nothing to vectorize")
+        present = np.unique(np.concatenate([b.present_values for b in blocks]))
+        if selected is not None:
+            present = present[np.isin(present, selected)]
+        names = dict(info.class_names)
+        missing = [int(v) for v in present if int(v) not in names]
+        if missing:
+            for v in missing:
+                names[v] = f"class_{v}"
+            messages.append(
+                f"class value(s) {', '.join(map(str, missing))} have no name in {info.path} (no CLASS_<value> "
+                f"band tag); named {', '.join('class_' + str(v) for v in missing)}"
+            )
+        crs = CRS.from_wkt(info.crs_wkt)
+        sink = _Sink(str(tmp_out), fmt, layer_name or "", crs)
+        stats: dict[int, list] = {int(v): [0, 0.0] for v in present}
+        paths = [b.staged for b in blocks if b.staged] + merged.staged
+        pending: list[dict] = []
+        pending_n = pending_bytes = 0
+
+        def flush() -> None:
+            nonlocal pending, pending_n, pending_bytes
+            if pending:
+                sink.write(_frame(pending, names, crs))
+            pending, pending_n, pending_bytes = [], 0, 0
+
+        for chunk in _staged_chunks(paths):
+            vals, inverse, counts = np.unique(chunk["value"], return_inverse=True, return_counts=True)
+            areas = np.bincount(inverse, weights=chunk["area_m2"], minlength=vals.size)
+            for v, cnt, area in zip(vals, counts, areas):
+                stats[int(v)][0] += int(cnt)
+                stats[int(v)][1] += float(area)
+            pending.append(chunk)
+            pending_n += len(chunk["id"])
+            pending_bytes += sum(len(w) for w in chunk["wkb"])
+            if pending_n >= WRITE_CHUNK or pending_bytes >= WRITE_CHUNK_BYTES:
+                flush()
+        if pending or not sink.count:
+            if not pending:  # an empty layer still gets created with its schema
+                pending = [{"id": np.zeros(0, np.int64), "value": np.zeros(0, np.int64), "wkb": [],
+                            "area_m2": np.zeros(0), "perimeter_m": np.zeros(0)}]
+            flush()
+        sink.close()
+        rows = summary_rows(stats, names)
+        seconds = time.perf_counter() - t0
+        record = {
+            "geoseg_version": __version__,
+            "input": os.path.abspath(info.path),
+            "output": os.path.abspath(out),
+            "format": fmt.key,
+            "layer": layer_name,
+            "crs": crs.to_string(),
+            "area_crs": model.description,
+            "options": {"band": band, "min_area_m2": min_area_m2, "sieve_pixels": sieve_pixels,
+                        "connectivity": connectivity, "simplify": None if tolerance is None else
+                        {"value": tolerance[0], "unit": tolerance[1], "pixels": simplify_px},
+                        "classes": list(selected) if selected is not None else None, "block_size": block_size},
+            "features": sink.count,
+            "classes": [r.__dict__ for r in rows],
+            "total_area_ha": sum(r.area_ha for r in rows),
+            "seconds": round(seconds, 3),
+            "warnings": messages,
+        }
+        with open(tmp_csv, "w", newline="") as fh:
+            wr = csv.writer(fh)
+            wr.writerow(["class", "name", "count", "area_ha", "share_percent"])
+            for r in rows:
+                wr.writerow([r.value, r.name, r.count, f"{r.area_ha:.4f}", f"{r.share:.3f}"])
+        tmp_json.write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(tmp_out, out)
+        os.replace(tmp_csv, csv_path)
+        os.replace(tmp_json, json_path)
+    except BaseException:
+        for p in (tmp_out, tmp_csv, tmp_json):
+            for extra in ("", "-wal", "-shm", "-journal"):
+                try:
+                    os.unlink(str(p) + extra)
+                except FileNotFoundError:
+                    pass
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for m in messages:
+        warnings.warn(m, UserWarning, stacklevel=2)
+    return VectorizeResult(
+        output=str(out), format=fmt.key, layer=layer_name, features=sink.count, summary=tuple(rows),
+        summary_csv=str(csv_path), summary_json=str(json_path), crs=crs.to_string(),
+        area_crs=model.description, min_area_m2=min_area_m2, sieve_pixels=sieve_pixels, blocks=n_blocks,
+        seconds=seconds, warnings=tuple(messages),
+        extra={"merged_polygons": merged.groups, "seam_pieces": merged.pieces},
+    )

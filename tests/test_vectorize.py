@@ -1,0 +1,591 @@
+"""``geoseg vectorize``: block-wise polygons must equal a single-pass polygonize of the whole raster.
+
+Every pattern is built so that polygons cross block seams (stripes, rings, checkerboards, a class
+spanning every block, holes at block corners, a snake through all blocks), and the blocks are
+smaller than the raster and often not aligned with the pattern.  The reference is
+``rasterio.features.shapes`` (GDAL polygonize) and ``rasterio.features.sieve`` on the whole array.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+import rasterio.features
+import shapely
+from affine import Affine
+from click.testing import CliRunner
+
+from geoseg.errors import NotGeoreferencedError, OutputExistsError, ParameterError
+from geoseg.vector_graph import label_components, sieve_blocks
+from geoseg.vectorize import NotAClassRasterError, parse_area, parse_length, vectorize_raster
+
+UTM = "EPSG:32633"
+RES = 10.0
+ORIGIN = (500_000.0, 5_100_000.0)
+NAMES = {0: "water", 1: "trees", 2: "grass", 3: "built"}
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def write_classes(path, data, *, nodata=255, names=NAMES, crs=UTM, transform=None, dtype=None):
+    """A single-band class GeoTIFF on a 10 m UTM 33N grid with geoseg's CLASS_<v> band tags."""
+    data = np.asarray(data)
+    dtype = dtype or (data.dtype.name if data.dtype != np.int64 else "uint8")
+    h, w = data.shape
+    profile = dict(driver="GTiff", width=w, height=h, count=1, dtype=dtype)
+    if crs is not None:
+        profile.update(crs=crs, transform=transform or Affine(RES, 0, ORIGIN[0], 0, -RES, ORIGIN[1]))
+    if nodata is not None:
+        profile["nodata"] = nodata
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data.astype(dtype), 1)
+        if names:
+            dst.update_tags(1, **{f"CLASS_{v}": n for v, n in names.items()})
+    return path
+
+
+def canon(g):
+    """Comparable form: valid, normalized, no collinear vertices, MultiPolygon."""
+    g = shapely.make_valid(g)
+    g = shapely.normalize(shapely.simplify(shapely.normalize(g), 0))
+    if g.geom_type == "Polygon":
+        g = shapely.MultiPolygon([g])
+    return g
+
+
+def single_pass(data, valid, connectivity=4, transform=None):
+    """Whole-raster GDAL polygonize -> {first-pixel id: (class, geometry in CRS coordinates)}."""
+    t = transform or Affine(RES, 0, ORIGIN[0], 0, -RES, ORIGIN[1])
+    h, w = data.shape
+    out = {}
+    for geom, v in rasterio.features.shapes(data.astype(np.int32), mask=valid, connectivity=connectivity):
+        p = shapely.geometry.shape(geom)
+        xy = shapely.get_coordinates(p)
+        top = xy[:, 1].min()
+        left = xy[xy[:, 1] == top, 0].min()
+        key = int(top) * w + int(left)
+        assert key not in out
+        out[key] = (int(v), shapely.affinity.affine_transform(p, [t.a, t.b, t.d, t.e, t.c, t.f]))
+    return out
+
+
+def read(path, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pyogrio.read_dataframe(path, **kw)
+
+
+def vec(src, out, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return vectorize_raster(src, out, **kw)
+
+
+def assert_same_as_single_pass(df, data, valid, connectivity=4):
+    ref = single_pass(data, valid, connectivity)
+    assert len(df) == len(ref)
+    assert sorted(df["id"]) == sorted(ref)
+    assert set(df.geom_type) == {"MultiPolygon"}
+    assert shapely.is_valid(df.geometry.values).all()
+    for fid, cls, g in zip(df["id"], df["class"], df.geometry.values):
+        rv, rg = ref[fid]
+        assert cls == rv
+        assert shapely.equals_exact(canon(g), canon(rg), tolerance=0), (fid, g.wkt, rg.wkt)
+    # area per class from geometry attributes equals pixel counts exactly
+    for v in np.unique(data[valid]):
+        assert df.loc[df["class"] == v, "area_m2"].sum() == pytest.approx((data[valid] == v).sum() * RES * RES)
+
+
+# --------------------------------------------------------------------------------------------
+# patterns designed to cross seams
+# --------------------------------------------------------------------------------------------
+
+
+def stripes(h=61, w=83):
+    r, c = np.mgrid[0:h, 0:w]
+    return ((r // 4) % 2 + 2 * (((r + c) // 9) % 2)).astype(np.uint8)
+
+
+def rings(h=70, w=70):
+    r, c = np.mgrid[0:h, 0:w]
+    return (np.maximum(abs(r - 33), abs(c - 37)) // 3 % 3).astype(np.uint8)
+
+
+def checkerboard(h=50, w=64, cell=3):
+    r, c = np.mgrid[0:h, 0:w]
+    return (((r // cell) + (c // cell)) % 2).astype(np.uint8)
+
+
+def spanning(h=64, w=80):
+    """Class 1 is one polygon touching every 16-pixel block (a grid of lines), with islands of 2."""
+    a = np.zeros((h, w), np.uint8)
+    a[::10, :] = 1
+    a[:, ::7] = 1
+    a[3:6, 3:5] = 2
+    return a
+
+
+def corner_holes(h=48, w=48):
+    """A forest square with holes centred on block corners (block size 16) and a nodata hole."""
+    a = np.zeros((h, w), np.uint8)
+    a[4:44, 4:44] = 1
+    a[14:18, 14:18] = 2  # hole straddling the corner (16, 16)
+    a[31:33, 31:33] = 0  # hole exactly at the corner (32, 32), other class
+    a[16, 33] = 255  # nodata pixel inside
+    return a
+
+
+def snake(h=40, w=40):
+    """One long 1-pixel-wide path winding through every block, on a 3-class background."""
+    a = ((np.arange(w)[None, :] // 5 + np.arange(h)[:, None] // 5) % 2 * 2).astype(np.uint8)
+    for r in range(1, h - 1, 4):
+        a[r, 1:w - 1] = 1
+        a[r:r + 4, (w - 2) if (r // 4) % 2 == 0 else 1] = 1
+    return a
+
+
+def noisy(h=57, w=71, seed=7):
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 4, (h // 6 + 1, w // 6 + 1))
+    a = np.kron(coarse, np.ones((6, 6), int))[:h, :w].astype(np.uint8)
+    a[rng.random((h, w)) < 0.15] = rng.integers(0, 4)
+    a[rng.random((h, w)) < 0.03] = 255
+    return a
+
+
+PATTERNS = {"stripes": stripes, "rings": rings, "checkerboard": checkerboard, "spanning": spanning,
+            "corner_holes": corner_holes, "snake": snake, "noisy": noisy}
+
+
+@pytest.mark.parametrize("name", sorted(PATTERNS))
+@pytest.mark.parametrize("block_size", [16, 23])
+def test_blocks_equal_single_pass(tmp_path, name, block_size):
+    data = PATTERNS[name]()
+    valid = data != 255
+    src = write_classes(tmp_path / "lc.tif", data)
+    r = vec(src, tmp_path / "lc.gpkg", block_size=block_size, workers=2)
+    assert r.blocks >= 4 and r.extra["merged_polygons"] > 0  # seams were really crossed
+    assert_same_as_single_pass(read(r.output), data, valid)
+
+
+@pytest.mark.parametrize("name", ["checkerboard", "noisy", "corner_holes"])
+def test_blocks_equal_single_pass_8_connected(tmp_path, name):
+    data = PATTERNS[name]()
+    valid = data != 255
+    src = write_classes(tmp_path / "lc.tif", data)
+    r = vec(src, tmp_path / "lc.gpkg", block_size=16, connectivity=8)
+    df = read(r.output)
+    assert_same_as_single_pass(df, data, valid, connectivity=8)
+    if name != "corner_holes":
+        assert len(df) < len(single_pass(data, valid, 4))  # 8-connectivity really joined diagonals
+
+
+def test_polygon_spanning_all_blocks_is_one_feature_with_holes(tmp_path):
+    data = spanning()
+    src = write_classes(tmp_path / "lc.tif", data)
+    r = vec(src, tmp_path / "lc.gpkg", block_size=16)
+    df = read(r.output)
+    trees = df[df["class"] == 1]
+    assert len(trees) == 1
+    g = trees.geometry.iloc[0]
+    shell = shapely.Polygon(g.geoms[0].exterior)
+    enclosed = shapely.within(df[df["class"] == 0].geometry.values, shell).sum()
+    assert len(g.geoms) == 1 and len(g.geoms[0].interiors) == enclosed > 20
+    assert trees["area_m2"].iloc[0] == (data == 1).sum() * 100
+
+
+def test_hole_at_block_corner_is_kept(tmp_path):
+    data = corner_holes()
+    src = write_classes(tmp_path / "lc.tif", data)
+    df = read(vec(src, tmp_path / "lc.gpkg", block_size=16).output)
+    forest = df[df["class"] == 1].geometry.iloc[0].geoms[0]
+    assert len(forest.interiors) == 3  # two class holes and the nodata pixel
+    assert forest.area == pytest.approx(((data == 1).sum()) * 100)
+
+
+def test_same_result_for_any_block_size_and_scheduler(tmp_path):
+    data = noisy()
+    src = write_classes(tmp_path / "lc.tif", data)
+    outs = []
+    for bs, sched in ((7, "threads"), (32, "synchronous"), (4096, "threads"), (20, "processes")):
+        df = read(vec(src, tmp_path / f"o{bs}.gpkg", block_size=bs, scheduler=sched, workers=2).output)
+        outs.append({i: canon(g) for i, g in zip(df["id"], df.geometry.values)})
+    for o in outs[1:]:
+        assert o.keys() == outs[0].keys()
+        assert all(shapely.equals_exact(o[k], outs[0][k], 0) for k in o)
+
+
+# --------------------------------------------------------------------------------------------
+# sieve
+# --------------------------------------------------------------------------------------------
+
+
+def _sieve_cases():
+    rng = np.random.default_rng(11)
+    for k in range(12):
+        h, w = rng.integers(20, 50, 2)
+        coarse = rng.integers(0, 3, (h // 4 + 1, w // 4 + 1))
+        a = np.kron(coarse, np.ones((4, 4), int))[:h, :w].astype(np.uint8)
+        a[rng.random((h, w)) < 0.25] = rng.integers(0, 4)
+        valid = rng.random((h, w)) > (0.05 if k % 3 == 0 else 0)
+        yield a, valid, int(rng.integers(2, 10)), 4 if k % 2 == 0 else 8
+    # a chain: salt-and-pepper under one big strip; every speck merges through a chain of specks
+    a = np.tile(np.array([[1, 2], [3, 1]], np.uint8), (20, 15))
+    a[:2, :] = 0
+    yield a, np.ones(a.shape, bool), 4, 4
+    # two big neighbours of different sizes far apart, a small patch between them
+    a = np.zeros((30, 40), np.uint8)
+    a[:, 20:] = 1
+    a[:, 35:] = 2
+    a[14:16, 19:21] = 3
+    yield a, np.ones(a.shape, bool), 6, 4
+
+
+@pytest.mark.parametrize("case", list(range(14)))
+def test_blocked_sieve_equals_whole_raster_sieve(case):
+    a, valid, size, conn = list(_sieve_cases())[case]
+    ref = rasterio.features.sieve(a, size, mask=valid, connectivity=conn)
+    assert not np.array_equal(ref, a)  # the sieve does something here
+    for bs in (3, 8, 13, 64):
+        np.testing.assert_array_equal(sieve_blocks(a, valid, size, conn, bs), ref, err_msg=f"block size {bs}")
+
+
+@pytest.mark.parametrize("case", [0, 1, 5, 12])
+def test_components_after_sieve_are_derived_exactly(case):
+    """apply_sieve derives the post-sieve components from the pre-sieve ones; check against relabelling."""
+    from geoseg.vector_graph import BlockGrid, apply_sieve, plan_sieve, scan_block
+
+    a, valid, size, conn = list(_sieve_cases())[case]
+    grid = BlockGrid(*a.shape, 8)
+    windows = [grid.window(i) for i in range(len(grid))]
+    scans = [scan_block(a[r:r + h, c:c + w], valid[r:r + h, c:c + w], r, c, a.shape[1], size, conn)
+             for r, c, h, w in windows]
+    plan = plan_sieve(grid, scans, size, conn)
+    assert plan.changed_components > 0
+    for i, (r, c, h, w) in enumerate(windows):
+        v, m = a[r:r + h, c:c + w], valid[r:r + h, c:c + w]
+        out, lab = apply_sieve(v, m, conn, plan.pieces[i], plan.new_values[i], scans[i].adj_a, scans[i].adj_b)
+        ref = label_components(out, m, conn)
+        np.testing.assert_array_equal(lab.labels, ref.labels)
+        np.testing.assert_array_equal(lab.values, ref.values)
+        np.testing.assert_array_equal(lab.sizes, ref.sizes)
+        np.testing.assert_array_equal(lab.first, ref.first)
+
+
+@pytest.mark.parametrize("min_area, pixels", [("0.05ha", 5), ("500m2", 5), (1200, 12)])
+def test_min_area_sieves_then_polygonizes_seamlessly(tmp_path, min_area, pixels):
+    data = noisy()
+    valid = data != 255
+    src = write_classes(tmp_path / "lc.tif", data)
+    r = vec(src, tmp_path / "lc.gpkg", block_size=16, min_area=min_area)
+    assert r.sieve_pixels == pixels
+    sieved = rasterio.features.sieve(data, pixels, mask=valid, connectivity=4)
+    assert not np.array_equal(sieved, data)
+    assert_same_as_single_pass(read(r.output), sieved, valid)
+
+
+def test_sieve_merges_small_patch_into_neighbour_without_hole(tmp_path):
+    data = np.ones((40, 40), np.uint8)
+    data[10:12, 15:17] = 2  # 4 px = 400 m² < 500 m², at a block corner
+    src = write_classes(tmp_path / "lc.tif", data)
+    df = read(vec(src, tmp_path / "lc.gpkg", block_size=11, min_area="500m2").output)
+    assert list(df["class"]) == [1]
+    assert len(df.geometry.iloc[0].geoms[0].interiors) == 0
+    df = read(vec(src, tmp_path / "keep.gpkg", block_size=11, min_area="400m2").output)
+    assert sorted(df["class"]) == [1, 2]
+
+
+def test_parse_units():
+    assert parse_area("0.5ha") == 5000 and parse_area("5000") == 5000 and parse_area("2 km2") == 2e6
+    assert parse_length("10") == (10.0, "m") and parse_length("1.5px") == (1.5, "px")
+    for bad in ("ten", "5 acres", "-1"):
+        with pytest.raises(ParameterError):
+            parse_area(bad)
+    with pytest.raises(ParameterError):
+        parse_length("3 furlongs")
+
+
+# --------------------------------------------------------------------------------------------
+# simplification keeps a coverage
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, tolerance", [("noisy", 15), ("rings", 40), ("corner_holes", 40), ("stripes", "2px")])
+def test_simplified_coverage_has_no_gaps_or_overlaps(tmp_path, name, tolerance):
+    data = PATTERNS[name]()
+    valid = data != 255
+    src = write_classes(tmp_path / "lc.tif", data)
+    plain = read(vec(src, tmp_path / "plain.gpkg", block_size=16).output).set_index("id")
+    df = read(vec(src, tmp_path / "simple.gpkg", block_size=16, simplify=tolerance).output).set_index("id")
+    g = df.geometry.values
+    assert shapely.is_valid(g).all() and set(df.geom_type) == {"MultiPolygon"}
+    assert sorted(df.index) == sorted(plain.index)
+    changed = ~shapely.equals(g, plain.loc[df.index].geometry.values)
+    assert changed.sum() >= len(df) // 3  # the simplification really moved edges
+    if name == "noisy":
+        assert shapely.get_num_coordinates(g).sum() < 0.85 * shapely.get_num_coordinates(plain.geometry.values).sum()
+    valid_area = valid.sum() * RES * RES
+    assert shapely.union_all(g).area == pytest.approx(valid_area, rel=1e-9)
+    assert shapely.area(g).sum() == pytest.approx(valid_area, rel=1e-9)  # sum == union: no overlap
+    i, j = shapely.STRtree(g).query(g, predicate="intersects")
+    keep = i < j
+    assert shapely.area(shapely.intersection(g[i[keep]], g[j[keep]])).max(initial=0) < 1e-6
+    # the footprint (raster valid area) is unchanged: no gap opened at the edges or at nodata
+    footprint = shapely.union_all(plain.geometry.values)
+    assert shapely.symmetric_difference(shapely.union_all(g), footprint).area < 1e-6
+
+
+# --------------------------------------------------------------------------------------------
+# attributes, ids, classes, nodata
+# --------------------------------------------------------------------------------------------
+
+
+def test_attributes_and_stable_ids(tmp_path):
+    data = np.zeros((30, 40), np.uint8)
+    data[5:8, 10:14] = 1  # 3 x 4 px = 30 m x 40 m
+    data[20:30, 0:40] = 3
+    src = write_classes(tmp_path / "lc.tif", data)
+    df = read(vec(src, tmp_path / "lc.gpkg", block_size=9).output).set_index("id")
+    box = df.loc[5 * 40 + 10]
+    assert box["class"] == 1 and box["class_name"] == "trees"
+    assert box["area_m2"] == pytest.approx(1200) and box["area_ha"] == pytest.approx(0.12)
+    assert box["perimeter_m"] == pytest.approx(140)
+    assert df.loc[20 * 40]["class_name"] == "built" and df.loc[0]["class_name"] == "water"
+    assert df.loc[0]["perimeter_m"] == pytest.approx(2 * (400 + 200) + 140)  # outer ring + hole
+    # ids do not depend on block size or on the class filter
+    df2 = read(vec(src, tmp_path / "lc2.gpkg", block_size=64, classes="trees,3").output).set_index("id")
+    assert sorted(df2.index) == [5 * 40 + 10, 20 * 40]
+    assert shapely.equals(df2.loc[20 * 40].geometry, df.loc[20 * 40].geometry)
+
+
+def test_classes_filter_by_name_and_value(tmp_path):
+    data = noisy()
+    src = write_classes(tmp_path / "lc.tif", data)
+    all_df = read(vec(src, tmp_path / "all.gpkg", block_size=16).output)
+    df = read(vec(src, tmp_path / "f.gpkg", block_size=16, classes="water,2").output)
+    assert set(df["class"]) == {0, 2}
+    assert len(df) == int(all_df["class"].isin([0, 2]).sum())
+    with pytest.raises(ParameterError, match="unknown class 'forest'"):
+        vec(src, tmp_path / "x.gpkg", classes="forest")
+
+
+def test_nodata_is_never_vectorized(tmp_path):
+    data = noisy()
+    data[20:40, 30:50] = 255
+    valid = data != 255
+    src = write_classes(tmp_path / "lc.tif", data)
+    df = read(vec(src, tmp_path / "lc.gpkg", block_size=16).output)
+    assert 255 not in set(df["class"])
+    hole = shapely.box(ORIGIN[0] + 300, ORIGIN[1] - 400, ORIGIN[0] + 500, ORIGIN[1] - 200)
+    assert shapely.area(shapely.intersection(df.geometry.values, hole)).sum() == 0
+    assert df["area_m2"].sum() == pytest.approx(valid.sum() * 100)
+
+
+def test_unnamed_class_gets_generated_name_and_warning(tmp_path):
+    data = np.zeros((20, 20), np.uint8)
+    data[5:10, 5:10] = 7
+    src = write_classes(tmp_path / "lc.tif", data)
+    with pytest.warns(UserWarning, match="class value\\(s\\) 7 have no name"):
+        r = vectorize_raster(src, tmp_path / "lc.gpkg")
+    df = read(r.output)
+    assert set(df["class_name"]) == {"water", "class_7"}
+
+
+def test_mask_band_and_uint16_classes(tmp_path):
+    data = (np.arange(30 * 30).reshape(30, 30) // 100).astype(np.uint16) + 1000
+    src = write_classes(tmp_path / "lc.tif", data, nodata=None, names={}, dtype="uint16")
+    with rasterio.open(src, "r+") as ds:
+        mask = np.full((30, 30), 255, np.uint8)
+        mask[:3] = 0
+        ds.write_mask(mask)
+    df = read(vec(src, tmp_path / "lc.gpkg", block_size=8).output)
+    assert set(df["class"]) == set(np.unique(data[3:]))
+    assert df["area_m2"].sum() == pytest.approx(27 * 30 * 100)
+
+
+# --------------------------------------------------------------------------------------------
+# formats, CRS, summary
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ext", ["gpkg", "fgb", "geojson", "parquet"])
+def test_formats_round_trip(tmp_path, ext, monkeypatch):
+    if ext == "parquet":
+        pytest.importorskip("pyarrow")
+    import geoseg.vectorize as V
+
+    monkeypatch.setattr(V, "WRITE_CHUNK", 40)  # several appends
+    data = noisy()
+    src = write_classes(tmp_path / "lc.tif", data)
+    r = vec(src, tmp_path / f"lc.{ext}", block_size=16, layer="cover")
+    if ext == "parquet":
+        import geopandas as gpd
+
+        df = gpd.read_parquet(r.output)
+    else:
+        df = read(r.output)
+    ref = read(vec(src, tmp_path / "ref.gpkg", block_size=16).output)
+    assert len(df) == len(ref) == r.features > 40
+    assert list(df.columns) == ["id", "class", "class_name", "area_m2", "area_ha", "perimeter_m", "geometry"]
+    if ext == "geojson":
+        assert df.crs.to_epsg() == 4326  # RFC 7946
+        assert df.total_bounds[0] > 14 and df.total_bounds[2] < 16  # longitudes near 15 E
+        back = df.to_crs(UTM).set_index("id")
+        refi = ref.set_index("id")
+        assert np.allclose(back.loc[refi.index].area, refi.area, rtol=1e-3)  # 7 decimals of a degree
+    else:
+        assert df.crs.to_epsg() == 32633
+        assert sorted(df["id"]) == sorted(ref["id"])
+    if ext == "gpkg":
+        assert pyogrio.list_layers(r.output)[:, 0].tolist() == ["cover"]
+        assert pyogrio.read_info(r.output)["geometry_type"] == "MultiPolygon"
+
+
+def test_geographic_raster_areas_in_local_equal_area(tmp_path):
+    data = np.zeros((40, 50), np.uint8)
+    data[10:20, 10:30] = 1
+    t = Affine(0.0001, 0, 2.35, 0, -0.0001, 48.85)  # ~7.3 m x 11.1 m pixels in Paris
+    src = write_classes(tmp_path / "lc.tif", data, crs="EPSG:4326", transform=t)
+    r = vec(src, tmp_path / "lc.gpkg", block_size=16)
+    assert "laea" in r.area_crs
+    df = read(r.output).set_index("id")
+    assert df.crs.to_epsg() == 4326
+    from pyproj import Geod
+
+    geod_area = abs(Geod(ellps="WGS84").geometry_area_perimeter(df.loc[10 * 50 + 10].geometry)[0])
+    assert df.loc[10 * 50 + 10]["area_m2"] == pytest.approx(geod_area, rel=1e-4)
+    assert 200 * 70 < df.loc[10 * 50 + 10]["area_m2"] < 200 * 90
+
+
+def test_summary_files(tmp_path):
+    data = noisy()
+    valid = data != 255
+    src = write_classes(tmp_path / "lc.tif", data)
+    r = vec(src, tmp_path / "lc.gpkg", block_size=16)
+    rows = (tmp_path / "lc.summary.csv").read_text().splitlines()
+    assert rows[0] == "class,name,count,area_ha,share_percent"
+    rec = json.loads((tmp_path / "lc.summary.json").read_text())
+    df = read(r.output)
+    for c in rec["classes"]:
+        sel = df["class"] == c["value"]
+        assert c["count"] == int(sel.sum())
+        assert c["area_ha"] == pytest.approx((data[valid] == c["value"]).sum() * 100 / 1e4)
+    assert sum(c["share"] for c in rec["classes"]) == pytest.approx(100)
+    assert rec["crs"] == "EPSG:32633" and len(rows) == 1 + len(rec["classes"])
+
+
+# --------------------------------------------------------------------------------------------
+# bad input, no partial files
+# --------------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path):
+    f = write_classes(tmp_path / "f.tif", np.zeros((8, 8), np.float32), nodata=None)
+    with pytest.raises(NotAClassRasterError, match="float32, not an integer class raster"):
+        vectorize_raster(f, tmp_path / "o.gpkg")
+    nocrs = write_classes(tmp_path / "n.tif", np.zeros((8, 8), np.uint8), crs=None)
+    with pytest.raises(NotGeoreferencedError, match="no CRS"):
+        vectorize_raster(nocrs, tmp_path / "o.gpkg")
+    ok = write_classes(tmp_path / "ok.tif", np.zeros((8, 8), np.uint8))
+    with pytest.raises(ParameterError, match="cannot tell the output format"):
+        vectorize_raster(ok, tmp_path / "o.shp")
+    (tmp_path / "o.gpkg").write_text("keep me")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        vectorize_raster(ok, tmp_path / "o.gpkg")
+    assert (tmp_path / "o.gpkg").read_text() == "keep me"
+    assert sorted(os.listdir(tmp_path)) == ["f.tif", "n.tif", "o.gpkg", "ok.tif"]
+
+
+def test_failure_leaves_no_partial_files(tmp_path, monkeypatch):
+    import geoseg.vectorize as V
+
+    src = write_classes(tmp_path / "lc.tif", noisy())
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(V, "WRITE_CHUNK", 10)
+    real = V._Sink.write
+    calls = []
+
+    def write_then_fail(self, gdf):
+        calls.append(1)
+        if len(calls) > 2:
+            boom()
+        real(self, gdf)
+
+    monkeypatch.setattr(V._Sink, "write", write_then_fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        vec(src, out / "lc.gpkg", block_size=16)
+    assert len(calls) == 3 and os.listdir(out) == []
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+def _cli(*args):
+    from geoseg.cli import cli
+
+    return CliRunner().invoke(cli, ["vectorize", *map(str, args)])
+
+
+def test_cli_vectorize(tmp_path):
+    src = write_classes(tmp_path / "landcover.tif", noisy())
+    res = _cli(src, "-o", tmp_path / "lc.gpkg", "--min-area", "0.05ha", "--simplify", "10", "--block-size", "16")
+    assert res.exit_code == 0, res.output
+    assert "water" in res.output and "total" in res.output and "share" in res.output
+    df = read(tmp_path / "lc.gpkg")
+    assert len(df) > 10 and (tmp_path / "lc.summary.csv").exists() and (tmp_path / "lc.summary.json").exists()
+    res = _cli(src, "-o", tmp_path / "lc.gpkg")
+    assert res.exit_code == 5 and "already exists; pass --overwrite" in res.output
+    res = _cli(src, "-o", tmp_path / "trees.data", "--format", "geojson", "--classes", "trees", "-q")
+    assert res.exit_code == 0 and res.output == ""
+    assert set(read(tmp_path / "trees.data", driver="GeoJSON")["class_name"]) == {"trees"}
+
+
+@pytest.mark.parametrize("kind", ["float", "nocrs", "missing", "badarea", "badclass"])
+def test_cli_bad_input_is_one_line_without_traceback(tmp_path, kind):
+    good = write_classes(tmp_path / "good.tif", noisy())
+    args = {
+        "float": [write_classes(tmp_path / "f.tif", np.zeros((8, 8), np.float32), nodata=None)],
+        "nocrs": [write_classes(tmp_path / "n.tif", np.zeros((8, 8), np.uint8), crs=None)],
+        "missing": [tmp_path / "nope.tif"],
+        "badarea": [good, "--min-area", "half"],
+        "badclass": [good, "--classes", "forest"],
+    }[kind]
+    res = _cli(*args, "-o", tmp_path / "o.gpkg")
+    assert res.exit_code == (2 if kind.startswith("bad") else 3), res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in res.output
+    assert not (tmp_path / "o.gpkg").exists()
+
+
+def test_cli_warns_about_unnamed_class(tmp_path):
+    src = write_classes(tmp_path / "lc.tif", np.full((10, 10), 9, np.uint8), names={})
+    res = _cli(src, "-o", tmp_path / "lc.gpkg")
+    assert res.exit_code == 0
+    assert "warning: class value(s) 9 have no name" in res.output and "class_9" in res.output
+
+
+def test_label_components_matches_gdal_polygon_count():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 3, (80, 90))
+    valid = rng.random(a.shape) > 0.1
+    for conn in (4, 8):
+        lab = label_components(a, valid, conn)
+        n = sum(1 for _ in rasterio.features.shapes(a.astype(np.int32), mask=valid, connectivity=conn))
+        assert lab.count == n
+        assert lab.sizes.sum() == valid.sum()
