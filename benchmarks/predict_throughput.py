@@ -107,14 +107,14 @@ def child_bare(model: str, scene: str, batch: int, n_batches: int, threads: int)
     return {"pixels_per_s": n_batches * batch * t * t / dt, "seconds": dt, "threads": threads}
 
 
-def child_predict(model: str, scene: str, out: str, workers: int | None) -> dict:
+def child_predict(model: str, scene: str, out: str, workers: int | None, batch: int) -> dict:
     import dask  # noqa: F401  - imports are not part of the measured run (the bare model excludes them too)
     import torch  # noqa: F401
 
     from geoseg import predict_scene
 
     t0 = time.perf_counter()
-    r = predict_scene(scene, model, out, overwrite=True, workers=workers, progress=False)
+    r = predict_scene(scene, model, out, overwrite=True, workers=workers, batch_size=batch, progress=False)
     dt = time.perf_counter() - t0
     import json as _json
 
@@ -140,7 +140,7 @@ def main() -> None:
     ap.add_argument("--encoder", default="resnet18")
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--overlap", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=2, help="tiles per forward, for both measurements")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--workdir", default=None, help="where scenes/outputs go (default: a temp dir)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -151,7 +151,7 @@ def main() -> None:
         if kind == "bare":
             res = child_bare(rest[0], rest[1], int(rest[2]), int(rest[3]), int(rest[4]))
         else:
-            res = child_predict(rest[0], rest[1], rest[2], None if rest[3] == "auto" else int(rest[3]))
+            res = child_predict(rest[0], rest[1], rest[2], None if rest[3] == "auto" else int(rest[3]), int(rest[4]))
         res["peak_rss_mb"] = peak_rss_mb()
         print(json.dumps(res))
         return
@@ -173,7 +173,7 @@ def main() -> None:
             print(f"made {scene.name} ({size}x{size}x4 uint16) in {time.perf_counter() - t0:.0f} s")
         bare = run_child("bare", str(model), str(scene), str(a.batch), "3", str(cores))
         e2e = run_child("predict", str(model), str(scene), str(work / f"out_{size}"),
-                        "auto" if a.workers is None else str(a.workers))
+                        "auto" if a.workers is None else str(a.workers), str(a.batch))
         scene_pps = e2e["scene_pixels"] / e2e["seconds"]
         comp_pps = e2e["computed_pixels"] / e2e["seconds"]
         rows.append((size, bare, e2e, scene_pps, comp_pps))

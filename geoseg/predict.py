@@ -82,7 +82,7 @@ def predict_scene(
     tile_size: int | None = None,
     overlap: int | None = None,
     blend: str = "cosine",
-    batch_size: int = 4,
+    batch_size: int | None = None,
     block_size: int = 1024,
     workers: int | None = None,
     scheduler: str = "threads",
@@ -130,10 +130,12 @@ def predict_scene(
     blocks = plan_blocks(info.height, info.width, block_size)
     if tta not in TTA_MODES:
         raise ParameterError(f"unknown --tta {tta!r}; choose one of {', '.join(TTA_MODES)}")
-    if batch_size < 1:
-        raise ParameterError(f"batch size {batch_size} must be >= 1; use e.g. --batch-size 4")
     scheduler = graph.check_scheduler(scheduler)
     dev = select_device(device)
+    if batch_size is None:  # CPU: small batches keep activation memory low at no speed cost; GPU: fill it
+        batch_size = 2 if dev.type == "cpu" else 8
+    if batch_size < 1:
+        raise ParameterError(f"batch size {batch_size} must be >= 1; use e.g. --batch-size 2")
     n_workers = graph.default_workers() if workers is None else int(workers)
     if n_workers < 1:
         raise ParameterError(f"--workers {workers} must be >= 1")

@@ -270,7 +270,7 @@ def test_tta_averages_unflipped_probabilities(tmp_path, unet_model, tta):
     r = predict_scene(src, unet_model, tmp_path / "o", tta=tta, probabilities=True)
     card, net = load_model(unet_model)
     pred = Predictor(card, net, torch.device("cpu"))
-    x = np.zeros((4, 4, 96, 120), np.float32)  # batch of 4 (zero-padded); 96 x 120 is stride-aligned
+    x = np.zeros((4, 4, 96, 120), np.float32)  # any zero-padded batch; 96 x 120 is stride-aligned
     x[0, :, :, :w] = card.normalization.apply(scene.astype(np.float32))
     views = [(0, False), (0, True), (2, False), (2, True)] if tta == "flips" else \
         [(k, f) for k in range(4) for f in (False, True)]

@@ -17,7 +17,7 @@ from .options import int_list, interactive, overwrite_option, quiet_option, run_
 @click.option("--overlap", type=int, help="Tile overlap in pixels (default: the model card's).")
 @click.option("--blend", type=click.Choice(BLEND_MODES), default="cosine", show_default=True,
               help="Weight window for overlapping tiles.")
-@click.option("--batch-size", type=int, default=4, show_default=True, help="Tiles per forward pass.")
+@click.option("--batch-size", type=int, help="Tiles per forward pass (default: 2 on CPU, 8 on CUDA).")
 @click.option("--block-size", type=int, default=1024, show_default=True, help="Output block size (multiple of 256).")
 @click.option("--workers", type=int, help="Parallel dask workers (default: CPU cores).")
 @click.option("--scheduler", default="threads", show_default=True, help="threads, processes, or tcp://HOST:PORT.")
