@@ -192,61 +192,58 @@ def predict_scene(
         tta=tta,
     )
     bar = make_progress(len(plan), "tiles", progress)
-    quiet_warnings = warnings.catch_warnings()
-    quiet_warnings.__enter__()
-    if not info.georeferenced:  # accepted with allow_ungeoreferenced: rasterio's warnings are noise now
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-    try:
-        for p in products:
-            create_part(p, info)
+    with warnings.catch_warnings():
+        if not info.georeferenced:  # accepted with allow_ungeoreferenced: rasterio's warnings are noise now
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
         try:
-            hist = graph.run(spec, list(plan), blocks, scheduler, n_workers, bar)
-        finally:
-            bar.close()
-        nodata = int(hist[NODATA])
-        if nodata == info.width * info.height:
-            raise EmptySceneError(
-                f"{info.path} has no valid pixel in bands {','.join(map(str, band_idx))} "
-                "(all nodata); check the scene, its nodata value, or --bands"
-            )
-        class_pixels = {c.name: int(hist[c.value]) for c in card.classes}
-        seconds = time.perf_counter() - t0
-        record = {
-            "geoseg_version": __version__,
-            "run_id": run_id,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "scene": os.path.abspath(info.path),
-            "bands": band_idx,
-            "model": {"id": card.id, "version": card.version, "path": str(model_path.resolve()),
-                      "trained": card.trained, "architecture": card.architecture, "encoder": card.encoder},
-            "classes": [asdict(c) for c in card.classes],
-            "grid": {"crs": info.crs_wkt, "transform": list(info.transform), "width": info.width,
-                     "height": info.height},
-            "options": {"tile_size": tile_size, "overlap": overlap, "blend": blend, "batch_size": batch_size,
-                        "block_size": block_size, "workers": n_workers, "scheduler": scheduler,
-                        "device": str(dev), "torch_threads": torch_threads, "tta": tta},
-            "tiles": len(plan),
-            "computed_pixels": plan.computed_pixels,
-            "class_pixels": class_pixels,
-            "nodata_pixels": nodata,
-            "pixel_area_m2": _pixel_area_m2(info),
-            "outputs": {p.name: os.path.basename(p.final) for p in products},
-            "seconds": round(seconds, 3),
-            "host": platform.node(),
-        }
-        Path(record_tmp).write_text(json.dumps(record, indent=2) + "\n")
-        # All blocks are written: build every COG first, then move them all into place.
-        for p in products:
-            build_cog(p)
-        for p in products:
-            os.replace(p.cog, p.final)
-        os.replace(record_tmp, out / "run.json")
-    except BaseException:
-        discard(products)
-        remove_quietly(record_tmp)
-        raise
-    finally:
-        quiet_warnings.__exit__(None, None, None)
+            for p in products:
+                create_part(p, info)
+            try:
+                hist = graph.run(spec, list(plan), blocks, scheduler, n_workers, bar)
+            finally:
+                bar.close()
+            nodata = int(hist[NODATA])
+            if nodata == info.width * info.height:
+                raise EmptySceneError(
+                    f"{info.path} has no valid pixel in bands {','.join(map(str, band_idx))} "
+                    "(all nodata); check the scene, its nodata value, or --bands"
+                )
+            class_pixels = {c.name: int(hist[c.value]) for c in card.classes}
+            seconds = time.perf_counter() - t0
+            record = {
+                "geoseg_version": __version__,
+                "run_id": run_id,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "scene": os.path.abspath(info.path),
+                "bands": band_idx,
+                "model": {"id": card.id, "version": card.version, "path": str(model_path.resolve()),
+                          "trained": card.trained, "architecture": card.architecture, "encoder": card.encoder},
+                "classes": [asdict(c) for c in card.classes],
+                "grid": {"crs": info.crs_wkt, "transform": list(info.transform), "width": info.width,
+                         "height": info.height},
+                "options": {"tile_size": tile_size, "overlap": overlap, "blend": blend, "batch_size": batch_size,
+                            "block_size": block_size, "workers": n_workers, "scheduler": scheduler,
+                            "device": str(dev), "torch_threads": torch_threads, "tta": tta},
+                "tiles": len(plan),
+                "computed_pixels": plan.computed_pixels,
+                "class_pixels": class_pixels,
+                "nodata_pixels": nodata,
+                "pixel_area_m2": _pixel_area_m2(info),
+                "outputs": {p.name: os.path.basename(p.final) for p in products},
+                "seconds": round(seconds, 3),
+                "host": platform.node(),
+            }
+            Path(record_tmp).write_text(json.dumps(record, indent=2) + "\n")
+            # All blocks are written: build every COG first, then move them all into place.
+            for p in products:
+                build_cog(p)
+            for p in products:
+                os.replace(p.cog, p.final)
+            os.replace(record_tmp, out / "run.json")
+        except BaseException:
+            discard(products)
+            remove_quietly(record_tmp)
+            raise
     extra: dict = {}
     if vector is not None:
         from .vectorize import vectorize_raster
