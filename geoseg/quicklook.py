@@ -1,0 +1,187 @@
+"""``quicklook.png``: a small styled picture of a class raster, with legend, scale bar and north/CRS note.
+
+The map is read *decimated*: ``rasterio`` asks GDAL for an ``out_shape`` no larger than the picture, so
+GDAL serves it from the COG's overviews (MODE-resampled class codes) and memory stays bounded whatever the
+raster's size; the full-resolution array is never read for a raster that has overviews.  Area shares in the
+legend come from ``class_pixels`` when given (exact counts from ``run.json``), else from the decimated map
+(approximate; said so in the legend title).  matplotlib with the Agg backend; no display needed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+
+from .errors import InputError, InputFileError, OutputError
+from .model.card import ClassInfo
+
+__all__ = ["write_quicklook", "read_decimated", "classes_from_raster"]
+
+NODATA = 255
+
+
+def classes_from_raster(src) -> list[ClassInfo]:
+    """Class values, names and colours from geoseg's ``CLASS_<v>`` tags and the colour table."""
+    from .raster import class_names_from_tags
+
+    names = class_names_from_tags(src.tags(), src.tags(1))
+    try:
+        cmap = src.colormap(1)
+    except ValueError:
+        cmap = {}
+    if not names:
+        raise InputError(f"{src.name} has no CLASS_<value> tags; pass the classes explicitly")
+    out = []
+    for v, n in sorted(names.items()):
+        r, g, b = cmap.get(v, (128, 128, 128, 255))[:3]
+        out.append(ClassInfo(v, n, f"#{r:02X}{g:02X}{b:02X}"))
+    return out
+
+
+def read_decimated(path: str | os.PathLike, max_w: int, max_h: int) -> tuple[np.ndarray, float, int | None]:
+    """Band 1 at most ``max_w`` x ``max_h``, read from the coarsest overview that is still at least that big.
+
+    Returns ``(array, factor, overview_level)``: ``factor`` is full-resolution pixels per returned pixel,
+    ``overview_level`` the overview read (``None``: the full-resolution band, when no overview is large
+    enough or the raster has none; then GDAL decimates while reading, still without a full-size array).
+    """
+    with rasterio.open(path) as src:
+        f = max(1.0, src.width / max_w, src.height / max_h)
+        w, h = max(1, int(round(src.width / f))), max(1, int(round(src.height / f)))
+        level = None
+        for i, ovf in enumerate(src.overviews(1)):
+            if src.width / ovf >= w and src.height / ovf >= h:
+                level = i
+        full_w = src.width
+    with rasterio.open(path, overview_level=level) if level is not None else rasterio.open(path) as src:
+        data = src.read(1, out_shape=(h, w), resampling=Resampling.nearest)
+    return data, full_w / w, level
+
+
+def _nice_length(target_m: float) -> float:
+    exp = 10 ** math.floor(math.log10(target_m))
+    for m in (5, 2, 1):
+        if m * exp <= target_m:
+            return m * exp
+    return exp
+
+
+def _metres_per_unit(src) -> tuple[float, str]:
+    """Ground metres per CRS unit along x at the raster centre, and a CRS note."""
+    crs = src.crs
+    if crs is None:
+        return float("nan"), "no CRS (pixel grid)"
+    label = f"EPSG:{crs.to_epsg()}" if crs.to_epsg() else (crs.to_string()[:40] or "custom CRS")
+    if crs.is_projected:
+        return float(crs.linear_units_factor[1]), f"{label} · grid north up"
+    if crs.is_geographic:
+        lat = (src.bounds.bottom + src.bounds.top) / 2
+        return 111_320.0 * math.cos(math.radians(lat)), f"{label} · north up"
+    return float("nan"), label
+
+
+def write_quicklook(raster_path: str | os.PathLike, out_path: str | os.PathLike | None = None,
+                    classes: Sequence[ClassInfo] | None = None, *, width: int = 1200, height: int = 800,
+                    class_pixels: Mapping[str, int] | None = None, title: str | None = None) -> str:
+    """Render ``raster_path`` to a ``width`` x ``height`` PNG (default ``quicklook.png`` beside it).
+
+    ``classes`` default to the raster's ``CLASS_<v>`` tags and colour table; ``class_pixels`` (class name
+    -> pixel count, as in ``run.json``) gives exact area shares.  Written atomically.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import FancyArrow, Patch, Rectangle
+
+    path = Path(raster_path)
+    if not path.is_file():
+        raise InputFileError(f"{path} does not exist; give the class raster written by geoseg predict")
+    out = Path(out_path) if out_path is not None else path.with_name("quicklook.png")
+    if width < 200 or height < 150:
+        raise InputError(f"quicklook size {width}x{height} is too small; use at least 200x150 pixels")
+    dpi = 100
+    fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    try:
+        with rasterio.open(path) as src:
+            cls = sorted(classes if classes is not None else classes_from_raster(src), key=lambda c: c.value)
+            data, factor, _ = read_decimated(path, int(width * 0.66), int(height * 0.84))
+            m_per_unit, crs_note = _metres_per_unit(src)
+            px_m = abs(src.transform.a) * factor * m_per_unit  # ground metres per displayed pixel
+            nodata = int(src.nodata) if src.nodata is not None else NODATA
+            # display aspect: ground height / ground width of a pixel (1 on square projected pixels; on a
+            # geographic grid a degree of longitude is cos(lat) of a degree of latitude)
+            aspect = abs(src.transform.e) / abs(src.transform.a)
+            if src.crs is not None and src.crs.is_geographic:
+                lat = (src.bounds.bottom + src.bounds.top) / 2
+                aspect /= max(math.cos(math.radians(lat)), 1e-6)
+            full_shape = (src.width, src.height)
+
+        # palette image: index 0 = nodata (transparent/white), then one index per class
+        lut = np.zeros(256, dtype=np.uint8)
+        for i, c in enumerate(cls, start=1):
+            lut[c.value] = i
+        idx = lut[data]
+        idx[data == nodata] = 0
+        colours = [(1, 1, 1, 0)] + [tuple(v / 255 for v in c.rgb) + (1.0,) for c in cls]
+        cmap = ListedColormap(colours)
+
+        ax = fig.add_axes((0.02, 0.08, 0.66, 0.84))
+        ax.imshow(idx, cmap=cmap, vmin=0, vmax=len(cls), interpolation="nearest", aspect=aspect)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title or f"{path.name}  ({full_shape[0]} x {full_shape[1]} px)", fontsize=11)
+
+        # scale bar (lower left, on a white box) and north arrow (upper right)
+        h, w = data.shape
+        if math.isfinite(px_m) and px_m > 0:
+            length_m = _nice_length(w * px_m / 4)
+            bar_px = length_m / px_m
+            x0, y0 = w * 0.04, h * 0.95
+            ax.add_patch(Rectangle((x0 - w * 0.015, y0 - h * 0.075), bar_px + w * 0.03, h * 0.1,
+                                   facecolor="white", alpha=0.8, edgecolor="none"))
+            ax.add_patch(Rectangle((x0, y0 - h * 0.012), bar_px / 2, h * 0.012, facecolor="black"))
+            ax.add_patch(Rectangle((x0 + bar_px / 2, y0 - h * 0.012), bar_px / 2, h * 0.012,
+                                   facecolor="white", edgecolor="black", linewidth=0.6))
+            label = f"{length_m / 1000:g} km" if length_m >= 1000 else f"{length_m:g} m"
+            ax.text(x0 + bar_px / 2, y0 - h * 0.025, label, ha="center", va="bottom", fontsize=9)
+        # north arrow and CRS note beside the map, below the legend (never over the data)
+        na = fig.add_axes((0.70, 0.06, 0.05, 0.16))
+        na.set_axis_off()
+        na.add_patch(FancyArrow(0.5, 0.05, 0, 0.6, width=0.12, head_width=0.45, head_length=0.2,
+                                length_includes_head=True, color="black", transform=na.transAxes))
+        na.text(0.5, 0.88, "N", ha="center", va="center", fontsize=12, fontweight="bold", transform=na.transAxes)
+        fig.text(0.76, 0.12, crs_note, fontsize=9, color="#333333", va="center", wrap=True)
+
+        # legend with area shares
+        if class_pixels is not None:
+            counts = {c.value: int(class_pixels.get(c.name, 0)) for c in cls}
+            share_note = "area share"
+        else:
+            counts = {c.value: int(np.count_nonzero(data == c.value)) for c in cls}
+            share_note = "area share\n(approx., from overview)"
+        total = sum(counts.values()) or 1
+        handles = [Patch(facecolor=tuple(v / 255 for v in c.rgb), edgecolor="#555555",
+                         label=f"{c.name}  {100 * counts[c.value] / total:.1f} %") for c in cls]
+        fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.70, 0.92), frameon=False,
+                   fontsize=10, title=share_note, title_fontsize=9, alignment="left")
+
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
+        try:
+            fig.savefig(tmp, dpi=dpi, format="png", facecolor="white")
+            os.replace(tmp, out)
+        except OSError as e:
+            raise OutputError(f"cannot write {out} ({e.strerror or e}); check the folder is writable") from None
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    finally:
+        plt.close(fig)
+    return str(out)

@@ -1,0 +1,330 @@
+"""QGIS styles for geoseg's class products, so layers open styled with no manual step.
+
+* :func:`write_qml` writes ``<raster>.qml`` beside a class raster: QGIS's *paletted* raster renderer with
+  one ``paletteEntry`` (value, colour, label) per class; nodata (255) is transparent.  QGIS loads a ``.qml``
+  with the same base name as a layer automatically.
+* :func:`embed_gpkg_style` stores the matching *categorized* polygon style (on the ``class`` field that
+  :mod:`geoseg.vectorize` writes) in the GeoPackage's ``layer_styles`` table as the layer's default style,
+  the table and columns QGIS itself uses ("Save as default" into the datasource), plus an SLD rendering of
+  the same rules for other clients.
+
+Every write is atomic: a temporary file beside the target, then ``os.replace``.
+No torch, no dask.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Sequence
+from xml.sax.saxutils import escape, quoteattr
+
+from .errors import InputError, OutputError
+from .model.card import ClassInfo
+
+__all__ = ["write_qml", "raster_qml", "write_percent_qml", "percent_qml", "vector_qml", "vector_sld", "embed_gpkg_style", "qml_path",
+           "atomic_write_text", "NODATA"]
+
+NODATA = 255
+QGIS_VERSION = "3.28.0-Firenze"  # the QML format written here is read by QGIS 3.x (paletted since 3.0)
+DOCTYPE = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> str:
+    """Write ``text`` (UTF-8) to a temporary file beside ``path`` and rename it into place."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, p)
+    except OSError as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise OutputError(f"cannot write {p} ({e.strerror or e}); check the folder is writable") from None
+    return str(p)
+
+
+def _check_classes(classes: Sequence[ClassInfo]) -> list[ClassInfo]:
+    out = list(classes)
+    if not out:
+        raise InputError("no classes given for the style; pass the model card's classes")
+    return sorted(out, key=lambda c: c.value)
+
+
+def qml_path(raster_path: str | os.PathLike) -> str:
+    """``out/landcover.tif`` -> ``out/landcover.qml`` (the sidecar name QGIS looks for)."""
+    return str(Path(raster_path).with_suffix(".qml"))
+
+
+def raster_qml(classes: Sequence[ClassInfo], nodata: int | None = NODATA) -> str:
+    """QML text of a paletted renderer for band 1 with one entry per class; ``nodata`` fully transparent."""
+    cls = _check_classes(classes)
+    entries = "\n".join(
+        f'          <paletteEntry value="{c.value}" color={quoteattr(c.color.lower())} '
+        f'label={quoteattr(c.name)} alpha="255"/>'
+        for c in cls
+    )
+    transparency = (
+        "        <rasterTransparency>\n"
+        "          <singleValuePixelList>\n"
+        f'            <pixelListEntry min="{nodata}" max="{nodata}" percentTransparent="100"/>\n'
+        "          </singleValuePixelList>\n"
+        "        </rasterTransparency>"
+        if nodata is not None else "        <rasterTransparency/>"
+    )
+    return f"""{DOCTYPE}
+<qgis version="{QGIS_VERSION}" styleCategories="AllStyleCategories" hasScaleBasedVisibilityFlag="0">
+  <pipe>
+    <provider>
+      <resampling enabled="false" maxOversampling="2" zoomedInResamplingMethod="nearestNeighbour" zoomedOutResamplingMethod="nearestNeighbour"/>
+    </provider>
+    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
+{transparency}
+      <minMaxOrigin>
+        <limits>None</limits>
+        <extent>WholeRaster</extent>
+        <statAccuracy>Estimated</statAccuracy>
+        <cumulativeCutLower>0.02</cumulativeCutLower>
+        <cumulativeCutUpper>0.98</cumulativeCutUpper>
+        <stdDevFactor>2</stdDevFactor>
+      </minMaxOrigin>
+      <colorPalette>
+{entries}
+      </colorPalette>
+    </rasterrenderer>
+    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
+    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0" colorizeRed="255" colorizeGreen="128" colorizeBlue="128" colorizeStrength="100" invertColors="0"/>
+    <rasterresampler maxOversampling="2"/>
+    <resamplingStage>resamplingFilter</resamplingStage>
+  </pipe>
+  <blendMode>0</blendMode>
+</qgis>
+"""
+
+
+def write_qml(raster_path: str | os.PathLike, classes: Sequence[ClassInfo], nodata: int | None = NODATA) -> str:
+    """Write ``<raster>.qml`` (paletted renderer, class names and colours) beside ``raster_path``."""
+    if not Path(raster_path).exists():
+        raise InputError(f"{raster_path} does not exist; write the raster before its style")
+    return atomic_write_text(qml_path(raster_path), raster_qml(classes, nodata))
+
+
+#: colour stops (percent, #RRGGBB) of the percent-raster ramp (matplotlib's viridis at 0, 25, 50, 75, 100)
+PERCENT_RAMP = ((0, "#440154"), (25, "#3B528B"), (50, "#21918C"), (75, "#5EC962"), (100, "#FDE725"))
+
+
+def percent_qml(band: int = 1, label: str = "probability", nodata: int | None = NODATA) -> str:
+    """QML of a single-band pseudocolour renderer over 0..100 % (probabilities.tif, confidence.tif)."""
+    items = "\n".join(
+        f'            <item value="{v}" color="{c.lower()}" label={quoteattr(f"{v} % {label}")} alpha="255"/>'
+        for v, c in PERCENT_RAMP
+    )
+    transparency = (
+        "        <rasterTransparency>\n          <singleValuePixelList>\n"
+        f'            <pixelListEntry min="{nodata}" max="{nodata}" percentTransparent="100"/>\n'
+        "          </singleValuePixelList>\n        </rasterTransparency>"
+        if nodata is not None else "        <rasterTransparency/>"
+    )
+    return f"""{DOCTYPE}
+<qgis version="{QGIS_VERSION}" styleCategories="AllStyleCategories" hasScaleBasedVisibilityFlag="0">
+  <pipe>
+    <rasterrenderer type="singlebandpseudocolor" band="{band}" opacity="1" alphaBand="-1" classificationMin="0" classificationMax="100" nodataColor="">
+{transparency}
+      <minMaxOrigin>
+        <limits>None</limits>
+        <extent>WholeRaster</extent>
+        <statAccuracy>Estimated</statAccuracy>
+        <cumulativeCutLower>0.02</cumulativeCutLower>
+        <cumulativeCutUpper>0.98</cumulativeCutUpper>
+        <stdDevFactor>2</stdDevFactor>
+      </minMaxOrigin>
+      <rastershader>
+        <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" minimumValue="0" maximumValue="100">
+{items}
+        </colorrampshader>
+      </rastershader>
+    </rasterrenderer>
+    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
+    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0" colorizeRed="255" colorizeGreen="128" colorizeBlue="128" colorizeStrength="100" invertColors="0"/>
+    <rasterresampler maxOversampling="2"/>
+  </pipe>
+  <blendMode>0</blendMode>
+</qgis>
+"""
+
+
+def write_percent_qml(raster_path: str | os.PathLike, band: int = 1, label: str = "probability") -> str:
+    """Write ``<raster>.qml`` for a percent raster (values 0..100 in the file; geoseg's scale is 0.01).
+
+    The ramp is on the stored values (QGIS styles raw pixel values), so 0..100 covers the whole range.
+    """
+    if not Path(raster_path).exists():
+        raise InputError(f"{raster_path} does not exist; write the raster before its style")
+    return atomic_write_text(qml_path(raster_path), percent_qml(band, label))
+
+
+# ---------------------------------------------------------------------------------------------
+# vector (GeoPackage) style
+# ---------------------------------------------------------------------------------------------
+
+
+def _rgba(c: ClassInfo, alpha: int = 255) -> str:
+    r, g, b = c.rgb
+    return f"{r},{g},{b},{alpha}"
+
+
+def vector_qml(classes: Sequence[ClassInfo], field: str = "class") -> str:
+    """QML of a categorized fill renderer on integer ``field``: one category and one solid symbol per class."""
+    cls = _check_classes(classes)
+    cats = "\n".join(
+        f'      <category value="{c.value}" label={quoteattr(c.name)} symbol="{i}" render="true" type="long"/>'
+        for i, c in enumerate(cls)
+    )
+    symbols = []
+    for i, c in enumerate(cls):
+        props = {"color": _rgba(c), "style": "solid", "outline_color": _rgba(c), "outline_style": "solid",
+                 "outline_width": "0.1", "outline_width_unit": "MM", "joinstyle": "bevel"}
+        opts = "\n".join(f'              <Option name="{k}" type="QString" value="{v}"/>' for k, v in props.items())
+        legacy = "\n".join(f'            <prop k="{k}" v="{v}"/>' for k, v in props.items())
+        symbols.append(f"""      <symbol type="fill" name="{i}" alpha="1" clip_to_extent="1" force_rhr="0">
+        <layer class="SimpleFill" enabled="1" locked="0" pass="0">
+            <Option type="Map">
+{opts}
+            </Option>
+{legacy}
+        </layer>
+      </symbol>""")
+    return f"""{DOCTYPE}
+<qgis version="{QGIS_VERSION}" styleCategories="Symbology|Labeling|Fields" hasScaleBasedVisibilityFlag="0">
+  <renderer-v2 type="categorizedSymbol" attr={quoteattr(field)} symbollevels="0" enableorderby="0" forceraster="0" referencescale="-1">
+    <categories>
+{cats}
+    </categories>
+    <symbols>
+{chr(10).join(symbols)}
+    </symbols>
+    <rotation/>
+    <sizescale/>
+  </renderer-v2>
+  <blendMode>0</blendMode>
+  <featureBlendMode>0</featureBlendMode>
+  <layerOpacity>1</layerOpacity>
+  <previewExpression>"class_name"</previewExpression>
+  <layerGeometryType>2</layerGeometryType>
+</qgis>
+"""
+
+
+def vector_sld(classes: Sequence[ClassInfo], layer: str, field: str = "class") -> str:
+    """OGC SLD 1.1 of the same categorized style (one rule per class), for non-QGIS clients."""
+    cls = _check_classes(classes)
+    rules = "\n".join(f"""        <se:Rule>
+          <se:Name>{escape(c.name)}</se:Name>
+          <se:Description><se:Title>{escape(c.name)}</se:Title></se:Description>
+          <ogc:Filter xmlns:ogc="http://www.opengis.net/ogc">
+            <ogc:PropertyIsEqualTo>
+              <ogc:PropertyName>{escape(field)}</ogc:PropertyName>
+              <ogc:Literal>{c.value}</ogc:Literal>
+            </ogc:PropertyIsEqualTo>
+          </ogc:Filter>
+          <se:PolygonSymbolizer>
+            <se:Fill><se:SvgParameter name="fill">{c.color.lower()}</se:SvgParameter></se:Fill>
+            <se:Stroke>
+              <se:SvgParameter name="stroke">{c.color.lower()}</se:SvgParameter>
+              <se:SvgParameter name="stroke-width">0.5</se:SvgParameter>
+            </se:Stroke>
+          </se:PolygonSymbolizer>
+        </se:Rule>""" for c in cls)
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<StyledLayerDescriptor xmlns="http://www.opengis.net/sld" version="1.1.0" xmlns:ogc="http://www.opengis.net/ogc" xmlns:se="http://www.opengis.net/se" xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="http://www.opengis.net/sld http://schemas.opengis.net/sld/1.1.0/StyledLayerDescriptor.xsd">
+  <NamedLayer>
+    <se:Name>{escape(layer)}</se:Name>
+    <UserStyle>
+      <se:Name>{escape(layer)}</se:Name>
+      <se:FeatureTypeStyle>
+{rules}
+      </se:FeatureTypeStyle>
+    </UserStyle>
+  </NamedLayer>
+</StyledLayerDescriptor>
+"""
+
+
+_LAYER_STYLES_DDL = """CREATE TABLE IF NOT EXISTS layer_styles (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  f_table_catalog TEXT(256),
+  f_table_schema TEXT(256),
+  f_table_name TEXT(256),
+  f_geometry_column TEXT(256),
+  styleName TEXT(30),
+  styleQML TEXT,
+  styleSLD TEXT,
+  useAsDefault BOOLEAN,
+  description TEXT,
+  owner TEXT(30),
+  ui TEXT(30),
+  update_time DATETIME DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+)"""
+
+
+def embed_gpkg_style(gpkg_path: str | os.PathLike, layer: str, classes: Sequence[ClassInfo], *,
+                     field: str = "class", style_name: str | None = None,
+                     description: str = "geoseg land-cover classes") -> str:
+    """Store the categorized class style as ``layer``'s default style in the GeoPackage's ``layer_styles``.
+
+    Creates ``layer_styles`` (QGIS's schema) when missing and registers it in ``gpkg_contents`` as an
+    attributes table, as QGIS does; replaces an earlier style of the same name and clears ``useAsDefault``
+    on the layer's other styles.  The GeoPackage is modified on a copy that is renamed into place, so a
+    reader never sees a half-written file.  Returns the style name.
+    """
+    src = Path(gpkg_path)
+    if not src.is_file():
+        raise InputError(f"{src} does not exist; write the GeoPackage before embedding its style")
+    name = style_name or layer
+    tmp = src.with_name(f".{src.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        shutil.copyfile(src, tmp)
+        con = sqlite3.connect(tmp)
+        try:
+            row = con.execute("SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?",
+                              (layer,)).fetchone()
+            if row is None:
+                known = [r[0] for r in con.execute("SELECT table_name FROM gpkg_geometry_columns")]
+                raise InputError(f"{src} has no feature layer {layer!r} (layers: {', '.join(known) or 'none'}); "
+                                 "pass the vector layer's name")
+            geom_col = row[0]
+            with con:
+                con.execute(_LAYER_STYLES_DDL)
+                con.execute(
+                    "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, last_change) "
+                    "SELECT 'layer_styles', 'attributes', 'layer_styles', 'QGIS layer styles', "
+                    "strftime('%Y-%m-%dT%H:%M:%fZ','now') "
+                    "WHERE NOT EXISTS (SELECT 1 FROM gpkg_contents WHERE table_name = 'layer_styles')"
+                )
+                con.execute("UPDATE layer_styles SET useAsDefault = 0 WHERE f_table_name = ?", (layer,))
+                con.execute("DELETE FROM layer_styles WHERE f_table_name = ? AND styleName = ?", (layer, name))
+                con.execute(
+                    "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
+                    "styleName, styleQML, styleSLD, useAsDefault, description, owner, ui, update_time) "
+                    "VALUES ('', '', ?, ?, ?, ?, ?, 1, ?, 'geoseg', NULL, strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+                    (layer, geom_col, name, vector_qml(classes, field), vector_sld(classes, layer, field),
+                     description),
+                )
+        finally:
+            con.close()
+        os.replace(tmp, src)
+    except sqlite3.DatabaseError as e:
+        raise InputError(f"{src} is not a readable GeoPackage ({e}); re-create it with geoseg vectorize") from None
+    except OSError as e:
+        raise OutputError(f"cannot update {src} ({e.strerror or e}); check the folder is writable") from None
+    finally:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+    return name
