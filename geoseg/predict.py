@@ -32,6 +32,30 @@ from .progress import make_progress
 from .raster import open_scene, select_bands
 
 
+#: Files written beside the rasters for GIS users (see docs/delivery.md).
+SIDECARS = ["landcover.qml", "landcover.tif.aux.xml", "quicklook.png", "item.json"]
+
+
+def _deliver(out: Path, lc: Product, prob: Product | None, conf: Product | None, card: ModelCard,
+             class_pixels: dict[str, int], vres) -> str:
+    """Styles, class table, quicklook and STAC Item for the finished products; returns the item path."""
+    from .quicklook import write_quicklook
+    from .rat import write_rat
+    from .stac import write_stac_item
+    from .style import embed_gpkg_style, write_percent_qml, write_qml
+
+    write_qml(lc.final, card.classes)
+    write_rat(lc.final, card.classes)
+    if prob:
+        write_percent_qml(prob.final, label="probability")
+    if conf:
+        write_percent_qml(conf.final, label="confidence")
+    if vres is not None and vres.format == "gpkg":
+        embed_gpkg_style(vres.output, vres.layer, card.classes)
+    write_quicklook(lc.final, out / "quicklook.png", card.classes, class_pixels=class_pixels)
+    return write_stac_item(out)  # last: it records checksums of every other file
+
+
 @dataclass(frozen=True)
 class PredictResult:
     out_dir: str
@@ -152,6 +176,7 @@ def predict_scene(
     names = ["landcover.tif", "run.json"]
     names += ["probabilities.tif"] if probabilities else []
     names += ["confidence.tif"] if confidence else []
+    names += SIDECARS + [f"{n[:-4]}.qml" for n in names if n in ("probabilities.tif", "confidence.tif")]
     if vector is not None:
         from .vectorize import resolve_format
 
@@ -238,6 +263,7 @@ def predict_scene(
             for p in products:
                 build_cog(p)
             for p in products:
+                remove_quietly(p.final + ".aux.xml")  # a previous run's class table must not outlive it
                 os.replace(p.cog, p.final)
             os.replace(record_tmp, out / "run.json")
         except BaseException:
@@ -253,6 +279,9 @@ def predict_scene(
                                 else "threads", progress=progress, **(vector_options or {}))
         extra["vector"] = vres.output
         extra["vector_features"] = vres.features
+    else:
+        vres = None
+    extra["item"] = _deliver(out, lc, prob, conf, card, class_pixels, vres)
     return PredictResult(
         out_dir=str(out),
         landcover=lc.final,

@@ -44,7 +44,9 @@ def test_predict_happy_path(runner, tmp_path, scene_path, linear_model):
                             "--blend", "linear", "--workers", "1"])
     assert r.exit_code == 0, r.output
     assert r.output == ""  # not a terminal: quiet
-    assert sorted(os.listdir(out)) == ["confidence.tif", "landcover.tif", "probabilities.tif", "run.json"]
+    assert sorted(os.listdir(out)) == sorted([
+        "confidence.tif", "landcover.tif", "probabilities.tif", "run.json", "landcover.qml", "confidence.qml",
+        "probabilities.qml", "landcover.tif.aux.xml", "quicklook.png", "item.json"])
     rec = json.loads((out / "run.json").read_text())
     assert rec["options"]["blend"] == "linear" and rec["options"]["overlap"] == 32
     assert sum(rec["class_pixels"].values()) == 120 * 150

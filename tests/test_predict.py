@@ -23,6 +23,10 @@ from geoseg.model.runtime import Predictor
 from conftest import BANDS4, expected_probs, pattern_scene, write_raster
 
 
+FINAL_FILES = sorted(["landcover.tif", "run.json", "landcover.qml", "landcover.tif.aux.xml", "quicklook.png",
+                      "item.json"])
+
+
 def _read(path, band=None):
     with rasterio.open(path) as src:
         return src.read(band) if band else src.read()
@@ -101,7 +105,7 @@ def test_georeference_and_cog_structure(tmp_path, linear_model):
         assert majority.sum() > 1000
         np.testing.assert_array_equal(ov[majority], counts.argmax(-1)[majority])
     # no temporary files left behind
-    assert sorted(os.listdir(tmp_path / "out")) == ["landcover.tif", "run.json"]
+    assert sorted(os.listdir(tmp_path / "out")) == FINAL_FILES
 
 
 def test_nodata_propagates_and_never_gets_a_class(tmp_path, linear_model):
@@ -222,7 +226,7 @@ def test_existing_output_is_kept_without_overwrite_and_on_failure(tmp_path, line
     with pytest.raises(RuntimeError, match="simulated"):
         predict_scene(src, linear_model, out, overwrite=True, probabilities=True)
     assert (out / "landcover.tif").read_bytes() == before  # untouched
-    assert sorted(os.listdir(out)) == ["landcover.tif", "run.json"]  # no temp or partial files
+    assert sorted(os.listdir(out)) == FINAL_FILES  # no temp or partial files
     assert first.landcover == str(out / "landcover.tif")
 
 
