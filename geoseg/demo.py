@@ -65,8 +65,9 @@ def main(out_dir: str, scene: str) -> None:
     result = predict_scene(scene, model, out, overwrite=True, probabilities=True, confidence=True,
                            progress=None)
     print_summary(result)
-    click.echo(f"outputs: {', '.join(sorted(p.name for p in out.glob('*.tif')))} and run.json in {out}/ "
-               "(open landcover.tif in QGIS: it carries its palette and class names)")
+    files = sorted(p.name for p in out.iterdir() if p.is_file())
+    click.echo(f"outputs in {out}/: {', '.join(files)}")
+    click.echo("open landcover.tif in QGIS (palette, class names, .qml style); quicklook.png is a preview")
 
 
 if __name__ == "__main__":
