@@ -184,3 +184,11 @@ def test_single_file_package(tmp_path, scene_path, linear_model, runner):
     single.write_bytes((linear_model / "model.safetensors").read_bytes())
     r = runner.invoke(cli, ["predict", str(scene_path), "-m", str(single), "-o", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
+
+
+def test_saved_packages_are_readable_by_others(tmp_path, linear_model):
+    import stat
+
+    mode = os.stat(linear_model).st_mode
+    assert mode & stat.S_IROTH and mode & stat.S_IXOTH
+    assert os.stat(linear_model / "model.safetensors").st_mode & stat.S_IROTH

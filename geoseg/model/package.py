@@ -140,6 +140,11 @@ def save_package(
             state[k] = v.contiguous()
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={META_KEY: json.dumps(card.to_json())})
         (tmp / CARD_NAME).write_text(card.dumps() + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a package is meant to be shared
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~umask)
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(tmp, out)
