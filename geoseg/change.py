@@ -39,6 +39,7 @@ import numpy as np
 from .errors import (EmptySceneError, GridMismatchError, InputError, InputFileError, NotGeoreferencedError,
                      ParameterError)
 from .grid import BLOCK_ALIGN, Window, align_up
+from .raster import grid_differences
 
 __all__ = ["detect_change", "ChangeResult", "ChangeSpec", "ChangeCounts", "PRESETS", "CHANGE_CLASSES",
            "parse_min_area", "change_block", "classify_change"]
@@ -189,36 +190,6 @@ def _layer(info, band: int, warp: bool = False, resampling: str = "nearest") -> 
     return Layer(path=os.path.abspath(info.path), band=band, width=info.width, height=info.height,
                  crs_wkt=info.crs_wkt, transform=info.transform, nodata=info.nodata,
                  masked=info.per_dataset_mask, dtype=info.dtype, warp=warp, resampling=resampling)
-
-
-def _crs_label(wkt: str | None) -> str:
-    if not wkt:
-        return "none"
-    from rasterio.crs import CRS
-
-    crs = CRS.from_wkt(wkt)
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else crs.to_string()[:60]
-
-
-def grid_differences(ref, other) -> list[str]:
-    """Human-readable differences between two rasters' grids (empty when they match)."""
-    from rasterio.crs import CRS
-
-    diffs = []
-    if ref.crs_wkt and other.crs_wkt and CRS.from_wkt(ref.crs_wkt) != CRS.from_wkt(other.crs_wkt):
-        diffs.append(f"CRS {_crs_label(ref.crs_wkt)} vs {_crs_label(other.crs_wkt)}")
-    pa, pb, pc, pd, pe, pf = ref.transform
-    ta, tb, tc, td, te, tf = other.transform
-    size = max(abs(pa), abs(pe), 1e-12)
-    n = max(ref.width, ref.height, 1)
-    if any(abs(x - y) * n > 1e-3 * size for x, y in ((pa, ta), (pb, tb), (pd, td), (pe, te))):
-        diffs.append(f"pixel size {abs(pa):g}x{abs(pe):g} vs {abs(ta):g}x{abs(te):g}")
-    elif abs(pc - tc) > 1e-3 * size or abs(pf - tf) > 1e-3 * size:
-        diffs.append(f"origin ({pc:.3f}, {pf:.3f}) vs ({tc:.3f}, {tf:.3f})")
-    if (ref.width, ref.height) != (other.width, other.height):
-        diffs.append(f"size {ref.width}x{ref.height} vs {other.width}x{other.height} pixels")
-    return diffs
 
 
 # -- the per-window task -----------------------------------------------------------------------------

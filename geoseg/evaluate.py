@@ -41,7 +41,7 @@ import numpy as np
 from .errors import (EmptySceneError, GridMismatchError, InputError, InputFileError, OutputError, OutputExistsError,
                      ParameterError)
 from .grid import Window
-from .raster import class_names_from_tags
+from .raster import class_names_from_tags, grid_differences
 from .metrics import ConfusionMatrix, Metrics, compute_metrics, confusion_counts
 
 DEFAULT_BLOCK_SIZE = 1024
@@ -118,39 +118,6 @@ def resolve_classes(classes: Any) -> dict[int, str]:
         raise ParameterError(
             "classes must be a {value: name} mapping, a list of ClassInfo, or a model package path"
         ) from None
-
-
-def _crs_label(wkt: str | None) -> str:
-    if not wkt:
-        return "none"
-    from rasterio.crs import CRS
-
-    crs = CRS.from_wkt(wkt)
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else crs.to_string()[:60]
-
-
-def grid_differences(pred: ClassRaster, truth: ClassRaster) -> list[str]:
-    """Human-readable differences between two rasters' grids (empty when they match)."""
-    from rasterio.crs import CRS
-
-    diffs = []
-    if (pred.crs_wkt is None) != (truth.crs_wkt is None) or (
-        pred.crs_wkt and truth.crs_wkt and CRS.from_wkt(pred.crs_wkt) != CRS.from_wkt(truth.crs_wkt)
-    ):
-        diffs.append(f"CRS {_crs_label(pred.crs_wkt)} vs {_crs_label(truth.crs_wkt)}")
-    pa, pb, pc, pd, pe, pf = pred.transform
-    ta, tb, tc, td, te, tf = truth.transform
-    size = max(abs(pa), abs(pe), 1e-12)
-    n = max(pred.width, pred.height, 1)
-    # Scale terms may differ by < 1/1000 pixel over the whole raster; offsets by < 1/1000 pixel.
-    if any(abs(x - y) * n > 1e-3 * size for x, y in ((pa, ta), (pb, tb), (pd, td), (pe, te))):
-        diffs.append(f"pixel size {abs(pa):g}x{abs(pe):g} vs {abs(ta):g}x{abs(te):g}")
-    elif abs(pc - tc) > 1e-3 * size or abs(pf - tf) > 1e-3 * size:
-        diffs.append(f"origin ({pc:.3f}, {pf:.3f}) vs ({tc:.3f}, {tf:.3f})")
-    if (pred.width, pred.height) != (truth.width, truth.height):
-        diffs.append(f"size {pred.width}x{pred.height} vs {truth.width}x{truth.height} pixels")
-    return diffs
 
 
 # -- the per-window task ------------------------------------------------------------------------------
