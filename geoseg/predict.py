@@ -33,7 +33,7 @@ from .raster import open_scene, select_bands
 
 
 #: Files written beside the rasters for GIS users (see docs/delivery.md).
-SIDECARS = ["landcover.qml", "landcover.tif.aux.xml", "quicklook.png", "item.json"]
+SIDECARS = ["landcover.qml", "landcover.tif.aux.xml", "quicklook.png", "report.html", "item.json"]
 
 
 def _deliver(out: Path, lc: Product, prob: Product | None, conf: Product | None, card: ModelCard,
@@ -41,6 +41,7 @@ def _deliver(out: Path, lc: Product, prob: Product | None, conf: Product | None,
     """Styles, class table, quicklook and STAC Item for the finished products; returns the item path."""
     from .quicklook import write_quicklook
     from .rat import write_rat
+    from .report import write_report
     from .stac import write_stac_item
     from .style import embed_gpkg_style, write_percent_qml, write_qml
 
@@ -53,6 +54,7 @@ def _deliver(out: Path, lc: Product, prob: Product | None, conf: Product | None,
     if vres is not None and vres.format == "gpkg":
         embed_gpkg_style(vres.output, vres.layer, card.classes)
     write_quicklook(lc.final, out / "quicklook.png", card.classes, class_pixels=class_pixels)
+    write_report(out, pending=["item.json"])
     return write_stac_item(out)  # last: it records checksums of every other file
 
 

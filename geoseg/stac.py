@@ -54,6 +54,7 @@ _MEDIA = {
     ".json": "application/json",
     ".xml": "application/xml",
     ".csv": "text/csv",
+    ".html": "text/html",
 }
 
 
@@ -166,6 +167,7 @@ def stac_item(out_dir: str | os.PathLike) -> dict[str, Any]:
         extras.append((f"{key}-style", f"{Path(name).stem}.qml", ["metadata", "style"], f"QGIS style of {name}"))
         extras.append((f"{key}-aux", f"{name}.aux.xml", ["metadata"],
                        f"GDAL auxiliary metadata of {name} (raster attribute table, category names)"))
+    extras.append(("report", "report.html", ["overview", "metadata"], "run report (self-contained HTML)"))
     extras.append(("run", "run.json", ["metadata"], "geoseg run record"))
     for key, name, roles, title in extras:
         path = out / name

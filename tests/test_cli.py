@@ -46,7 +46,7 @@ def test_predict_happy_path(runner, tmp_path, scene_path, linear_model):
     assert r.output == ""  # not a terminal: quiet
     assert sorted(os.listdir(out)) == sorted([
         "confidence.tif", "landcover.tif", "probabilities.tif", "run.json", "landcover.qml", "confidence.qml",
-        "probabilities.qml", "landcover.tif.aux.xml", "quicklook.png", "item.json"])
+        "probabilities.qml", "landcover.tif.aux.xml", "quicklook.png", "report.html", "item.json"])
     rec = json.loads((out / "run.json").read_text())
     assert rec["options"]["blend"] == "linear" and rec["options"]["overlap"] == 32
     assert sum(rec["class_pixels"].values()) == 120 * 150

@@ -283,7 +283,7 @@ def test_stac_item_validates_and_checksums_match(out):
     assert ring[:, 0].min() == pytest.approx(w) and ring[:, 1].max() == pytest.approx(n)
     assets = item["assets"]
     assert {"landcover", "probabilities", "landcover-vector", "quicklook", "landcover-style", "landcover-aux",
-            "probabilities-style", "run"} == set(assets)
+            "probabilities-style", "report", "run"} == set(assets)
     for a in assets.values():
         f = out / a["href"]
         assert a["file:size"] == f.stat().st_size

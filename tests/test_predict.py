@@ -24,7 +24,7 @@ from conftest import BANDS4, expected_probs, pattern_scene, write_raster
 
 
 FINAL_FILES = sorted(["landcover.tif", "run.json", "landcover.qml", "landcover.tif.aux.xml", "quicklook.png",
-                      "item.json"])
+                      "report.html", "item.json"])
 
 
 def _read(path, band=None):

@@ -1,0 +1,594 @@
+"""``report.html``: a self-contained HTML page describing one ``geoseg predict`` run.
+
+Built from ``OUT/run.json`` (and the model package's card when its path still exists): inputs, a model
+card summary, the class-area table (pixels, hectares, share), the quicklook embedded as a ``data:`` URI,
+the run options and relative links to the output files.
+
+Self-contained: one file, inline CSS, no JavaScript, images embedded, no reference to anything on a
+network (a Content-Security-Policy ``<meta>`` makes the browser refuse any that slipped in).  Every piece
+of text is escaped with :func:`html.escape`.  Extra blocks (e.g. a monitoring/change summary) are passed
+as ``sections``: ``(title, html)`` pairs; their HTML is the caller's and is checked to reference nothing
+external (build it with :func:`html_table` / :func:`embed_png`, which escape and embed).
+
+No torch, no dask.  Written atomically (a temporary file beside the target, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import re
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import quote
+
+from .errors import InputError, InputFileError, OutputExistsError, ParameterError
+from .style import atomic_write_text
+
+__all__ = ["write_report", "render_report", "html_table", "embed_png", "external_references", "REPORT_NAME"]
+
+REPORT_NAME = "report.html"
+_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+#: Files a run folder may hold, in the order the report lists them, with a description.
+_KNOWN_FILES = [
+    ("landcover.tif", "land-cover classes (COG, uint8, nodata 255)"),
+    ("probabilities.tif", "class probabilities, one band per class (COG, percent)"),
+    ("confidence.tif", "confidence: maximum class probability (COG, percent)"),
+    ("landcover.gpkg", "land-cover polygons (GeoPackage, styled)"),
+    ("landcover.parquet", "land-cover polygons (GeoParquet)"),
+    ("landcover.fgb", "land-cover polygons (FlatGeobuf)"),
+    ("landcover.geojson", "land-cover polygons (GeoJSON)"),
+    ("landcover.qml", "QGIS style of landcover.tif"),
+    ("probabilities.qml", "QGIS style of probabilities.tif"),
+    ("confidence.qml", "QGIS style of confidence.tif"),
+    ("landcover.tif.aux.xml", "GDAL raster attribute table and category names of landcover.tif"),
+    ("quicklook.png", "quicklook with legend"),
+    ("run.json", "run record (what was run, class pixel counts)"),
+    ("item.json", "STAC Item (catalogue metadata with checksums)"),
+]
+
+_CSS = """
+*{box-sizing:border-box}
+body{margin:0;background:#f3f4f6;color:#1f2933;font:14px/1.45 system-ui,-apple-system,"Segoe UI","DejaVu Sans",
+ Arial,sans-serif}
+main{max-width:1160px;margin:0 auto;padding:20px 20px 40px}
+header{display:flex;justify-content:space-between;align-items:flex-end;gap:16px;border-bottom:3px solid #2f6f4f;
+ padding-bottom:10px;margin-bottom:14px}
+h1{font-size:24px;margin:0;color:#14301f}
+h1 small{display:block;font-size:13px;font-weight:normal;color:#52606d;margin-top:2px}
+.runid{text-align:right;color:#52606d;font-size:12px}
+.runid code{font-size:12px}
+h2{font-size:16px;margin:0 0 10px;color:#14301f}
+h3{font-size:13px;margin:12px 0 4px;color:#323f4b;text-transform:capitalize}
+section,.card{background:#fff;border:1px solid #d9dee3;border-radius:6px;padding:14px 16px;margin-bottom:14px}
+.warn{background:#fff4e0;border:1px solid #e3a33b;border-left:6px solid #e3a33b;border-radius:6px;
+ padding:10px 14px;margin-bottom:14px}
+.facts{display:grid;grid-template-columns:repeat(6,1fr);gap:10px;margin-bottom:14px}
+.fact{background:#fff;border:1px solid #d9dee3;border-radius:6px;padding:8px 10px}
+.fact b{display:block;font-size:17px;color:#14301f;overflow-wrap:anywhere}
+.fact span{font-size:11px;text-transform:uppercase;letter-spacing:.04em;color:#52606d}
+.grid2{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:14px;align-items:start}
+.grid2 section{margin-bottom:0}
+.stack{display:flex;flex-direction:column;gap:14px}
+#quicklook figure img{max-width:900px;margin:0 auto;border:none}
+.wide{margin-top:14px}
+figure{margin:0}
+figure img{display:block;width:100%;height:auto;border:1px solid #e4e7eb}
+figcaption{font-size:12px;color:#52606d;margin-top:6px}
+table{border-collapse:collapse;width:100%;font-size:13px}
+th,td{padding:4px 6px;border-bottom:1px solid #e4e7eb;text-align:left;vertical-align:top}
+th{background:#f5f7f9;font-weight:600;color:#323f4b}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+tr.total td{font-weight:600;border-top:2px solid #9aa5b1;border-bottom:none}
+tr.nodata td{color:#7b8794}
+.sw{display:inline-block;width:14px;height:14px;border:1px solid #52606d;border-radius:2px;vertical-align:-2px;
+ margin-right:6px}
+.bar{display:inline-block;height:9px;background:#2f6f4f;border-radius:2px;vertical-align:middle;margin-left:6px}
+.barbox{display:inline-block;width:44px;text-align:left}
+#class-areas td{white-space:nowrap}
+#class-areas td.name{white-space:normal;overflow-wrap:anywhere}
+table.kv th{width:34%;background:none;font-weight:600;color:#52606d}
+code,.path{font-family:"DejaVu Sans Mono",Consolas,monospace;font-size:12px;overflow-wrap:anywhere}
+.muted{color:#7b8794}
+a{color:#1f5fa8}
+footer{color:#7b8794;font-size:12px;text-align:center;margin-top:10px}
+@media (max-width:900px){.grid2{grid-template-columns:1fr}.facts{grid-template-columns:repeat(3,1fr)}}
+@media print{body{background:#fff}section,.card,.fact{border-color:#bbb}a{color:inherit}}
+"""
+
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+def _e(value: Any) -> str:
+    """Escape anything as HTML text (quotes included, so it is also safe inside attributes)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def html_table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, numeric: Sequence[int] = (),
+               table_id: str | None = None, css_class: str | None = None) -> str:
+    """An HTML table whose cells are escaped text; columns in ``numeric`` are right-aligned."""
+    num = set(numeric)
+    attrs = (f' id="{_e(table_id)}"' if table_id else "") + (f' class="{_e(css_class)}"' if css_class else "")
+    head = "".join(f'<th{" class=n" if i in num else ""}>{_e(h)}</th>' for i, h in enumerate(header))
+    body = "".join(
+        "<tr>" + "".join(f'<td{" class=n" if i in num else ""}>{_e(v)}</td>' for i, v in enumerate(row)) + "</tr>"
+        for row in rows
+    )
+    return f"<table{attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def embed_png(path: str | os.PathLike, alt: str = "", caption: str | None = None) -> str:
+    """A ``<figure>`` with the PNG at ``path`` embedded as a base64 ``data:`` URI."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
+    return f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{data}">{cap}</figure>'
+
+
+class _RefParser(HTMLParser):
+    """Collects every URL-bearing attribute and CSS ``url(...)``/``@import`` of a document."""
+
+    URL_ATTRS = {"src", "href", "srcset", "action", "formaction", "data", "poster", "background", "xlink:href",
+                 "manifest", "cite", "longdesc", "ping", "codebase", "archive", "icon"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.refs: list[tuple[str, str, str]] = []  # (tag, attribute, value)
+        self._in_style = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for k, v in attrs:
+            if v is None:
+                continue
+            if k in self.URL_ATTRS:
+                self.refs.append((tag, k, v))
+            elif k == "style":
+                self.refs += [(tag, "style", u) for u in _css_urls(v)]
+            elif k == "content" and tag == "meta" and "url=" in v.lower():  # <meta http-equiv=refresh>
+                self.refs.append((tag, k, v.split("=", 1)[-1].split("url=", 1)[-1]))
+        if tag == "style":
+            self._in_style = True
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "style":
+            self._in_style = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_style:
+            self.refs += [("style", "css", u) for u in _css_urls(data)]
+
+
+def _css_urls(css: str) -> list[str]:
+    urls = re.findall(r"url\(\s*['\"]?([^'\")]*)", css, flags=re.I)
+    urls += re.findall(r"@import\s+['\"]([^'\"]*)", css, flags=re.I)
+    return urls
+
+
+def external_references(document: str) -> list[str]:
+    """URLs in ``document``'s markup/CSS that would be fetched or followed off this folder.
+
+    Allowed: ``data:`` URIs, ``#fragments`` and relative paths (links to files beside the report).
+    Plain text mentioning ``https://...`` is not a reference and is not reported.
+    """
+    p = _RefParser()
+    p.feed(document)
+    p.close()
+    bad = []
+    for tag, attr, value in p.refs:
+        v = value.strip()
+        low = v.lower()
+        if not v or low.startswith("data:") or v.startswith("#"):
+            continue
+        if v.startswith("//") or v.startswith("\\\\") or re.match(r"^[a-z][a-z0-9+.\-]*:", low):
+            bad.append(f"<{tag} {attr}={v!r}>")
+    return bad
+
+
+def _fmt_int(n: Any) -> str:
+    try:
+        return f"{int(n):,}".replace(",", "\u2009")  # thin space: unambiguous in any locale
+    except (TypeError, ValueError):
+        return "—"
+
+
+def _fmt_num(x: float | None, digits: int = 2) -> str:
+    if x is None or not math.isfinite(x):
+        return "—"
+    return f"{x:,.{digits}f}".replace(",", "\u2009")
+
+
+def _fmt_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _colour(c: Any) -> str:
+    return c if isinstance(c, str) and _HEX.match(c) else "#888888"
+
+
+def _kv(rows: Iterable[tuple[str, Any]], *, code: Sequence[str] = ()) -> str:
+    out = []
+    for k, v in rows:
+        if v is None or v == "":
+            continue
+        cell = f'<span class="path">{_e(v)}</span>' if k in code else _e(v)
+        out.append(f"<tr><th>{_e(k)}</th><td>{cell}</td></tr>")
+    return '<table class="kv">' + "".join(out) + "</table>"
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    s = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _scalar(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, int):
+        return _fmt_int(v)
+    return _short(v, 120)
+
+
+def _flatten(extra: Mapping[str, Any], limit: int = 14) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Scalar leaves of the card's free-form entries (metrics, training), grouped by their parent key."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+
+    def walk(group: str, key: str, v: Any, depth: int) -> None:
+        if isinstance(v, Mapping):
+            if depth >= 3:
+                groups.setdefault(group, []).append((key, f"{len(v)} entries"))
+                return
+            sub_group = f"{group} · {key}" if key else group
+            for k, sub in sorted(v.items(), key=lambda kv: isinstance(kv[1], Mapping)):  # leaves first
+                if str(k) not in ("per_class", "confusion_matrix", "config"):
+                    walk(sub_group, str(k), sub, depth + 1)
+        elif isinstance(v, (list, tuple)):
+            if len(v) <= 6 and all(isinstance(x, (str, int, float, bool)) or x is None for x in v):
+                groups.setdefault(group, []).append((key, ", ".join(_scalar(x) for x in v)))
+            else:
+                groups.setdefault(group, []).append((key, f"{len(v)} items"))
+        elif v is not None:
+            groups.setdefault(group, []).append((key, _scalar(v)))
+
+    for k in sorted(extra):
+        walk(str(k), "", extra[k], 1) if isinstance(extra[k], Mapping) else walk("model card", str(k), extra[k], 1)
+    out, n = [], 0
+    for g, rows in groups.items():
+        if n >= limit:
+            break
+        rows = [(k.replace("_", " "), v) for k, v in rows[: limit - n]]
+        n += len(rows)
+        out.append((g.replace("_", " "), rows))
+    return out
+
+
+def _crs_label(wkt: str | None) -> tuple[str, str | None]:
+    """A short CRS label and the CRS's units ('metre', 'degree', ...)."""
+    if not wkt:
+        return "none (pixel grid)", None
+    try:
+        from rasterio.crs import CRS
+
+        crs = CRS.from_wkt(wkt)
+        epsg = crs.to_epsg()
+        name = crs.to_dict().get("proj") if epsg is None else None
+        label = f"EPSG:{epsg}" if epsg else (f"custom ({name})" if name else "custom CRS")
+        try:
+            import pyproj
+
+            label += f" · {pyproj.CRS.from_wkt(wkt).name}"
+        except Exception:  # pragma: no cover - pyproj always present with rasterio wheels
+            pass
+        units = "degree" if crs.is_geographic else (crs.linear_units or None)
+        return label, units
+    except Exception:
+        return "custom CRS", None
+
+
+# ---------------------------------------------------------------------------------------------- sections
+
+def _read_record(out: Path) -> dict[str, Any]:
+    if not out.is_dir():
+        raise InputFileError(f"{out} is not a folder; give the output folder of geoseg predict")
+    run_json = out / "run.json"
+    if not run_json.is_file():
+        raise InputFileError(f"{run_json} does not exist; run geoseg predict into {out} first")
+    try:
+        record = json.loads(run_json.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{run_json} is not valid JSON ({e}); re-run geoseg predict") from None
+    if not isinstance(record, dict):
+        raise InputError(f"{run_json} is not a geoseg run record (not a JSON object); re-run geoseg predict")
+    return record
+
+
+def _read_card(record: dict[str, Any]):
+    """The model card from the package path in run.json, or (None, why not)."""
+    path = (record.get("model") or {}).get("path")
+    if not path:
+        return None, "run.json names no model package path"
+    if not Path(path).exists():
+        return None, f"the model package {path} no longer exists; summary from run.json only"
+    try:
+        from .model.package import read_card
+
+        return read_card(path), None
+    except Exception as e:  # a broken or replaced package must not stop the report
+        return None, f"the model card at {path} could not be read ({e})"
+
+
+def _count(v: Any) -> int:
+    try:
+        return max(0, int(v))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _class_rows(record: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    classes = sorted(record.get("classes") or [], key=lambda c: c.get("value", 0))
+    pixels: Mapping[str, int] = record.get("class_pixels") or {}
+    area = record.get("pixel_area_m2")
+    area = float(area) if isinstance(area, (int, float)) and math.isfinite(area) and area > 0 else None
+    total = sum(_count(pixels.get(c.get("name"), 0)) for c in classes)
+    nodata = record.get("nodata_pixels")
+    rows, data = [], []
+    for c in classes:
+        n = _count(pixels.get(c.get("name"), 0))
+        share = 100.0 * n / total if total else 0.0
+        ha = n * area / 10_000 if area is not None else None
+        data.append({"value": c.get("value"), "name": c.get("name"), "color": _colour(c.get("color")),
+                     "pixels": n, "ha": ha, "share": share})
+        rows.append(
+            f'<tr class="class-row" data-class="{_e(c.get("name"))}">'
+            f'<td class=n>{_e(c.get("value"))}</td>'
+            f'<td class="name"><span class="sw" style="background:{_colour(c.get("color"))}"></span>'
+            f'{_e(c.get("name"))}</td>'
+            f"<td class=n>{_fmt_int(n)}</td><td class=n>{_fmt_num(ha)}</td>"
+            f'<td class=n>{share:.1f} %<span class="barbox"><span class="bar" '
+            f'style="width:{max(share * 0.4, 0.0):.1f}px"></span></span></td></tr>'
+        )
+    tot_ha = total * area / 10_000 if area is not None else None
+    rows.append(f'<tr class="total"><td></td><td>all classes</td><td class=n>{_fmt_int(total)}</td>'
+                f'<td class=n>{_fmt_num(tot_ha)}</td><td class=n>100.0 %<span class="barbox"></span></td></tr>')
+    if nodata:
+        nd_ha = int(nodata) * area / 10_000 if area is not None else None
+        rows.append(f'<tr class="nodata"><td class=n>255</td><td>no valid input (nodata)</td>'
+                    f'<td class=n>{_fmt_int(nodata)}</td><td class=n>{_fmt_num(nd_ha)}</td>'
+                    f'<td class=n>—<span class="barbox"></span></td></tr>')
+    note = ("Share of the mapped (valid) pixels. "
+            + (f"Pixel area {_fmt_num(area, 1)} m²" + (" (geodesic, scene centre; approximate for large "
+               "geographic grids)" if _crs_label((record.get("grid") or {}).get("crs"))[1] == "degree" else "")
+               + "." if area is not None else "Pixel area unknown (no CRS): hectares not given."))
+    table = ('<table id="class-areas"><thead><tr><th class=n>value</th><th>class</th><th class=n>pixels</th>'
+             '<th class=n>hectares</th><th class=n>share</th></tr></thead><tbody>' + "".join(rows)
+             + f'</tbody></table><p class="muted">{_e(note)}</p>')
+    return table, data
+
+
+def _quicklook_html(out: Path, record: dict[str, Any]) -> str:
+    ql = out / "quicklook.png"
+    caption = "quicklook.png: class map with legend, scale bar and north arrow"
+    if ql.is_file():
+        return embed_png(ql, alt="quicklook of the land-cover map", caption=caption)
+    lc = out / (record.get("outputs") or {}).get("landcover", "landcover.tif")
+    if lc.is_file():  # render one for the report only (nothing is added to the run folder)
+        try:
+            from .model.card import ClassInfo
+            from .quicklook import write_quicklook
+
+            classes = [ClassInfo(int(c["value"]), str(c["name"]), _colour(c.get("color")))
+                       for c in record.get("classes") or []] or None
+            with tempfile.TemporaryDirectory(prefix="geoseg-report-") as tmp:
+                png = write_quicklook(lc, Path(tmp) / "quicklook.png", classes,
+                                      class_pixels=record.get("class_pixels"))
+                return embed_png(png, alt="quicklook of the land-cover map",
+                                 caption="rendered for this report (the run folder has no quicklook.png)")
+        except Exception as e:
+            return f'<p class="muted">No quicklook: {_e(e)}</p>'
+    return '<p class="muted">No quicklook.png and no land-cover raster in this folder.</p>'
+
+
+def _inputs_html(record: dict[str, Any]) -> str:
+    grid = record.get("grid") or {}
+    t = grid.get("transform") or []
+    crs, units = _crs_label(grid.get("crs"))
+    unit = {"metre": " m", "meter": " m", "m": " m", "degree": "°"}.get(units or "", f" {units or 'CRS units'}")
+    res = f"{abs(t[0]):.6g} × {abs(t[4]):.6g}{unit}" if len(t) >= 6 else None
+    origin = f"x {t[2]:.10g}, y {t[5]:.10g}" if len(t) >= 6 else None
+    scene = record.get("scene")
+    exists = None if not scene else ("yes" if Path(scene).exists() else "no (moved or deleted since the run)")
+    bands = record.get("bands")
+    return _kv([
+        ("scene", scene), ("scene still present", exists),
+        ("bands read", ", ".join(map(str, bands)) if isinstance(bands, list) else bands),
+        ("size", f"{_fmt_int(grid.get('width'))} × {_fmt_int(grid.get('height'))} px" if grid else None),
+        ("CRS", crs), ("pixel size", res), ("origin (upper left)", origin),
+    ], code=("scene",))
+
+
+def _model_html(record: dict[str, Any]) -> str:
+    m = record.get("model") or {}
+    card, why = _read_card(record)
+    groups: list[tuple[str, list[tuple[str, str]]]] = []
+    rows: list[tuple[str, Any]] = [
+        ("id", m.get("id")), ("version", m.get("version")),
+        ("architecture", " / ".join(str(v) for v in (m.get("architecture"), m.get("encoder")) if v)),
+        ("trained", {True: "yes", False: "NO: untrained network, classes are meaningless"}.get(m.get("trained"),
+                                                                                              m.get("trained"))),
+        ("package", m.get("path")),
+    ]
+    if card is not None:
+        if card.id != m.get("id") or card.version != m.get("version"):
+            rows.append(("note", f"the package now holds {card.id} {card.version}, not the model of this run"))
+        else:
+            rows += [
+                ("description", card.description),
+                ("bands", ", ".join(card.bands)),
+                ("normalisation", f"{card.normalization.kind}"),
+                ("tile / overlap", f"{card.tile_size} / {card.overlap} px (output stride {card.output_stride})"),
+                ("ground sampling", f"{card.gsd_m:g} m" if card.gsd_m else None),
+                ("input nodata", card.input_nodata),
+                ("classes", len(card.classes)),
+            ]
+            groups = _flatten(card.extra or {})
+    note = f'<p class="muted">{_e(why)}</p>' if why else ""
+    extra = "".join(f'<h3>{_e(g)}</h3>' + _kv(rows) for g, rows in groups)
+    return _kv(rows, code=("package",)) + note + extra
+
+
+def _options_html(record: dict[str, Any]) -> str:
+    opts = record.get("options") or {}
+    rows = [(k.replace("_", " "), v if not isinstance(v, (dict, list)) else _short(v)) for k, v in opts.items()]
+    rows += [("tiles", record.get("tiles")), ("computed pixels", _fmt_int(record.get("computed_pixels"))
+                                               if record.get("computed_pixels") is not None else None),
+             ("run time", f"{record['seconds']:.1f} s" if isinstance(record.get("seconds"), (int, float)) else None),
+             ("host", record.get("host")), ("geoseg", record.get("geoseg_version"))]
+    return _kv(rows)
+
+
+def _outputs_html(out: Path, record: dict[str, Any], pending: Sequence[str]) -> str:
+    known = list(_KNOWN_FILES)
+    names = {n for n, _ in known}
+    for key, name in (record.get("outputs") or {}).items():
+        if name not in names:
+            known.insert(0, (name, str(key)))
+            names.add(name)
+    rows = []
+    for name, what in known:
+        p = out / name
+        if p.is_file():
+            size = _fmt_size(p.stat().st_size)
+        elif name in pending:
+            size = "—"
+        else:
+            continue
+        rows.append(f'<tr><td><a href="{_e(quote(name))}">{_e(name)}</a></td><td>{_e(what)}</td>'
+                    f"<td class=n>{_e(size)}</td></tr>")
+    return ('<table id="outputs"><thead><tr><th>file</th><th>content</th><th class=n>size</th></tr></thead>'
+            "<tbody>" + "".join(rows) + "</tbody></table>"
+            '<p class="muted">Links are relative: keep this report in the run folder, beside the files.</p>')
+
+
+def _facts_html(record: dict[str, Any], classes: list[dict[str, Any]]) -> str:
+    grid = record.get("grid") or {}
+    crs, _ = _crs_label(grid.get("crs"))
+    total_ha = sum(c["ha"] for c in classes if c["ha"] is not None) if classes and classes[0]["ha"] is not None \
+        else None
+    top = max(classes, key=lambda c: c["pixels"]) if classes and any(c["pixels"] for c in classes) else None
+    facts = [
+        ("mapped area", f"{_fmt_num(total_ha, 1)} ha" if total_ha is not None else "—"),
+        ("largest class", f"{top['name']} ({top['share']:.0f} %)" if top else "—"),
+        ("classes", str(len(classes))),
+        ("scene size", f"{_fmt_int(grid.get('width'))} × {_fmt_int(grid.get('height'))}" if grid else "—"),
+        ("CRS", crs.split(" · ")[0]),
+        ("run time", f"{record['seconds']:.1f} s" if isinstance(record.get("seconds"), (int, float)) else "—"),
+    ]
+    return '<div class="facts">' + "".join(f'<div class="fact"><span>{_e(k)}</span><b>{_e(v)}</b></div>'
+                                           for k, v in facts) + "</div>"
+
+
+# ---------------------------------------------------------------------------------------------- public API
+
+def render_report(out_dir: str | os.PathLike, *, sections: Sequence[tuple[str, str]] = (),
+                  title: str | None = None, pending: Sequence[str] = ()) -> str:
+    """The report of the run in ``out_dir`` as an HTML string (see :func:`write_report`)."""
+    out = Path(out_dir)
+    record = _read_record(out)
+    checked: list[tuple[str, str]] = []
+    for i, sec in enumerate(sections or ()):
+        try:
+            sec_title, sec_html = sec
+        except (TypeError, ValueError):
+            raise ParameterError(f"report section {i} must be a (title, html) pair") from None
+        bad = external_references(str(sec_html))
+        if bad:
+            raise ParameterError(f"report section {sec_title!r} references external resources ({bad[0]}); "
+                                 "embed images as data: URIs (geoseg.report.embed_png) and link only local files")
+        checked.append((str(sec_title), str(sec_html)))
+
+    table, classes = _class_rows(record)
+    model = record.get("model") or {}
+    scene_name = Path(record.get("scene") or "scene").name
+    heading = title or f"Land cover of {scene_name}"
+    warn = ""
+    if model.get("trained") is False:
+        warn = ('<div class="warn" id="untrained"><b>Untrained model.</b> This map was produced by a network '
+                "with random weights: it demonstrates the pipeline (tiling, blending, COG, palette) but its "
+                "classes are meaningless.</div>")
+    extra = "".join(
+        f'<section class="wide extra" id="section-{i + 1}"><h2>{_e(t)}</h2>{h}</section>'
+        for i, (t, h) in enumerate(checked)
+    )
+    doc = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{_CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="geoseg {_e(record.get('geoseg_version', ''))}">
+<title>{_e(heading)} · geoseg report</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<main>
+<header>
+<h1>{_e(heading)}<small>geoseg land-cover run report · model {_e(model.get('id', '?'))}</small></h1>
+<div class="runid">run <code>{_e(record.get('run_id', '?'))}</code><br>{_e(record.get('created', ''))}</div>
+</header>
+{warn}
+{_facts_html(record, classes)}
+<section id="quicklook"><h2>Map</h2>{_quicklook_html(out, record)}</section>
+<div class="grid2">
+<div class="stack">
+<section id="classes"><h2>Class areas</h2>{table}</section>
+<section id="inputs"><h2>Inputs</h2>{_inputs_html(record)}</section>
+<section id="options"><h2>Processing</h2>{_options_html(record)}</section>
+</div>
+<div class="stack">
+<section id="model"><h2>Model</h2>{_model_html(record)}</section>
+</div>
+</div>
+<section id="outputs-section" class="wide"><h2>Outputs</h2>{_outputs_html(out, record, pending)}</section>
+{extra}
+<footer>Written by geoseg {_e(record.get('geoseg_version', ''))} from run.json · self-contained: no network
+access needed</footer>
+</main>
+</body>
+</html>
+"""
+    return doc
+
+
+def write_report(out_dir: str | os.PathLike, *, sections: Sequence[tuple[str, str]] = (),
+                 title: str | None = None, name: str = REPORT_NAME, overwrite: bool = True,
+                 pending: Sequence[str] = ()) -> str:
+    """Write ``out_dir/report.html`` for the ``geoseg predict`` run in ``out_dir``; returns its path.
+
+    ``sections``: extra ``(title, html)`` blocks appended after the standard ones (e.g. a monitoring or
+    change summary); ``title`` is escaped, ``html`` is inserted as given and must reference nothing
+    external (:class:`~geoseg.errors.ParameterError` otherwise).  ``pending``: names of files written
+    *after* the report (e.g. ``item.json``) that it should link to although they do not exist yet.
+    ``overwrite=False`` refuses an existing report (:class:`~geoseg.errors.OutputExistsError`).
+    Written atomically: a temporary file beside the target, then ``os.replace``.
+    """
+    target = Path(out_dir) / name
+    if not overwrite and target.exists():
+        raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
+    doc = render_report(out_dir, sections=sections, title=title, pending=pending)
+    return atomic_write_text(target, doc)
