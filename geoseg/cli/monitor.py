@@ -1,0 +1,44 @@
+"""``geoseg monitor run CONFIG.yaml``: the scheduled forest-loss monitoring job (see docs/monitor.md).
+
+Exit codes: 0 ok or nothing new; 2 bad option; 3 bad input (config, AOIs, scenes); 4 bad model package;
+5 output problem; 75 an AOI is locked by another run (EX_TEMPFAIL: retry later, or use --wait);
+1 unexpected (a bug).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .options import run_command
+
+
+@click.group("monitor")
+def monitor() -> None:
+    """Scheduled, idempotent forest-loss monitoring of areas of interest."""
+
+
+@monitor.command("run")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--wait", is_flag=True, help="Wait for another run's per-AOI lock instead of exiting with code 75.")
+@click.option("--aoi", "aoi_ids", multiple=True, help="Only this AOI id (repeatable).")
+@click.option("--quiet", "-q", is_flag=True, help="Do not print the JSON summary.")
+@run_command
+def run(config: str, wait: bool, aoi_ids: tuple[str, ...], quiet: bool) -> None:
+    """Process every scene not yet processed, for every AOI in CONFIG (YAML); print a JSON summary.
+
+    \b
+    Exit codes: 0 ok / nothing new, 2 bad option, 3 bad input, 4 bad model package,
+    5 output problem, 75 an AOI is locked by another run (retry later or --wait), 1 a bug.
+    """
+    from ..monitor import EXIT_LOCKED, run_monitor
+
+    summary = run_monitor(config, wait=wait, aoi_ids=list(aoi_ids) or None)
+    if not quiet:
+        click.echo(json.dumps(summary, indent=2, default=str))
+    if summary["status"] == "locked":
+        click.echo(f"Error: {summary['message']}; another geoseg monitor run is working on it. Retry later or "
+                   "pass --wait (exit code 75).", err=True)
+        sys.exit(EXIT_LOCKED)
