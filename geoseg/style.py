@@ -33,6 +33,16 @@ QGIS_VERSION = "3.28.0-Firenze"  # the QML format written here is read by QGIS 3
 DOCTYPE = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
 
 
+# QGIS writes this block into every raster renderer; the values are its defaults.
+MIN_MAX_ORIGIN = """      <minMaxOrigin>
+        <limits>None</limits>
+        <extent>WholeRaster</extent>
+        <statAccuracy>Estimated</statAccuracy>
+        <cumulativeCutLower>0.02</cumulativeCutLower>
+        <cumulativeCutUpper>0.98</cumulativeCutUpper>
+        <stdDevFactor>2</stdDevFactor>
+      </minMaxOrigin>"""
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> str:
     """Write ``text`` (UTF-8) to a temporary file beside ``path`` and rename it into place."""
     p = Path(path)
@@ -85,14 +95,7 @@ def raster_qml(classes: Sequence[ClassInfo], nodata: int | None = NODATA) -> str
     </provider>
     <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
 {transparency}
-      <minMaxOrigin>
-        <limits>None</limits>
-        <extent>WholeRaster</extent>
-        <statAccuracy>Estimated</statAccuracy>
-        <cumulativeCutLower>0.02</cumulativeCutLower>
-        <cumulativeCutUpper>0.98</cumulativeCutUpper>
-        <stdDevFactor>2</stdDevFactor>
-      </minMaxOrigin>
+{MIN_MAX_ORIGIN}
       <colorPalette>
 {entries}
       </colorPalette>
@@ -135,14 +138,7 @@ def percent_qml(band: int = 1, label: str = "probability", nodata: int | None = 
   <pipe>
     <rasterrenderer type="singlebandpseudocolor" band="{band}" opacity="1" alphaBand="-1" classificationMin="0" classificationMax="100" nodataColor="">
 {transparency}
-      <minMaxOrigin>
-        <limits>None</limits>
-        <extent>WholeRaster</extent>
-        <statAccuracy>Estimated</statAccuracy>
-        <cumulativeCutLower>0.02</cumulativeCutLower>
-        <cumulativeCutUpper>0.98</cumulativeCutUpper>
-        <stdDevFactor>2</stdDevFactor>
-      </minMaxOrigin>
+{MIN_MAX_ORIGIN}
       <rastershader>
         <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" minimumValue="0" maximumValue="100">
 {items}
