@@ -43,6 +43,7 @@ MIN_MAX_ORIGIN = """      <minMaxOrigin>
         <stdDevFactor>2</stdDevFactor>
       </minMaxOrigin>"""
 
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> str:
     """Write ``text`` (UTF-8) to a temporary file beside ``path`` and rename it into place."""
     p = Path(path)
