@@ -13,6 +13,7 @@ Exit codes (documented in the README):
 3   bad input data (scene, bands, georeference, empty scene)
 4   bad or corrupt model package
 5   output problem (exists without --overwrite, not writable)
+75  the output is locked by another running geoseg job (EX_TEMPFAIL: retry later)
 ==  ==========================================================
 """
 
@@ -71,3 +72,9 @@ class OutputError(GeosegError, OSError):
 
 class OutputExistsError(OutputError, FileExistsError):
     """An output exists and ``overwrite`` was not requested."""
+
+
+class OutputLockedError(OutputError, BlockingIOError):
+    """Another geoseg run is writing into the same output."""
+
+    exit_code = 75

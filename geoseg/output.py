@@ -23,7 +23,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window as RioWindow
 
-from .errors import OutputError, OutputExistsError
+from .errors import OutputError, OutputExistsError, OutputLockedError
 from .grid import BLOCK_ALIGN, Window
 from .model.card import ClassInfo
 from .raster import SceneInfo
@@ -170,6 +170,36 @@ def file_lock(path: str) -> Iterator[None]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+#: Temporary names a run creates in OUT/ (see product_paths); all hidden, never final.
+_TEMP_PATTERNS = (".*.part.tif", ".*.part.tif.lock", ".*.part.tif.aux.xml", ".*.cog.tif", ".*.cog.tif.aux.xml",
+                  ".run.*.json.tmp")
+
+
+@contextmanager
+def output_dir_lock(out_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold ``OUT/.geoseg.lock`` for a whole run.
+
+    A second run into the same folder fails at once with OutputLockedError (exit 75)
+    instead of interleaving its files.  While the lock is held, temporaries left in
+    the folder by a killed run are stale, and are removed.
+    """
+    d = Path(out_dir)
+    fd = os.open(d / ".geoseg.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputLockedError(
+                f"another geoseg run is writing into {d}; wait for it to finish or choose another -o"
+            ) from None
+        for pattern in _TEMP_PATTERNS:
+            for stale in d.glob(pattern):
+                remove_quietly(str(stale))
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_block(part_path: str, window: Window, data: np.ndarray) -> None:

@@ -27,7 +27,7 @@ from .grid import plan_blocks, plan_tiles
 from .model.card import ModelCard
 from .model.package import read_card, resolve
 from .output import (NODATA, Product, build_cog, check_output_dir, create_part, discard, landcover_product,
-                     new_run_id, percent_product, remove_quietly)
+                     new_run_id, output_dir_lock, percent_product, remove_quietly)
 from .progress import make_progress
 from .raster import open_scene, select_bands
 
@@ -186,117 +186,118 @@ def predict_scene(
         vector_path = out / f"landcover{fmt.extensions[0]}"
         names.append(vector_path.name)
     check_output_dir(out, names, overwrite)
+    with output_dir_lock(out):  # one run per folder; removes a killed run's temporaries
 
-    run_id = new_run_id()
-    lc = landcover_product(str(out), run_id, card.classes, card.id)
-    prob = percent_product(str(out), run_id, "probabilities", [c.name for c in card.classes], card.id) \
-        if probabilities else None
-    conf = percent_product(str(out), run_id, "confidence", ["confidence (max class probability)"], card.id) \
-        if confidence else None
-    products: list[Product] = [p for p in (lc, prob, conf) if p is not None]
-    record_tmp = str(out / f".run.{run_id}.json.tmp")
-    spec = RunSpec(
-        scene_path=os.path.abspath(info.path),
-        bands=tuple(band_idx),
-        # A plain nodata value is tested on the values already read; real masks (alpha, mask band) are read.
-        use_masks=info.per_dataset_mask and not info.nodata_only_mask,
-        input_nodata=info.nodata if info.nodata_only_mask else (
-            None if info.per_dataset_mask else card.input_nodata),
-        model_path=str(model_path.resolve()),
-        device=str(dev),
-        amp=amp,
-        torch_threads=torch_threads,
-        batch_size=batch_size,
-        overlap=overlap,
-        blend=blend,
-        height=info.height,
-        width=info.width,
-        block_size=block_size,
-        class_values=tuple(card.class_values),
-        landcover_part=lc.part,
-        probabilities_part=prob.part if prob else None,
-        confidence_part=conf.part if conf else None,
-        tta=tta,
-    )
-    bar = make_progress(len(plan), "tiles", progress)
-    with warnings.catch_warnings():
-        if not info.georeferenced:  # accepted with allow_ungeoreferenced: rasterio's warnings are noise now
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        try:
-            for p in products:
-                create_part(p, info)
+        run_id = new_run_id()
+        lc = landcover_product(str(out), run_id, card.classes, card.id)
+        prob = percent_product(str(out), run_id, "probabilities", [c.name for c in card.classes], card.id) \
+            if probabilities else None
+        conf = percent_product(str(out), run_id, "confidence", ["confidence (max class probability)"], card.id) \
+            if confidence else None
+        products: list[Product] = [p for p in (lc, prob, conf) if p is not None]
+        record_tmp = str(out / f".run.{run_id}.json.tmp")
+        spec = RunSpec(
+            scene_path=os.path.abspath(info.path),
+            bands=tuple(band_idx),
+            # A plain nodata value is tested on the values already read; real masks (alpha, mask band) are read.
+            use_masks=info.per_dataset_mask and not info.nodata_only_mask,
+            input_nodata=info.nodata if info.nodata_only_mask else (
+                None if info.per_dataset_mask else card.input_nodata),
+            model_path=str(model_path.resolve()),
+            device=str(dev),
+            amp=amp,
+            torch_threads=torch_threads,
+            batch_size=batch_size,
+            overlap=overlap,
+            blend=blend,
+            height=info.height,
+            width=info.width,
+            block_size=block_size,
+            class_values=tuple(card.class_values),
+            landcover_part=lc.part,
+            probabilities_part=prob.part if prob else None,
+            confidence_part=conf.part if conf else None,
+            tta=tta,
+        )
+        bar = make_progress(len(plan), "tiles", progress)
+        with warnings.catch_warnings():
+            if not info.georeferenced:  # accepted with allow_ungeoreferenced: rasterio's warnings are noise now
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
             try:
-                hist = graph.run(spec, list(plan), blocks, scheduler, n_workers, bar)
-            finally:
-                bar.close()
-            nodata = int(hist[NODATA])
-            if nodata == info.width * info.height:
-                raise EmptySceneError(
-                    f"{info.path} has no valid pixel in bands {','.join(map(str, band_idx))} "
-                    "(all nodata); check the scene, its nodata value, or --bands"
-                )
-            class_pixels = {c.name: int(hist[c.value]) for c in card.classes}
-            seconds = time.perf_counter() - t0
-            record = {
-                "geoseg_version": __version__,
-                "run_id": run_id,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "scene": os.path.abspath(info.path),
-                "bands": band_idx,
-                "model": {"id": card.id, "version": card.version, "path": str(model_path.resolve()),
-                          "trained": card.trained, "architecture": card.architecture, "encoder": card.encoder},
-                "classes": [asdict(c) for c in card.classes],
-                "grid": {"crs": info.crs_wkt, "transform": list(info.transform), "width": info.width,
-                         "height": info.height},
-                "options": {"tile_size": tile_size, "overlap": overlap, "blend": blend, "batch_size": batch_size,
-                            "block_size": block_size, "workers": n_workers, "scheduler": scheduler,
-                            "device": str(dev), "torch_threads": torch_threads, "tta": tta},
-                "tiles": len(plan),
-                "computed_pixels": plan.computed_pixels,
-                "class_pixels": class_pixels,
-                "nodata_pixels": nodata,
-                "pixel_area_m2": _pixel_area_m2(info),
-                "outputs": {p.name: os.path.basename(p.final) for p in products},
-                "seconds": round(seconds, 3),
-                "host": platform.node(),
-            }
-            Path(record_tmp).write_text(json.dumps(record, indent=2) + "\n")
-            # All blocks are written: build every COG first, then move them all into place.
-            for p in products:
-                build_cog(p)
-            for p in products:
-                remove_quietly(p.final + ".aux.xml")  # a previous run's class table must not outlive it
-                os.replace(p.cog, p.final)
-            os.replace(record_tmp, out / "run.json")
-        except BaseException:
-            discard(products)
-            remove_quietly(record_tmp)
-            raise
-    extra: dict = {}
-    if vector is not None:
-        from .vectorize import vectorize_raster
+                for p in products:
+                    create_part(p, info)
+                try:
+                    hist = graph.run(spec, list(plan), blocks, scheduler, n_workers, bar)
+                finally:
+                    bar.close()
+                nodata = int(hist[NODATA])
+                if nodata == info.width * info.height:
+                    raise EmptySceneError(
+                        f"{info.path} has no valid pixel in bands {','.join(map(str, band_idx))} "
+                        "(all nodata); check the scene, its nodata value, or --bands"
+                    )
+                class_pixels = {c.name: int(hist[c.value]) for c in card.classes}
+                seconds = time.perf_counter() - t0
+                record = {
+                    "geoseg_version": __version__,
+                    "run_id": run_id,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "scene": os.path.abspath(info.path),
+                    "bands": band_idx,
+                    "model": {"id": card.id, "version": card.version, "path": str(model_path.resolve()),
+                              "trained": card.trained, "architecture": card.architecture, "encoder": card.encoder},
+                    "classes": [asdict(c) for c in card.classes],
+                    "grid": {"crs": info.crs_wkt, "transform": list(info.transform), "width": info.width,
+                             "height": info.height},
+                    "options": {"tile_size": tile_size, "overlap": overlap, "blend": blend, "batch_size": batch_size,
+                                "block_size": block_size, "workers": n_workers, "scheduler": scheduler,
+                                "device": str(dev), "torch_threads": torch_threads, "tta": tta},
+                    "tiles": len(plan),
+                    "computed_pixels": plan.computed_pixels,
+                    "class_pixels": class_pixels,
+                    "nodata_pixels": nodata,
+                    "pixel_area_m2": _pixel_area_m2(info),
+                    "outputs": {p.name: os.path.basename(p.final) for p in products},
+                    "seconds": round(seconds, 3),
+                    "host": platform.node(),
+                }
+                Path(record_tmp).write_text(json.dumps(record, indent=2) + "\n")
+                # All blocks are written: build every COG first, then move them all into place.
+                for p in products:
+                    build_cog(p)
+                for p in products:
+                    remove_quietly(p.final + ".aux.xml")  # a previous run's class table must not outlive it
+                    os.replace(p.cog, p.final)
+                os.replace(record_tmp, out / "run.json")
+            except BaseException:
+                discard(products)
+                remove_quietly(record_tmp)
+                raise
+        extra: dict = {}
+        if vector is not None:
+            from .vectorize import vectorize_raster
 
-        vres = vectorize_raster(lc.final, vector_path, format=vector, overwrite=True, workers=n_workers,
-                                scheduler=scheduler if scheduler in ("threads", "processes", "synchronous")
-                                else "threads", progress=progress, **(vector_options or {}))
-        extra["vector"] = vres.output
-        extra["vector_features"] = vres.features
-    else:
-        vres = None
-    extra["item"] = _deliver(out, lc, prob, conf, card, class_pixels, vres)
-    return PredictResult(
-        out_dir=str(out),
-        landcover=lc.final,
-        probabilities=prob.final if prob else None,
-        confidence=conf.final if conf else None,
-        run_record=str(out / "run.json"),
-        run_id=run_id,
-        model_id=card.id,
-        trained_model=card.trained,
-        tiles=len(plan),
-        class_pixels=class_pixels,
-        nodata_pixels=nodata,
-        pixel_area_m2=record["pixel_area_m2"],
-        seconds=seconds,
-        extra=extra,
-    )
+            vres = vectorize_raster(lc.final, vector_path, format=vector, overwrite=True, workers=n_workers,
+                                    scheduler=scheduler if scheduler in ("threads", "processes", "synchronous")
+                                    else "threads", progress=progress, **(vector_options or {}))
+            extra["vector"] = vres.output
+            extra["vector_features"] = vres.features
+        else:
+            vres = None
+        extra["item"] = _deliver(out, lc, prob, conf, card, class_pixels, vres)
+        return PredictResult(
+            out_dir=str(out),
+            landcover=lc.final,
+            probabilities=prob.final if prob else None,
+            confidence=conf.final if conf else None,
+            run_record=str(out / "run.json"),
+            run_id=run_id,
+            model_id=card.id,
+            trained_model=card.trained,
+            tiles=len(plan),
+            class_pixels=class_pixels,
+            nodata_pixels=nodata,
+            pixel_area_m2=record["pixel_area_m2"],
+            seconds=seconds,
+            extra=extra,
+        )

@@ -46,7 +46,7 @@ def test_predict_happy_path(runner, tmp_path, scene_path, linear_model):
     assert r.output == ""  # not a terminal: quiet
     assert sorted(os.listdir(out)) == sorted([
         "confidence.tif", "landcover.tif", "probabilities.tif", "run.json", "landcover.qml", "confidence.qml",
-        "probabilities.qml", "landcover.tif.aux.xml", "quicklook.png", "report.html", "item.json"])
+        "probabilities.qml", "landcover.tif.aux.xml", "quicklook.png", "report.html", "item.json", ".geoseg.lock"])
     rec = json.loads((out / "run.json").read_text())
     assert rec["options"]["blend"] == "linear" and rec["options"]["overlap"] == 32
     assert sum(rec["class_pixels"].values()) == 120 * 150
@@ -95,7 +95,7 @@ def test_all_nodata_scene(runner, tmp_path, linear_model):
     p = write_raster(tmp_path / "empty.tif", np.zeros((4, 50, 50), np.uint16), nodata=0, descriptions=BANDS4)
     r = runner.invoke(cli, ["predict", str(p), "-m", str(linear_model), "-o", str(tmp_path / "o")])
     _one_line_error(r, 3, "no valid pixel")
-    assert os.listdir(tmp_path / "o") == []
+    assert os.listdir(tmp_path / "o") == [".geoseg.lock"]
 
 
 def test_output_exists_and_overwrite(runner, tmp_path, scene_path, linear_model):

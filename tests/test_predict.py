@@ -24,7 +24,7 @@ from conftest import BANDS4, expected_probs, pattern_scene, write_raster
 
 
 FINAL_FILES = sorted(["landcover.tif", "run.json", "landcover.qml", "landcover.tif.aux.xml", "quicklook.png",
-                      "report.html", "item.json"])
+                      "report.html", "item.json", ".geoseg.lock"])
 
 
 def _read(path, band=None):
@@ -204,7 +204,7 @@ def test_all_nodata_scene_is_an_error_and_writes_nothing(tmp_path, linear_model)
     src = write_raster(tmp_path / "s.tif", scene, nodata=0, descriptions=BANDS4)
     with pytest.raises(EmptySceneError, match="no valid pixel"):
         predict_scene(src, linear_model, tmp_path / "out", probabilities=True)
-    assert os.listdir(tmp_path / "out") == []
+    assert os.listdir(tmp_path / "out") == [".geoseg.lock"]
 
 
 def test_existing_output_is_kept_without_overwrite_and_on_failure(tmp_path, linear_model, monkeypatch):
@@ -313,3 +313,27 @@ def test_predict_with_vector_output(tmp_path, linear_model):
     with pytest.raises(OutputExistsError, match="landcover.gpkg"):  # refused before any work
         predict_scene(src, linear_model, other, vector="gpkg")
     assert not (other / "landcover.tif").exists()
+
+
+def test_one_run_per_output_folder_and_stale_temporaries_removed(tmp_path, linear_model):
+    from geoseg.errors import OutputLockedError
+    from geoseg.output import output_dir_lock
+
+    scene, cls = pattern_scene(60, 70)
+    src = write_raster(tmp_path / "s.tif", scene, descriptions=BANDS4)
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = [out / ".landcover.deadbeef0000.part.tif", out / ".landcover.deadbeef0000.part.tif.lock",
+             out / ".run.deadbeef0000.json.tmp"]
+    keep = out / "notes.txt"
+    keep.write_text("not ours")
+    with output_dir_lock(out):  # another run is busy in this folder (these are its temporaries)
+        for p in stale:
+            p.write_bytes(b"in progress")
+        with pytest.raises(OutputLockedError, match="another geoseg run"):
+            predict_scene(src, linear_model, out)
+        assert all(p.exists() for p in stale)  # not touched while the other run holds the lock
+    # that run was killed: its temporaries are now stale, and the next run removes them
+    predict_scene(src, linear_model, out)
+    assert not any(p.exists() for p in stale) and keep.exists()
+    np.testing.assert_array_equal(_read(out / "landcover.tif", 1), cls)
