@@ -14,6 +14,9 @@ AFTER raster and the masks warped onto the BEFORE grid through a rasterio ``Warp
 ``align``), classifies, and streams its block into the temporary change GeoTIFF
 (:mod:`geoseg.output`), so memory is bounded by the windows in flight.
 
+Delivery: ``change.qml`` (QGIS paletted style), a single-symbol default style in ``loss.gpkg``'s
+``layer_styles``, ``change_quicklook.png`` (before / after / change) and ``report.html``.
+
 Loss polygons: :func:`geoseg.vectorize.vectorize_raster` polygonizes the ``forest_loss`` class
 of the finished change raster (seamless across blocks); each polygon is then one connected
 patch of loss pixels exactly, and the minimum mapping unit *drops* patches smaller than
@@ -53,12 +56,21 @@ CHANGE_CLASSES: dict[int, tuple[str, tuple[int, int, int, int]]] = {
     GAIN: ("forest_gain", (51, 160, 44, 255)),
 }
 
+
+
+def change_class_info():
+    """The change classes as :class:`~geoseg.model.card.ClassInfo` (for styles and quicklooks)."""
+    from .model.card import ClassInfo
+
+    return [ClassInfo(v, n, "#{:02X}{:02X}{:02X}".format(*rgba[:3])) for v, (n, rgba) in CHANGE_CLASSES.items()]
+
+
 #: Minimum mapping units (hectares) by preset name.
 PRESETS: dict[str, float] = {"default": 0.3, "prodes": 6.25}
 DEFAULT_MIN_AREA_HA = PRESETS["default"]
 DEFAULT_THRESHOLD = 50.0
 DEFAULT_BLOCK_SIZE = 1024
-OUTPUT_NAMES = ("change.tif", "loss.gpkg", "change.json")
+OUTPUT_NAMES = ("change.tif", "loss.gpkg", "change.json", "change.qml", "change_quicklook.png", "report.html")
 LOSS_LAYER = "loss"
 #: Features per read/write when the loss polygons are post-processed.
 POLYGON_CHUNK = 50_000
@@ -648,6 +660,11 @@ def detect_change(
             "seconds": round(seconds, 3),
         }
         record_tmp.write_text(json.dumps(record, indent=2) + "\n")
+        from .style import LOSS_CATEGORY, atomic_write_text, embed_gpkg_style, raster_qml
+
+        embed_gpkg_style(loss_tmp, LOSS_LAYER, [LOSS_CATEGORY], field=None, style_name="forest loss",
+                         description="geoseg forest loss")
+        atomic_write_text(out / "change.qml", raster_qml(change_class_info(), nodata=UNOBSERVED))
         os.replace(product.cog, final)
         os.replace(loss_tmp, out / "loss.gpkg")
         os.replace(record_tmp, out / "change.json")
@@ -659,6 +676,23 @@ def detect_change(
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    # delivery sidecars, after the products are in place: side-by-side quicklook, then the report
+    from .quicklook import write_change_quicklook
+    from .report import write_change_report
+
+    if probability:
+        bs, as_ = spec.before_scale, spec.after_scale
+        b_fn = lambda d: d.astype(np.float64) * bs >= threshold / 100.0 - 1e-9  # noqa: E731
+        a_fn = lambda d: d.astype(np.float64) * as_ >= threshold / 100.0 - 1e-9  # noqa: E731
+    else:
+        b_fn = lambda d: np.isin(d, before_forest)  # noqa: E731
+        a_fn = lambda d: np.isin(d, after_forest)  # noqa: E731
+    write_change_quicklook(final, b_info.path, a_info.path, out / "change_quicklook.png",
+                           before_forest=b_fn, after_forest=a_fn, before_band=b_band, after_band=a_band,
+                           change_classes=change_class_info(),
+                           class_pixels={"no_change": counts.no_change, "forest_loss": counts.loss,
+                                         "forest_gain": counts.gain}, pixel_area_m2=pix_m2)
+    write_change_report(out)
     return ChangeResult(
         out_dir=str(out), change=final, loss_polygons=str(out / "loss.gpkg"), record=str(out / "change.json"),
         pixels=counts, pixel_area_m2=pix_m2, loss_ha=record["loss_ha"], gain_ha=record["gain_ha"],

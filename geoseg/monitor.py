@@ -12,8 +12,10 @@ Per AOI, in ``OUT/<aoi_id>/``::
     state.tif                 PixelState arrays, one int32 band each, on the AOI grid; tags hold
                               last_date, n_observations, the applied scene ids (the commit record)
     observations/<key>.tif    per-scene observation (uint8: 0 non-forest, 1 forest, 255 not observed)
-    alerts.gpkg               layers ``alerts`` and ``aoi_summary``
+    alerts.gpkg               layers ``alerts`` (default QGIS style: by confidence) and ``aoi_summary``
     alerts_gfw.tif            GFW date-confidence COG (uint16 conf*10000 + days since 2014-12-31)
+    alerts_gfw.qml            its QGIS style (low orange, high red, no alert transparent)
+    report.html               alert list, area by confidence, scenes applied (rewritten by each run)
     changes_since_<date>.geojson   RFC 7946 (WGS84): only the alerts new or changed by this run
 
 Commit protocol per scene (so a crash anywhere is recoverable): the observation raster, then
@@ -693,6 +695,7 @@ def merge_alerts(previous: list[dict], current: list[dict], model_id: str, run_i
 
 
 def _write_gpkg(path: Path, alerts: list[dict], summary: list[dict], grid: Grid) -> None:
+    from .style import ALERT_CATEGORIES, embed_gpkg_style
     import geopandas as gpd
     import pandas as pd
     import pyogrio
@@ -705,6 +708,9 @@ def _write_gpkg(path: Path, alerts: list[dict], summary: list[dict], grid: Grid)
         pyogrio.write_dataframe(gdf, tmp, layer="alerts", driver="GPKG", geometry_type="MultiPolygon")
         pyogrio.write_dataframe(pd.DataFrame(summary, columns=SUMMARY_FIELDS), tmp, layer="aoi_summary",
                                 driver="GPKG", append=True)
+        # default QGIS style of the alerts layer: categorized by confidence (low / high / rejected)
+        embed_gpkg_style(tmp, "alerts", ALERT_CATEGORIES, field="confidence", style_name="alerts by confidence",
+                         description="geoseg alerts by confidence")
         _fsync(tmp)
         os.replace(tmp, path)
     finally:
@@ -958,6 +964,10 @@ def _run_aoi_locked(cfg: MonitorConfig, aoi: AOI, run_id: str, folder: Path) -> 
             _write_tif(gfw, ms.gfw_encode(state)[None], grid, "uint16", nodata=0,
                        descriptions=("GFW date-confidence: conf*10000 + days since 2014-12-31",),
                        tags={"GEOSEG_PRODUCT": "alerts_gfw"}, cog=True)
+            if not gfw.with_suffix(".qml").exists():
+                from .style import write_gfw_qml
+
+                write_gfw_qml(gfw)  # a static style: written once
             _crash_point("outputs")
             committed = Committed(state, applied, last_key, committed.fingerprint,
                                   committed.late + ((scene.id,) if late else ()))
@@ -982,6 +992,9 @@ def _run_aoi_locked(cfg: MonitorConfig, aoi: AOI, run_id: str, folder: Path) -> 
             tag = since.replace("-", "") if since else "start"
             changes_file = folder / f"changes_since_{tag}.geojson"
             write_changes_geojson(changes_file, changed, grid)
+            from .report import write_monitor_report
+
+            write_monitor_report(folder, aoi_id=aoi.id, run_id=run_id)  # report.html: alerts, area by confidence
         _crash_point("changes")
         last_date = ms.from_days(committed.state.last_date).isoformat() if committed and \
             committed.state.last_date != ms.NONE else None

@@ -30,7 +30,8 @@ from urllib.parse import quote
 from .errors import InputError, InputFileError, OutputExistsError, ParameterError
 from .style import atomic_write_text
 
-__all__ = ["write_report", "render_report", "html_table", "embed_png", "external_references", "REPORT_NAME"]
+__all__ = ["write_report", "render_report", "write_change_report", "change_sections", "write_monitor_report",
+           "monitor_sections", "html_table", "embed_png", "external_references", "REPORT_NAME"]
 
 REPORT_NAME = "report.html"
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -592,3 +593,199 @@ def write_report(out_dir: str | os.PathLike, *, sections: Sequence[tuple[str, st
         raise OutputExistsError(f"{target} already exists; pass --overwrite to replace it")
     doc = render_report(out_dir, sections=sections, title=title, pending=pending)
     return atomic_write_text(target, doc)
+
+
+# ------------------------------------------------------------------------------- change and monitoring
+
+def _page(heading: str, subtitle: str, run_id: Any, created: Any, body: str, version: Any = "") -> str:
+    """The report page skeleton (same CSS and Content-Security-Policy as the run report)."""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{_CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="geoseg {_e(version)}">
+<title>{_e(heading)} · geoseg report</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<main>
+<header>
+<h1>{_e(heading)}<small>{_e(subtitle)}</small></h1>
+<div class="runid">run <code>{_e(run_id or '?')}</code><br>{_e(created or '')}</div>
+</header>
+{body}
+<footer>Written by geoseg {_e(version)} · self-contained: no network access needed</footer>
+</main>
+</body>
+</html>
+"""
+
+
+def _facts(facts: Sequence[tuple[str, str]]) -> str:
+    return '<div class="facts">' + "".join(f'<div class="fact"><span>{_e(k)}</span><b>{_e(v)}</b></div>'
+                                           for k, v in facts) + "</div>"
+
+
+def _file_links(folder: Path, files: Sequence[tuple[str, str]], table_id: str) -> str:
+    rows = [f'<tr><td><a href="{_e(quote(n))}">{_e(n)}</a></td><td>{_e(what)}</td>'
+            f"<td class=n>{_e(_fmt_size((folder / n).stat().st_size))}</td></tr>"
+            for n, what in files if (folder / n).is_file()]
+    return (f'<table id="{_e(table_id)}"><thead><tr><th>file</th><th>content</th><th class=n>size</th></tr></thead>'
+            "<tbody>" + "".join(rows) + "</tbody></table>")
+
+
+_CHANGE_FILES = [("change.tif", "forest change (COG): 0 no change, 1 loss, 2 gain, 255 unobserved"),
+                 ("change.qml", "QGIS style of change.tif"),
+                 ("loss.gpkg", "forest-loss polygons (GeoPackage, styled)"),
+                 ("change_quicklook.png", "before / after / change quicklook"),
+                 ("change.json", "change record (inputs, pixel counts, areas)")]
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputFileError(f"{path} does not exist; {what}")
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(rec, dict):
+        raise InputError(f"{path} is not a JSON object")
+    return rec
+
+
+def change_sections(change_dir: str | os.PathLike) -> list[tuple[str, str]]:
+    """``(title, html)`` blocks of a ``geoseg change`` folder (from ``change.json``): loss/gain areas,
+    the before/after/change quicklook, inputs and outputs.  Usable as ``write_report(sections=...)``."""
+    out = Path(change_dir)
+    rec = _read_json(out / "change.json", f"run geoseg change into {out} first")
+    px = rec.get("pixels") or {}
+    area = rec.get("pixel_area_m2")
+    area = float(area) if isinstance(area, (int, float)) and area > 0 else None
+    names = [("no_change", "no change", "#D9D9D9"), ("forest_loss", "forest loss", "#E31A1C"),
+             ("forest_gain", "forest gain", "#33A02C")]
+    observed = sum(_count(px.get(k)) for k, _, _ in names)
+    rows = []
+    for key, label, colour in names:
+        n = _count(px.get(key))
+        ha = n * area / 1e4 if area else None
+        share = 100.0 * n / observed if observed else 0.0
+        rows.append(f'<tr class="change-row" data-class="{_e(key)}"><td class="name"><span class="sw" '
+                    f'style="background:{colour}"></span>{_e(label)}</td><td class=n>{_fmt_int(n)}</td>'
+                    f"<td class=n>{_fmt_num(ha)}</td><td class=n>{share:.2f} %</td></tr>")
+    n_un = _count(px.get("unobserved"))
+    rows.append(f'<tr class="nodata"><td>unobserved (nodata or masked in either date)</td>'
+                f"<td class=n>{_fmt_int(n_un)}</td><td class=n>{_fmt_num(n_un * area / 1e4 if area else None)}</td>"
+                "<td class=n>—</td></tr>")
+    table = ('<table id="change-areas"><thead><tr><th>change</th><th class=n>pixels</th><th class=n>hectares</th>'
+             '<th class=n>share of observed</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
+    forest = rec.get("forest") or {}
+    fdef = (f">= {forest.get('threshold_percent'):g} % forest probability" if rec.get("mode") == "probability"
+            and isinstance(forest.get("threshold_percent"), (int, float))
+            else f"classes {', '.join(map(str, forest.get('items') or []))}")
+    facts = _facts([
+        ("forest loss", f"{_fmt_num(rec.get('loss_ha'))} ha"), ("forest gain", f"{_fmt_num(rec.get('gain_ha'))} ha"),
+        ("loss polygons", f"{_fmt_int(rec.get('loss_polygons'))} ({_fmt_num(rec.get('loss_polygon_ha'))} ha)"),
+        ("min. mapping unit", f"{_fmt_num(rec.get('min_area_ha'))} ha"),
+        ("observed", f"{100 * observed / max(1, observed + n_un):.1f} %"),
+        ("run time", f"{rec['seconds']:.1f} s" if isinstance(rec.get("seconds"), (int, float)) else "—"),
+    ])
+    ql = out / "change_quicklook.png"
+    figure = (embed_png(ql, alt="before, after and change quicklook",
+                        caption="before / after (forest, non-forest, no data) and the change map")
+              if ql.is_file() else '<p class="muted">No change_quicklook.png in this folder.</p>')
+    inputs = _kv([("before", rec.get("before")), ("after", rec.get("after")),
+                  ("before mask", rec.get("before_mask")), ("after mask", rec.get("after_mask")),
+                  ("mode", rec.get("mode")), ("forest", fdef), ("aligned", "yes" if rec.get("aligned") else "no"),
+                  ("dropped patches (under the MMU)", _fmt_int(rec.get("dropped_polygons"))),
+                  ("pixel area", f"{_fmt_num(area, 1)} m²" if area else None)],
+                 code=("before", "after", "before mask", "after mask"))
+    return [("Forest change", facts + figure + table),
+            ("Change inputs", inputs),
+            ("Change outputs", _file_links(out, _CHANGE_FILES, "change-outputs"))]
+
+
+def write_change_report(change_dir: str | os.PathLike, *, title: str | None = None,
+                        name: str = REPORT_NAME) -> str:
+    """Write ``report.html`` in a ``geoseg change`` folder: loss/gain areas, the side-by-side quicklook,
+    inputs and output links (self-contained, atomic).  Returns its path."""
+    out = Path(change_dir)
+    rec = _read_json(out / "change.json", f"run geoseg change into {out} first")
+    body = "".join(f'<section class="wide" id="{_e(t.lower().replace(" ", "-"))}"><h2>{_e(t)}</h2>{h}</section>'
+                   for t, h in change_sections(out))
+    heading = title or f"Forest change: {Path(rec.get('before') or 'before').name} → " \
+                       f"{Path(rec.get('after') or 'after').name}"
+    doc = _page(heading, "geoseg change report", rec.get("run_id"), rec.get("created"), body,
+                rec.get("geoseg_version", ""))
+    return atomic_write_text(out / name, doc)
+
+
+#: at most this many alerts are listed in a monitoring report (the GeoPackage has them all)
+MAX_ALERT_ROWS = 500
+_CONFIDENCE_COLOURS = {"high": "#D7191C", "low": "#FDAE61", "rejected": "#9E9E9E"}
+
+
+def monitor_sections(aoi_folder: str | os.PathLike) -> list[tuple[str, str]]:
+    """``(title, html)`` blocks of one monitoring AOI folder (``alerts.gpkg``): area by confidence, the
+    alert list (newest first, at most :data:`MAX_ALERT_ROWS`) and the per-scene summary."""
+    import pyogrio
+
+    folder = Path(aoi_folder)
+    gpkg = folder / "alerts.gpkg"
+    if not gpkg.is_file():
+        raise InputFileError(f"{gpkg} does not exist; run geoseg monitor run first")
+    alerts = pyogrio.read_dataframe(gpkg, layer="alerts", read_geometry=False).to_dict("records")
+    summary = pyogrio.read_dataframe(gpkg, layer="aoi_summary", read_geometry=False).to_dict("records")
+    active = [a for a in alerts if a.get("status") != "superseded"]
+    by_conf = []
+    for conf in ("high", "low", "rejected"):
+        sel = [a for a in active if a.get("confidence") == conf]
+        by_conf.append(f'<tr class="conf-row" data-confidence="{conf}"><td class="name"><span class="sw" '
+                       f'style="background:{_CONFIDENCE_COLOURS[conf]}"></span>{conf}</td>'
+                       f"<td class=n>{len(sel)}</td><td class=n>{_fmt_num(sum(float(a['area_ha']) for a in sel), 4)}"
+                       f"</td><td class=n>{_fmt_int(sum(int(a['n_pixels']) for a in sel))}</td></tr>")
+    n_sup = len(alerts) - len(active)
+    conf_table = ('<table id="area-by-confidence"><thead><tr><th>confidence</th><th class=n>alerts</th>'
+                  '<th class=n>hectares</th><th class=n>pixels</th></tr></thead><tbody>' + "".join(by_conf)
+                  + "</tbody></table>"
+                  + f'<p class="muted">Current alerts; {n_sup} superseded alert(s) are listed below but not counted.</p>')
+    ordered = sorted(alerts, key=lambda a: (str(a.get("first_detected")), str(a.get("alert_id"))), reverse=True)
+    shown = ordered[:MAX_ALERT_ROWS]
+    alert_table = html_table(
+        ["alert", "confidence", "status", "first detected", "last detected", "ha", "pixels", "updated"],
+        [[a.get("alert_id"), a.get("confidence"), a.get("status"), a.get("first_detected"),
+          a.get("last_detected"), _fmt_num(float(a.get("area_ha") or 0), 4), _fmt_int(a.get("n_pixels")),
+          a.get("updated_at")] for a in shown], numeric=[5, 6], table_id="alert-list")
+    if len(ordered) > len(shown):
+        alert_table += (f'<p class="muted">{len(ordered) - len(shown)} older alert(s) not listed; '
+                        "alerts.gpkg has them all.</p>")
+    scenes = html_table(
+        ["date", "scene", "observed", "low", "high", "rejected", "low ha", "high ha", "late"],
+        [[r.get("date"), r.get("scene_id"), f"{100 * float(r.get('observed_fraction') or 0):.1f} %",
+          r.get("alerts_low"), r.get("alerts_high"), r.get("alerts_rejected"),
+          _fmt_num(float(r.get("area_low_ha") or 0), 4), _fmt_num(float(r.get("area_high_ha") or 0), 4),
+          "yes" if r.get("late") else ""] for r in summary], numeric=[2, 3, 4, 5, 6, 7], table_id="scene-summary")
+    files = [("alerts.gpkg", "alerts (layer alerts, styled by confidence) and per-scene summary"),
+             ("alerts_gfw.tif", "GFW date-confidence raster (COG)"), ("alerts_gfw.qml", "QGIS style of alerts_gfw.tif")]
+    files += [(p.name, "alerts new or changed by a run (GeoJSON, WGS84)")
+              for p in sorted(folder.glob("changes_since_*.geojson"))]
+    return [("Area by confidence", conf_table), ("Alerts", alert_table), ("Scenes applied", scenes),
+            ("Monitoring outputs", _file_links(folder, files, "monitor-outputs"))]
+
+
+def write_monitor_report(aoi_folder: str | os.PathLike, *, aoi_id: str | None = None, run_id: str | None = None,
+                         title: str | None = None, name: str = REPORT_NAME) -> str:
+    """Write ``report.html`` in a monitoring AOI folder (``OUT/<aoi_id>/``): area by confidence, the alert
+    list and the scenes applied (self-contained, atomic).  Returns its path."""
+    import time as _time
+
+    from . import __version__
+
+    folder = Path(aoi_folder)
+    aoi = aoi_id or folder.name
+    body = "".join(f'<section class="wide" id="{_e(t.lower().replace(" ", "-"))}"><h2>{_e(t)}</h2>{h}</section>'
+                   for t, h in monitor_sections(folder))
+    doc = _page(title or f"Forest-loss alerts: {aoi}", "geoseg monitoring report", run_id,
+                _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime()), body, __version__)
+    return atomic_write_text(folder / name, doc)

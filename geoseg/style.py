@@ -18,6 +18,7 @@ import os
 import shutil
 import sqlite3
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 from xml.sax.saxutils import escape, quoteattr
@@ -25,7 +26,7 @@ from xml.sax.saxutils import escape, quoteattr
 from .errors import InputError, OutputError
 from .model.card import ClassInfo
 
-__all__ = ["write_qml", "raster_qml", "write_percent_qml", "percent_qml", "vector_qml", "vector_sld", "embed_gpkg_style", "qml_path",
+__all__ = ["Category", "ALERT_CATEGORIES", "LOSS_CATEGORY", "write_gfw_qml", "gfw_qml", "write_qml", "raster_qml", "write_percent_qml", "percent_qml", "vector_qml", "vector_sld", "embed_gpkg_style", "qml_path",
            "atomic_write_text", "NODATA"]
 
 NODATA = 255
@@ -170,65 +171,121 @@ def write_percent_qml(raster_path: str | os.PathLike, band: int = 1, label: str 
 # ---------------------------------------------------------------------------------------------
 
 
-def _rgba(c: ClassInfo, alpha: int = 255) -> str:
+@dataclass(frozen=True)
+class Category:
+    """One category of a vector style: features whose ``field`` equals ``value`` get ``color`` (#RRGGBB).
+
+    ``value`` may be an integer (``class`` codes) or a string (e.g. an alert's ``confidence``).
+    """
+
+    value: int | str
+    label: str
+    color: str
+
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        c = self.color.lstrip("#")
+        if len(c) != 6:
+            raise InputError(f"colour {self.color!r} of category {self.label!r} is not #RRGGBB")
+        return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
+
+
+def _categories(items: Sequence[ClassInfo | Category]) -> list[Category]:
+    """Classes (sorted by value) or categories (kept in the given order) as :class:`Category`."""
+    items = list(items)
+    if not items:
+        raise InputError("no classes given for the style; pass the model card's classes")
+    if all(isinstance(c, ClassInfo) for c in items):
+        return [Category(c.value, c.name, c.color) for c in sorted(items, key=lambda c: c.value)]
+    return [c if isinstance(c, Category) else Category(c.value, c.name, c.color) for c in items]
+
+
+def _rgba(c: Category, alpha: int = 255) -> str:
     r, g, b = c.rgb
     return f"{r},{g},{b},{alpha}"
 
 
-def vector_qml(classes: Sequence[ClassInfo], field: str = "class") -> str:
-    """QML of a categorized fill renderer on integer ``field``: one category and one solid symbol per class."""
-    cls = _check_classes(classes)
-    cats = "\n".join(
-        f'      <category value="{c.value}" label={quoteattr(c.name)} symbol="{i}" render="true" type="long"/>'
-        for i, c in enumerate(cls)
-    )
-    symbols = []
-    for i, c in enumerate(cls):
-        props = {"color": _rgba(c), "style": "solid", "outline_color": _rgba(c), "outline_style": "solid",
-                 "outline_width": "0.1", "outline_width_unit": "MM", "joinstyle": "bevel"}
-        opts = "\n".join(f'              <Option name="{k}" type="QString" value="{v}"/>' for k, v in props.items())
-        legacy = "\n".join(f'            <prop k="{k}" v="{v}"/>' for k, v in props.items())
-        symbols.append(f"""      <symbol type="fill" name="{i}" alpha="1" clip_to_extent="1" force_rhr="0">
+def _fill_symbol(i: int, c: Category) -> str:
+    props = {"color": _rgba(c), "style": "solid", "outline_color": _rgba(c), "outline_style": "solid",
+             "outline_width": "0.1", "outline_width_unit": "MM", "joinstyle": "bevel"}
+    opts = "\n".join(f'              <Option name="{k}" type="QString" value="{v}"/>' for k, v in props.items())
+    legacy = "\n".join(f'            <prop k="{k}" v="{v}"/>' for k, v in props.items())
+    return f"""      <symbol type="fill" name="{i}" alpha="1" clip_to_extent="1" force_rhr="0">
         <layer class="SimpleFill" enabled="1" locked="0" pass="0">
             <Option type="Map">
 {opts}
             </Option>
 {legacy}
         </layer>
-      </symbol>""")
-    return f"""{DOCTYPE}
-<qgis version="{QGIS_VERSION}" styleCategories="Symbology|Labeling|Fields" hasScaleBasedVisibilityFlag="0">
-  <renderer-v2 type="categorizedSymbol" attr={quoteattr(field)} symbollevels="0" enableorderby="0" forceraster="0" referencescale="-1">
-    <categories>
-{cats}
-    </categories>
+      </symbol>"""
+
+
+def vector_qml(classes: Sequence[ClassInfo | Category], field: str | None = "class",
+               preview: str | None = None) -> str:
+    """QML of a categorized fill renderer on ``field``: one category and one solid symbol per class.
+
+    ``classes``: :class:`ClassInfo` (integer codes, sorted by value) or :class:`Category` (integer or
+    string values, in the given order).  ``field=None`` with one category: a single-symbol renderer
+    (every feature drawn alike, e.g. loss polygons).
+    """
+    cats = _categories(classes)
+    if field is None:
+        if len(cats) != 1:
+            raise InputError("a style without a field has exactly one category (single symbol)")
+        renderer = f"""  <renderer-v2 type="singleSymbol" symbollevels="0" enableorderby="0" forceraster="0" referencescale="-1">
     <symbols>
-{chr(10).join(symbols)}
+{_fill_symbol(0, cats[0])}
     </symbols>
     <rotation/>
     <sizescale/>
-  </renderer-v2>
+  </renderer-v2>"""
+    else:
+        entries = "\n".join(
+            f'      <category value={quoteattr(str(c.value))} label={quoteattr(c.label)} symbol="{i}" render="true" '
+            f'type="{"string" if isinstance(c.value, str) else "long"}"/>'
+            for i, c in enumerate(cats)
+        )
+        renderer = f"""  <renderer-v2 type="categorizedSymbol" attr={quoteattr(field)} symbollevels="0" enableorderby="0" forceraster="0" referencescale="-1">
+    <categories>
+{entries}
+    </categories>
+    <symbols>
+{chr(10).join(_fill_symbol(i, c) for i, c in enumerate(cats))}
+    </symbols>
+    <rotation/>
+    <sizescale/>
+  </renderer-v2>"""
+    preview = preview or ('"class_name"' if field == "class" else f'"{field}"' if field else '"id"')
+    return f"""{DOCTYPE}
+<qgis version="{QGIS_VERSION}" styleCategories="Symbology|Labeling|Fields" hasScaleBasedVisibilityFlag="0">
+{renderer}
   <blendMode>0</blendMode>
   <featureBlendMode>0</featureBlendMode>
   <layerOpacity>1</layerOpacity>
-  <previewExpression>"class_name"</previewExpression>
+  <previewExpression>{escape(preview)}</previewExpression>
   <layerGeometryType>2</layerGeometryType>
 </qgis>
 """
 
 
-def vector_sld(classes: Sequence[ClassInfo], layer: str, field: str = "class") -> str:
-    """OGC SLD 1.1 of the same categorized style (one rule per class), for non-QGIS clients."""
-    cls = _check_classes(classes)
-    rules = "\n".join(f"""        <se:Rule>
-          <se:Name>{escape(c.name)}</se:Name>
-          <se:Description><se:Title>{escape(c.name)}</se:Title></se:Description>
+def vector_sld(classes: Sequence[ClassInfo | Category], layer: str, field: str | None = "class") -> str:
+    """OGC SLD 1.1 of the same style (one rule per category; one rule without a filter when ``field`` is None)."""
+    cats = _categories(classes)
+
+    def flt(c: Category) -> str:
+        if field is None:
+            return ""
+        return f"""
           <ogc:Filter xmlns:ogc="http://www.opengis.net/ogc">
             <ogc:PropertyIsEqualTo>
               <ogc:PropertyName>{escape(field)}</ogc:PropertyName>
-              <ogc:Literal>{c.value}</ogc:Literal>
+              <ogc:Literal>{escape(str(c.value))}</ogc:Literal>
             </ogc:PropertyIsEqualTo>
-          </ogc:Filter>
+          </ogc:Filter>"""
+
+    rules = "\n".join(f"""        <se:Rule>
+          <se:Name>{escape(c.label)}</se:Name>
+          <se:Description><se:Title>{escape(c.label)}</se:Title></se:Description>{flt(c)}
           <se:PolygonSymbolizer>
             <se:Fill><se:SvgParameter name="fill">{c.color.lower()}</se:SvgParameter></se:Fill>
             <se:Stroke>
@@ -236,7 +293,7 @@ def vector_sld(classes: Sequence[ClassInfo], layer: str, field: str = "class") -
               <se:SvgParameter name="stroke-width">0.5</se:SvgParameter>
             </se:Stroke>
           </se:PolygonSymbolizer>
-        </se:Rule>""" for c in cls)
+        </se:Rule>""" for c in cats)
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <StyledLayerDescriptor xmlns="http://www.opengis.net/sld" version="1.1.0" xmlns:ogc="http://www.opengis.net/ogc" xmlns:se="http://www.opengis.net/se" xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="http://www.opengis.net/sld http://schemas.opengis.net/sld/1.1.0/StyledLayerDescriptor.xsd">
   <NamedLayer>
@@ -269,10 +326,14 @@ _LAYER_STYLES_DDL = """CREATE TABLE IF NOT EXISTS layer_styles (
 )"""
 
 
-def embed_gpkg_style(gpkg_path: str | os.PathLike, layer: str, classes: Sequence[ClassInfo], *,
-                     field: str = "class", style_name: str | None = None,
+def embed_gpkg_style(gpkg_path: str | os.PathLike, layer: str, classes: Sequence[ClassInfo | Category], *,
+                     field: str | None = "class", style_name: str | None = None,
                      description: str = "geoseg land-cover classes") -> str:
-    """Store the categorized class style as ``layer``'s default style in the GeoPackage's ``layer_styles``.
+    """Store a categorized style as ``layer``'s default style in the GeoPackage's ``layer_styles``.
+
+    ``classes``: the model's :class:`ClassInfo` list (categories on the integer ``class`` field), or
+    :class:`Category` items for any field (e.g. ``confidence`` = ``'low'``/``'high'``); ``field=None``
+    with one category stores a single-symbol style.  The field must exist in the layer.
 
     Creates ``layer_styles`` (QGIS's schema) when missing and registers it in ``gpkg_contents`` as an
     attributes table, as QGIS does; replaces an earlier style of the same name and clears ``useAsDefault``
@@ -295,6 +356,11 @@ def embed_gpkg_style(gpkg_path: str | os.PathLike, layer: str, classes: Sequence
                 raise InputError(f"{src} has no feature layer {layer!r} (layers: {', '.join(known) or 'none'}); "
                                  "pass the vector layer's name")
             geom_col = row[0]
+            if field is not None:
+                cols = [r[1] for r in con.execute(f'PRAGMA table_info("{layer.replace(chr(34), chr(34) * 2)}")')]
+                if field not in cols:
+                    raise InputError(f"layer {layer!r} of {src} has no field {field!r} to style by "
+                                     f"(fields: {', '.join(cols)})")
             with con:
                 con.execute(_LAYER_STYLES_DDL)
                 con.execute(
@@ -325,3 +391,59 @@ def embed_gpkg_style(gpkg_path: str | os.PathLike, layer: str, classes: Sequence
         except FileNotFoundError:
             pass
     return name
+
+
+# ---------------------------------------------------------------------------------------------
+# change and monitoring products
+# ---------------------------------------------------------------------------------------------
+
+#: alerts.gpkg layer ``alerts``: categorized on ``confidence``.
+ALERT_CATEGORIES = (Category("high", "high confidence", "#D7191C"), Category("low", "low confidence", "#FDAE61"),
+                    Category("rejected", "rejected", "#9E9E9E"))
+#: loss.gpkg layer ``loss``: one symbol (every polygon is forest loss).
+LOSS_CATEGORY = Category("forest_loss", "forest loss", "#E31A1C")
+
+#: GFW date-confidence encoding (``alerts_gfw.tif``): (upper bound, colour, alpha, label) of each range.
+GFW_RANGES = ((0, "#000000", 0, "no alert"), (29999, "#FDAE61", 255, "low confidence (2xxxx)"),
+              (39999, "#D7191C", 255, "high confidence (3xxxx)"))
+
+
+def gfw_qml() -> str:
+    """QML of a discrete pseudocolour renderer for the GFW date-confidence raster (0 transparent)."""
+    items = "\n".join(
+        f'            <item value="{v}" color="{c.lower()}" label={quoteattr(lab)} alpha="{a}"/>'
+        for v, c, a, lab in GFW_RANGES
+    )
+    return f"""{DOCTYPE}
+<qgis version="{QGIS_VERSION}" styleCategories="AllStyleCategories" hasScaleBasedVisibilityFlag="0">
+  <pipe>
+    <provider>
+      <resampling enabled="false" maxOversampling="2" zoomedInResamplingMethod="nearestNeighbour" zoomedOutResamplingMethod="nearestNeighbour"/>
+    </provider>
+    <rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" alphaBand="-1" classificationMin="0" classificationMax="39999" nodataColor="">
+        <rasterTransparency>
+          <singleValuePixelList>
+            <pixelListEntry min="0" max="0" percentTransparent="100"/>
+          </singleValuePixelList>
+        </rasterTransparency>
+{MIN_MAX_ORIGIN}
+      <rastershader>
+        <colorrampshader colorRampType="DISCRETE" classificationMode="2" clip="0" minimumValue="0" maximumValue="39999">
+{items}
+        </colorrampshader>
+      </rastershader>
+    </rasterrenderer>
+    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
+    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0" colorizeRed="255" colorizeGreen="128" colorizeBlue="128" colorizeStrength="100" invertColors="0"/>
+    <rasterresampler maxOversampling="2"/>
+  </pipe>
+  <blendMode>0</blendMode>
+</qgis>
+"""
+
+
+def write_gfw_qml(raster_path: str | os.PathLike) -> str:
+    """Write ``<raster>.qml`` for ``alerts_gfw.tif`` (low orange, high red, no alert transparent)."""
+    if not Path(raster_path).exists():
+        raise InputError(f"{raster_path} does not exist; write the raster before its style")
+    return atomic_write_text(qml_path(raster_path), gfw_qml())

@@ -365,3 +365,93 @@ def test_not_georeferenced(tmp_path):
         detect_change(b, a, tmp_path / "out")
     assert "--allow-ungeoreferenced" not in str(ei.value)
     assert not (tmp_path / "out").exists()
+
+
+# -- delivery sidecars (issue 6): styles, side-by-side quicklook, report -------------------------------
+
+
+def test_styles_quicklook_and_report(pair, tmp_path):
+    import sqlite3
+    import xml.etree.ElementTree as ET
+
+    from PIL import Image
+
+    from geoseg.report import external_references
+
+    before, after, _ = pair
+    r = detect_change(before, after, tmp_path / "out", min_area=0)
+    out = tmp_path / "out"
+    assert sorted(os.listdir(out)) == ["change.json", "change.qml", "change.tif", "change_quicklook.png",
+                                       "loss.gpkg", "report.html"]
+    # change.qml: paletted, one entry per change class, unobserved (255) transparent
+    q = ET.fromstring((out / "change.qml").read_text().split("\n", 1)[1])
+    entries = [(int(e.get("value")), e.get("color"), e.get("label"))
+               for e in q.iter("paletteEntry")]
+    assert entries == [(0, "#d9d9d9", "no_change"), (1, "#e31a1c", "forest_loss"), (2, "#33a02c", "forest_gain")]
+    assert q.find(".//pixelListEntry").get("min") == "255"
+    # loss.gpkg: a default single-symbol style in layer_styles; the layer still reads
+    with sqlite3.connect(out / "loss.gpkg") as con:
+        name, default, qml = con.execute("SELECT f_table_name, useAsDefault, styleQML FROM layer_styles").fetchone()
+    assert (name, default) == ("loss", 1)
+    assert ET.fromstring(qml.split("\n", 1)[1]).find("renderer-v2").get("type") == "singleSymbol"
+    assert len(pyogrio.read_dataframe(out / "loss.gpkg", layer="loss")) == r.loss_polygon_count == 2
+    # quicklook: three panels side by side with the change colours and forest green
+    img = np.asarray(Image.open(out / "change_quicklook.png").convert("RGB")).astype(np.int16)
+    assert img.shape == (760, 1800, 3)
+
+    def where(rgb):
+        return np.all(np.abs(img - np.array(rgb)) <= 3, axis=2)
+
+    loss, gain, forest = where((227, 26, 28)), where((51, 160, 44)), where((0x39, 0x7D, 0x49))
+    assert loss.sum() > 100 and gain.sum() > 100 and forest.sum() > 10000
+    assert np.nonzero(loss)[1].min() > 1800 * 0.6  # loss drawn in the change panel (right third) ...
+    assert np.nonzero(forest)[1].min() < 1800 * 0.33 < np.nonzero(forest)[1].max()  # forest in before+after
+    # report.html: loss/gain areas from change.json, the quicklook embedded, nothing external
+    doc = (out / "report.html").read_text()
+    assert external_references(doc) == []
+    assert 'id="change-areas"' in doc and "data:image/png;base64," in doc
+    assert 'data-class="forest_loss"' in doc and "3.00 ha" in doc and "4.50 ha" in doc
+    assert '<a href="loss.gpkg">' in doc
+
+
+def test_sidecar_names_are_refused_without_overwrite(pair, tmp_path):
+    before, after, _ = pair
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.html").write_text("old")
+    with pytest.raises(OutputExistsError):
+        detect_change(before, after, tmp_path / "out")
+    detect_change(before, after, tmp_path / "out", overwrite=True)
+    assert (tmp_path / "out" / "report.html").read_text() != "old"
+
+
+def test_change_quicklook_reads_overviews(tmp_path, monkeypatch):
+    """Every panel comes from an overview (bounded memory), never from the full-resolution band."""
+    import rasterio.shutil
+
+    import geoseg.quicklook as ql
+    from geoseg.change import change_class_info
+
+    n = 1100
+    data = np.zeros((n, n), np.uint8)
+    data[: n // 2] = 1
+    paths = {}
+    for name in ("before", "after", "change"):
+        plain = classes(tmp_path / f"{name}_plain.tif", data)
+        paths[name] = tmp_path / f"{name}.tif"
+        rasterio.shutil.copy(plain, paths[name], driver="COG", OVERVIEW_RESAMPLING="MODE")
+    levels = []
+    real = ql.read_decimated
+
+    def spy(path, mw, mh, band=1):
+        out = real(path, mw, mh, band=band)
+        levels.append((os.path.basename(str(path)), out[2], out[0].shape))
+        assert max(out[0].shape) <= max(mw, mh)
+        return out
+
+    monkeypatch.setattr(ql, "read_decimated", spy)
+    png = ql.write_change_quicklook(paths["change"], paths["before"], paths["after"], tmp_path / "q.png",
+                                   before_forest=lambda d: d == 1, after_forest=lambda d: d == 1,
+                                   change_classes=change_class_info(), width=900, height=400)
+    assert os.path.getsize(png) > 0
+    assert sorted(name for name, _, _ in levels) == ["after.tif", "before.tif", "change.tif"]
+    assert all(level is not None for _, level, _ in levels), levels

@@ -27,7 +27,8 @@ from geoseg.predict import predict_scene
 from geoseg.quicklook import read_decimated, write_quicklook
 from geoseg.rat import write_rat
 from geoseg.stac import EXTENSIONS, multihash_sha256, stac_item, write_stac_item
-from geoseg.style import PERCENT_RAMP, embed_gpkg_style, raster_qml, write_percent_qml, write_qml
+from geoseg.style import (ALERT_CATEGORIES, LOSS_CATEGORY, PERCENT_RAMP, embed_gpkg_style, raster_qml, vector_qml,
+                          vector_sld, write_gfw_qml, write_percent_qml, write_qml)
 
 CLASSES = (ClassInfo(0, "water", "#419BDF"), ClassInfo(1, "trees", "#397D49"), ClassInfo(2, "built area", "#C4281B"))
 STAC_DIR = Path(__file__).parent / "data" / "stac"
@@ -161,6 +162,54 @@ def test_gpkg_style_unknown_layer_leaves_file_untouched(out):
         embed_gpkg_style(gpkg, "nope", CLASSES)
     assert gpkg.read_bytes() == data
     assert not list(out.glob(".*.tmp"))
+
+
+def test_gpkg_style_on_a_string_field_with_given_categories(tmp_path):
+    """The generalised embed: categories on any field (here alerts' ``confidence``), in the given order."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    gpkg = tmp_path / "alerts.gpkg"
+    gdf = gpd.GeoDataFrame({"confidence": ["low", "high", "rejected"], "n": [1, 2, 3]},
+                           geometry=[box(0, 0, 1, 1), box(1, 0, 2, 1), box(2, 0, 3, 1)], crs="EPSG:32633")
+    pyogrio.write_dataframe(gdf, gpkg, layer="alerts", driver="GPKG")
+    embed_gpkg_style(gpkg, "alerts", ALERT_CATEGORIES, field="confidence", style_name="by confidence")
+    with sqlite3.connect(gpkg) as con:
+        qml_text, sld_text, default = con.execute(
+            "SELECT styleQML, styleSLD, useAsDefault FROM layer_styles WHERE f_table_name='alerts'").fetchone()
+    assert default == 1
+    r = ET.fromstring(qml_text.split("\n", 1)[1]).find("renderer-v2")
+    assert r.get("type") == "categorizedSymbol" and r.get("attr") == "confidence"
+    cats = r.findall("categories/category")
+    assert [(c.get("value"), c.get("type")) for c in cats] == [("high", "string"), ("low", "string"),
+                                                               ("rejected", "string")]
+    symbols = {s.get("name"): s for s in r.findall("symbols/symbol")}
+    colours = {c.get("value"): symbols[c.get("symbol")].find("layer/Option/Option[@name='color']").get("value")
+               for c in cats}
+    assert colours == {"high": "215,25,28,255", "low": "253,174,97,255", "rejected": "158,158,158,255"}
+    literals = [e.text for e in ET.fromstring(sld_text).iter("{http://www.opengis.net/ogc}Literal")]
+    assert literals == ["high", "low", "rejected"]
+    assert len(pyogrio.read_dataframe(gpkg, layer="alerts")) == 3
+    with pytest.raises(InputError, match="no field 'class_name'"):
+        embed_gpkg_style(gpkg, "alerts", ALERT_CATEGORIES, field="class_name")
+
+
+def test_single_symbol_style_and_gfw_qml(tmp_path):
+    r = ET.fromstring(vector_qml([LOSS_CATEGORY], field=None).split("\n", 1)[1]).find("renderer-v2")
+    assert r.get("type") == "singleSymbol" and r.find("categories") is None
+    assert r.find("symbols/symbol/layer/Option/Option[@name='color']").get("value") == "227,26,28,255"
+    with pytest.raises(InputError, match="exactly one category"):
+        vector_qml(list(ALERT_CATEGORIES), field=None)
+    sld = ET.fromstring(vector_sld([LOSS_CATEGORY], "loss", field=None))
+    assert sld.find(".//{http://www.opengis.net/ogc}Filter") is None
+    # GFW date-confidence raster: discrete ranges, 0 transparent
+    raster = write_raster(tmp_path / "alerts_gfw.tif", np.array([[0, 22000], [31000, 0]], np.uint16))
+    q = ET.fromstring(Path(write_gfw_qml(raster)).read_text().split("\n", 1)[1])
+    shader = q.find("pipe/rasterrenderer/rastershader/colorrampshader")
+    assert shader.get("colorRampType") == "DISCRETE"
+    items = [(int(i.get("value")), i.get("alpha")) for i in shader.findall("item")]
+    assert items == [(0, "0"), (29999, "255"), (39999, "255")]
+    assert q.find("pipe/rasterrenderer/rasterTransparency/singleValuePixelList/pixelListEntry").get("min") == "0"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -475,3 +475,68 @@ def test_scene_missing_the_aoi_is_recorded_not_applied(tmp_path):
     assert s["aois"][0]["skipped_no_overlap"] == ["scenes/S2_20210115_landcover.tif"]
     assert ("scenes/S2_20210115_landcover.tif", "no_overlap", 0) in _ledger_rows(tmp_path / "out")
     assert run_monitor(cfg)["status"] == "nothing new"
+
+
+def test_alert_style_gfw_qml_and_report(tmp_path):
+    """Issue 6: alerts.gpkg opens styled by confidence, alerts_gfw.tif has a QML, report.html lists the alerts."""
+    import xml.etree.ElementTree as ET
+    from html.parser import HTMLParser
+
+    from geoseg.report import external_references
+
+    cfg = _project(tmp_path, DATES[:3])
+    run_monitor(cfg)
+    aoi = tmp_path / "out" / "aoi1"
+    con = sqlite3.connect(aoi / "alerts.gpkg")
+    try:
+        rows = con.execute("SELECT f_table_name, useAsDefault, styleQML FROM layer_styles").fetchall()
+    finally:
+        con.close()
+    assert [(r[0], r[1]) for r in rows] == [("alerts", 1)]
+    r = ET.fromstring(rows[0][2].split("\n", 1)[1]).find("renderer-v2")
+    assert r.get("type") == "categorizedSymbol" and r.get("attr") == "confidence"
+    assert [c.get("value") for c in r.findall("categories/category")] == ["high", "low", "rejected"]
+    assert {n for n, _ in pyogrio.list_layers(aoi / "alerts.gpkg")} == {"alerts", "aoi_summary", "layer_styles"}
+    q = ET.fromstring((aoi / "alerts_gfw.qml").read_text().split("\n", 1)[1])
+    assert q.find("pipe/rasterrenderer").get("type") == "singlebandpseudocolor"
+
+    class Rows(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tables, self.cur, self.row, self.cell = {}, None, None, None
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "table":
+                self.cur = a.get("id")
+                self.tables[self.cur] = []
+            elif tag == "tr":
+                self.row = []
+            elif tag == "td":
+                self.cell = ""
+
+        def handle_endtag(self, tag):
+            if tag == "td" and self.row is not None:
+                self.row.append(self.cell.strip())
+                self.cell = None
+            elif tag == "tr" and self.row:
+                self.tables[self.cur].append(self.row)
+                self.row = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell += data
+
+    doc = (aoi / "report.html").read_text()
+    assert external_references(doc) == []
+    p = Rows()
+    p.feed(doc)
+    alerts = _alerts(tmp_path / "out")
+    assert sorted(row[0] for row in p.tables["alert-list"]) == sorted(a["alert_id"] for a in alerts)
+    by_conf = {row[0]: (int(row[1]), float(row[2])) for row in p.tables["area-by-confidence"]}
+    assert by_conf == {"high": (1, pytest.approx(1.0)), "low": (1, pytest.approx(0.25)), "rejected": (0, 0.0)}
+    assert [row[0] for row in p.tables["scene-summary"]] == ["2021-01-01", "2021-02-01", "2021-03-01"]
+    # nothing new: the report (like every other file) is left untouched
+    before = (aoi / "report.html").read_bytes()
+    assert run_monitor(cfg)["status"] == "nothing new"
+    assert (aoi / "report.html").read_bytes() == before

@@ -362,3 +362,58 @@ def test_browser_dom(rendered):
     assert any(img.get("src", "").startswith("data:image/png;base64,") for img in t.imgs)
     for section in ('id="quicklook"', 'id="inputs"', 'id="model"', 'id="outputs"'):
         assert section in dom
+
+
+# ------------------------------------------------------------------------- change and monitoring reports
+
+@pytest.fixture(scope="module")
+def change_dir(tmp_path_factory) -> Path:
+    from geoseg.change import detect_change
+
+    d = tmp_path_factory.mktemp("change")
+    b = np.zeros((200, 240), np.uint8)
+    b[:120] = 1
+    a = b.copy()
+    a[20:60, 20:100] = 0  # 3200 px of loss
+    a[150:190, 150:230] = 1  # 3200 px of gain
+    tags = {"CLASS_0": "water", "CLASS_1": "trees"}
+    detect_change(write_raster(d / "b.tif", b, nodata=255, **tags), write_raster(d / "a.tif", a, nodata=255, **tags),
+                  d / "out", min_area=0, progress=False)
+    return d / "out"
+
+
+def test_change_report_sections_and_errors(change_dir, tmp_path):
+    from geoseg.report import change_sections, write_change_report
+
+    doc = (change_dir / "report.html").read_text()
+    t = parse(doc)
+    rows = {r[0]: r for cls, r in t.tables["change-areas"] if cls == "change-row"}
+    assert [num(rows[k][1]) for k in ("forest loss", "forest gain")] == [3200, 3200]
+    assert rows["forest loss"][2] == "32.00" and rows["forest gain"][2] == "32.00"
+    assert external_references(doc) == []
+    # the sections also fit into a predict run's report
+    secs = change_sections(change_dir)
+    assert [s[0] for s in secs] == ["Forest change", "Change inputs", "Change outputs"]
+    with pytest.raises(InputFileError, match="change.json does not exist"):
+        write_change_report(tmp_path)
+
+
+def test_monitor_report_needs_alerts(tmp_path):
+    from geoseg.report import write_monitor_report
+
+    with pytest.raises(InputFileError, match="alerts.gpkg does not exist"):
+        write_monitor_report(tmp_path)
+
+
+def test_change_report_in_browser(change_dir, tmp_path):
+    from PIL import Image
+
+    shot = tmp_path / "shot.png"
+    run_chromium(change_dir / "report.html", tmp_path / "profile", f"--screenshot={shot}")
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(np.int16)
+    for rgb in ((227, 26, 28), (51, 160, 44)):  # loss and gain of the embedded side-by-side quicklook
+        n = int(np.all(np.abs(img - np.array(rgb)) <= 3, axis=2).sum())
+        assert n > 500, f"colour {rgb} covers only {n} screenshot pixels"
+    dom = run_chromium(change_dir / "report.html", tmp_path / "profile", "--dump-dom").stdout
+    rows = [r for cls, r in parse(dom).tables.get("change-areas", []) if cls == "change-row"]
+    assert [r[0] for r in rows] == ["no change", "forest loss", "forest gain"]
