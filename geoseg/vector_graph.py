@@ -77,6 +77,9 @@ class Labels:
     values: np.ndarray  # (n,) int64
     sizes: np.ndarray  # (n,) int64
     first: np.ndarray  # (n,) int64: flat index (row * w + col) of the first pixel in scan order
+    #: the same labels as horizontal runs (flat start index, label; -1 = nodata), when known
+    run_pos: np.ndarray | None = None
+    run_label: np.ndarray | None = None
 
     @property
     def count(self) -> int:
@@ -139,8 +142,19 @@ def label_components(values: np.ndarray, valid: np.ndarray, connectivity: int = 
     comp[run_valid] = new_id[root[run_valid]]
     run_len = np.diff(np.append(run_pos, h * w))
     sizes = np.bincount(comp[run_valid], weights=run_len[run_valid], minlength=roots.size).astype(np.int64)
-    labels = comp[run_of].astype(np.int32)
-    return Labels(labels, values.ravel()[run_pos[roots]].astype(np.int64), sizes, run_pos[roots].astype(np.int64))
+    run_label = comp.astype(np.int32)
+    labels = run_label[run_of]
+    return Labels(labels, values.ravel()[run_pos[roots]].astype(np.int64), sizes, run_pos[roots].astype(np.int64),
+                  run_pos, run_label)
+
+
+def labels_from_runs(shape: tuple[int, int], values: np.ndarray, sizes: np.ndarray, first: np.ndarray,
+                     run_pos: np.ndarray, run_label: np.ndarray) -> Labels:
+    """Rebuild :class:`Labels` from their run encoding (much cheaper than labelling again)."""
+    h, w = shape
+    run_len = np.diff(np.append(run_pos, h * w))
+    labels = np.repeat(run_label, run_len).reshape(h, w)
+    return Labels(labels, values, sizes, first, run_pos, run_label)
 
 
 def block_edges(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -259,6 +273,16 @@ class SieveScan:
     adj_a: np.ndarray  # local piece that is small inside the block
     adj_b: np.ndarray  # a neighbouring local piece
     adj_key: np.ndarray  # smallest scan key of a comparison between the two
+    #: the block's components as runs (first pixel per piece, run starts, run labels), so the
+    #: apply pass rebuilds them instead of labelling the block again; None: label again
+    first: np.ndarray | None = None
+    run_pos: np.ndarray | None = None
+    run_label: np.ndarray | None = None
+
+    def labels(self, shape: tuple[int, int]) -> Labels | None:
+        if self.run_pos is None or self.run_label is None or self.first is None:
+            return None
+        return labels_from_runs(shape, self.values, self.sizes, self.first, self.run_pos, self.run_label)
 
 
 def _pairs_in_block(lab: Labels, values: np.ndarray, valid: np.ndarray, row_off: int, col_off: int,
@@ -270,16 +294,20 @@ def _pairs_in_block(lab: Labels, values: np.ndarray, valid: np.ndarray, row_off:
     """
     L = lab.labels
     h, w = L.shape
-    rows = np.arange(h, dtype=np.int64)[:, None] + row_off
-    cols = np.arange(w, dtype=np.int64)[None, :] + col_off
     aa, bb, kk = [], [], []
 
-    def emit(pa, pb, va, vb, ma, mb, r, c, d):
+    def emit(pa, pb, va, vb, ma, mb, dr, dc, d):
+        # (pa, pb): labels of the pixel making the comparison and of its neighbour, as views of
+        # the block shifted so that index (i, j) is pixel (i + dr, j + dc)
         ok = ma & mb & (va != vb)
-        if not ok.any():
+        idx = np.flatnonzero(ok)
+        if idx.size == 0:
             return
         la, lb = pa[ok], pb[ok]
-        key = ((np.broadcast_to(r, ok.shape)[ok] * width + np.broadcast_to(c, ok.shape)[ok]) * 4 + d)
+        either = keep[la] | keep[lb]  # only pairs with a small piece on one side are needed
+        idx, la, lb = idx[either], la[either], lb[either]
+        ncol = ok.shape[1]
+        key = ((idx // ncol + (dr + row_off)) * width + (idx % ncol + (dc + col_off))) * 4 + d
         for x, y in ((la, lb), (lb, la)):
             sel = keep[x]
             aa.append(x[sel])
@@ -287,14 +315,12 @@ def _pairs_in_block(lab: Labels, values: np.ndarray, valid: np.ndarray, row_off:
             kk.append(key[sel])
 
     if h > 1:  # pixel (y, x) vs (y-1, x)
-        emit(L[1:], L[:-1], values[1:], values[:-1], valid[1:], valid[:-1], rows[1:], cols, UP)
+        emit(L[1:], L[:-1], values[1:], values[:-1], valid[1:], valid[:-1], 1, 0, UP)
     if w > 1:  # pixel (y, x) vs (y, x-1)
-        emit(L[:, 1:], L[:, :-1], values[:, 1:], values[:, :-1], valid[:, 1:], valid[:, :-1], rows, cols[:, 1:], LEFT)
+        emit(L[:, 1:], L[:, :-1], values[:, 1:], values[:, :-1], valid[:, 1:], valid[:, :-1], 0, 1, LEFT)
     if connectivity == 8 and h > 1 and w > 1:
-        emit(L[1:, 1:], L[:-1, :-1], values[1:, 1:], values[:-1, :-1], valid[1:, 1:], valid[:-1, :-1],
-             rows[1:], cols[:, 1:], UP_LEFT)
-        emit(L[1:, :-1], L[:-1, 1:], values[1:, :-1], values[:-1, 1:], valid[1:, :-1], valid[:-1, 1:],
-             rows[1:], cols[:, :-1], UP_RIGHT)
+        emit(L[1:, 1:], L[:-1, :-1], values[1:, 1:], values[:-1, :-1], valid[1:, 1:], valid[:-1, :-1], 1, 1, UP_LEFT)
+        emit(L[1:, :-1], L[:-1, 1:], values[1:, :-1], values[:-1, 1:], valid[1:, :-1], valid[:-1, 1:], 1, 0, UP_RIGHT)
     if not aa:
         z = np.zeros(0, np.int64)
         return z, z, z
@@ -321,7 +347,8 @@ def scan_block(values: np.ndarray, valid: np.ndarray, row_off: int, col_off: int
     lab = label_components(values, valid, connectivity)
     small = lab.sizes < threshold
     a, b, k = _pairs_in_block(lab, values, valid, row_off, col_off, width, connectivity, small)
-    return SieveScan(lab.values, lab.sizes, block_edges(lab.labels), a, b, k)
+    run_pos = lab.run_pos.astype(np.int32) if lab.run_pos is not None and values.size < 2**31 else lab.run_pos
+    return SieveScan(lab.values, lab.sizes, block_edges(lab.labels), a, b, k, lab.first, run_pos, lab.run_label)
 
 
 @dataclass
@@ -391,7 +418,7 @@ def plan_sieve(grid: BlockGrid, scans: list[SieveScan], threshold: int, connecti
 
 def apply_sieve(values: np.ndarray, valid: np.ndarray, connectivity: int, pieces: np.ndarray,
                 new_values: np.ndarray, adj_a: np.ndarray | None = None,
-                adj_b: np.ndarray | None = None) -> tuple[np.ndarray, Labels]:
+                adj_b: np.ndarray | None = None, labels: Labels | None = None) -> tuple[np.ndarray, Labels]:
     """Pass 3 of the sieve on one block: relabel (same numbering as the scan) and remap values.
 
     Returns the sieved block and its components.  With the scan's neighbour pairs (``adj_a``,
@@ -400,19 +427,21 @@ def apply_sieve(values: np.ndarray, valid: np.ndarray, connectivity: int, pieces
     remapped patch is small) instead of labelling the block a second time.  The numbering is the
     same as :func:`label_components` of the result: scan order of the first pixel.
     """
-    lab = label_components(values, valid, connectivity)
+    lab = labels if labels is not None else label_components(values, valid, connectivity)
     if pieces.size == 0:
         return values, lab
     lut = lab.values.copy()
     lut[pieces] = new_values
-    out = values.copy()
-    out[valid] = lut[lab.labels[valid]].astype(values.dtype)
+    # one gather over the block: label -1 (nodata) reads the extra last slot, then nodata pixels
+    # get their original value back
+    out = np.append(lut, 0).astype(values.dtype)[lab.labels]
+    np.copyto(out, values, where=~valid)
     if adj_a is None or adj_b is None:
         return out, label_components(out, valid, connectivity)
     join = lut[adj_a] == lut[adj_b]
     root = union_components(lab.count, adj_a[join], adj_b[join])
     roots, comp = np.unique(root, return_inverse=True)  # roots: smallest old label = first in scan order
-    labels = np.where(lab.labels >= 0, comp[np.maximum(lab.labels, 0)], -1).astype(np.int32)
+    labels = np.append(comp, -1).astype(np.int32)[lab.labels]  # label -1 stays -1
     sizes = np.bincount(comp, weights=lab.sizes, minlength=roots.size).astype(np.int64)
     return out, Labels(labels, lut[roots], sizes, lab.first[roots])
 
@@ -433,5 +462,5 @@ def sieve_blocks(values: np.ndarray, valid: np.ndarray, threshold: int, connecti
         r, c, bh, bw = grid.window(i)
         out[r:r + bh, c:c + bw] = apply_sieve(values[r:r + bh, c:c + bw], valid[r:r + bh, c:c + bw],
                                               connectivity, plan.pieces[i], plan.new_values[i],
-                                              scans[i].adj_a, scans[i].adj_b)[0]
+                                              scans[i].adj_a, scans[i].adj_b, scans[i].labels((bh, bw)))[0]
     return out

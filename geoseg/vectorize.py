@@ -10,12 +10,13 @@ The Python API behind ``geoseg vectorize``.  How it works (see docs/vectorize.md
    GDAL polygonizes the label image in pixel coordinates, so every vertex is an integer and pieces
    from different blocks meet exactly.  Polygons that do not touch an inner block edge are final:
    they are transformed to the raster CRS, measured and spilled to a staging file at once.
-3. *Merge* one task: pieces touching an inner block edge are joined across seams with a
-   union-find over the pixel pairs on both sides of each seam (same class = same polygon) and
-   each group is unioned into one polygon.  The result equals a single-pass polygonize of the
-   whole raster (same polygons, same vertices up to order).
+3. *Merge* (after the block tasks, in a thread): pieces touching an inner block edge are joined
+   across seams with a union-find over the pixel pairs on both sides of each seam (same class =
+   same polygon) and each group is unioned into one polygon.  The result equals a single-pass
+   polygonize of the whole raster (same polygons, same vertices up to order).
 4. The main process streams the staging files into the output format (a temporary file renamed
-   into place at the end) and writes the per-class summary beside it.
+   into place at the end) while the merge runs, then the merged polygons, and writes the
+   per-class summary beside it.
 
 Memory per task is bounded by the block size; the merge holds only the pieces touching seams.
 No torch here; dask only in :func:`_run_graph`.
@@ -33,6 +34,7 @@ import shutil
 import time
 import uuid
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -346,27 +348,31 @@ def drop_collinear(geoms: np.ndarray) -> np.ndarray:
     typ, xy, (ring_off, poly_off, geom_off) = shapely.to_ragged_array(to_multipolygons(geoms))
     n_rings = ring_off.size - 1
     starts, ends = ring_off[:-1], ring_off[1:] - 1  # ends: index of the closing (repeated) vertex
-    ring_of = np.repeat(np.arange(n_rings), np.diff(ring_off))
-    idx = np.arange(xy.shape[0])
-    closing = idx == ends[ring_of]
-    prev = np.where(idx == starts[ring_of], ends[ring_of] - 1, idx - 1)
-    nxt = np.minimum(idx + 1, xy.shape[0] - 1)
-    d1 = xy - xy[prev]
-    d2 = xy[nxt] - xy
-    cross = d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
-    keep = (cross != 0) & ~closing
-    kept_per_ring = np.bincount(ring_of[keep], minlength=n_rings)
+    d = np.diff(xy, axis=0)  # d[i]: segment from vertex i to vertex i + 1
+    cross = np.zeros(xy.shape[0])
+    # inside a ring: incoming segment d[i - 1], outgoing d[i]; a ring's first vertex comes in along
+    # the ring's last segment (its closing vertex repeats the first)
+    cross[1:-1] = d[:-1, 0] * d[1:, 1] - d[:-1, 1] * d[1:, 0]
+    d_in, d_out = d[ends - 1], d[starts]
+    cross[starts] = d_in[:, 0] * d_out[:, 1] - d_in[:, 1] * d_out[:, 0]
+    keep = cross != 0
+    keep[ends] = False
+    csum = np.concatenate([[0], np.cumsum(keep)])
+    kept_per_ring = csum[ends] - csum[starts]
     if (kept_per_ring < 3).any():  # cannot happen for pixel polygons; keep such rings untouched
-        keep |= np.isin(ring_of, np.flatnonzero(kept_per_ring < 3)) & ~closing
-        kept_per_ring = np.bincount(ring_of[keep], minlength=n_rings)
+        for k in np.flatnonzero(kept_per_ring < 3):
+            keep[starts[k]:ends[k]] = True
+        csum = np.concatenate([[0], np.cumsum(keep)])
+        kept_per_ring = csum[ends] - csum[starts]
+    sel = np.flatnonzero(keep)
     new_off = np.concatenate([[0], np.cumsum(kept_per_ring + 1)])
-    kept = xy[keep]
-    first = np.concatenate([[0], np.cumsum(kept_per_ring)[:-1]])
-    out = np.empty((new_off[-1], 2), dtype=xy.dtype)
-    pos = np.ones(new_off[-1], dtype=bool)
-    pos[new_off[1:] - 1] = False  # slots of the closing vertices
-    out[pos] = kept
-    out[new_off[1:] - 1] = kept[first]
+    first = new_off[:-1] - np.arange(n_rings)  # index into sel of each ring's first kept vertex
+    src = np.empty(new_off[-1], dtype=np.int64)
+    closing = np.zeros(new_off[-1], dtype=bool)
+    closing[new_off[1:] - 1] = True
+    src[~closing] = sel
+    src[new_off[1:] - 1] = sel[first]
+    out = xy[src]
     return shapely.from_ragged_array(typ, out, (new_off, poly_off, geom_off))
 
 
@@ -552,7 +558,8 @@ def polygonize_task(spec: VectorizeSpec, index: int, sieve: tuple[np.ndarray, np
     values, valid = read_block(spec, index)
     if sieve is not None:
         values, lab = apply_sieve(values, valid, spec.connectivity, sieve[0], sieve[1],
-                                  scan.adj_a if scan is not None else None, scan.adj_b if scan is not None else None)
+                                  scan.adj_a if scan is not None else None, scan.adj_b if scan is not None else None,
+                                  scan.labels(values.shape) if scan is not None else None)
     else:
         lab = label_components(values, valid, spec.connectivity)
     n = lab.count
@@ -570,8 +577,11 @@ def polygonize_task(spec: VectorizeSpec, index: int, sieve: tuple[np.ndarray, np
 
     geoms = np.empty(n, dtype=object)
     if need.any():
-        lut = np.append(need, False)  # label -1 (nodata) -> index n -> False
-        mask = lut[lab.labels]
+        if need.all():  # every valid pixel (label -1 is exactly nodata)
+            mask = valid
+        else:
+            lut = np.append(need, False)  # label -1 (nodata) -> index n -> False
+            mask = lut[lab.labels]
         items = rasterio.features.shapes(lab.labels, mask=mask, connectivity=spec.connectivity,
                                          transform=Affine.translation(c0, r0))
         polys, labels = shapes_to_polygons(items)
@@ -718,7 +728,9 @@ def merge_task(spec: VectorizeSpec, *blocks: BlockResult) -> MergeResult:
 SCHEDULERS = ("threads", "processes", "synchronous")
 
 
-def _run_graph(spec: VectorizeSpec, scheduler: str, workers: int, progress) -> MergeResult:
+def _run_graph(spec: VectorizeSpec, scheduler: str, workers: int, progress) -> list[BlockResult]:
+    """Run the block tasks (sieve scan, plan, polygonize); the seam merge runs after, see
+    :func:`vectorize_raster`."""
     import dask
     from dask.callbacks import Callback
     from dask.delayed import delayed
@@ -733,12 +745,11 @@ def _run_graph(spec: VectorizeSpec, scheduler: str, workers: int, progress) -> M
         parts = [delayed(sieve_part, pure=True)(plan, i, dask_key_name=f"sieve-part-{i}") for i in range(n)]
     blocks = [delayed(polygonize_task, pure=True)(spec, i, parts[i], scans[i], dask_key_name=f"polygonize-{i}")
               for i in range(n)]
-    merge = delayed(merge_task, pure=True)(spec, *blocks, dask_key_name="merge-seams")
 
     class _Ticks(Callback):
         def _posttask(self, key, result, dsk, state, worker_id):  # noqa: D401 - dask signature
             k = key if isinstance(key, str) else str(key)
-            if k.startswith(("sieve-scan-", "polygonize-")) or k == "merge-seams":
+            if k.startswith(("sieve-scan-", "polygonize-")):
                 progress.advance(1)
 
     import dask.local
@@ -748,11 +759,10 @@ def _run_graph(spec: VectorizeSpec, scheduler: str, workers: int, progress) -> M
     # the scheduler function itself, so dask does not import distributed to look for a client
     get = {"threads": dask.threaded.get, "processes": dask.multiprocessing.get,
            "synchronous": dask.local.get_sync}[scheduler]
-    outputs = [merge]
     kwargs = {} if scheduler == "synchronous" else {"num_workers": workers}
     with _Ticks():
-        done = dask.compute(*outputs, optimize_graph=False, scheduler=get, **kwargs)
-    return done[0]
+        done = dask.compute(*blocks, optimize_graph=False, scheduler=get, **kwargs)
+    return sorted(done, key=lambda b: b.index)
 
 
 # --------------------------------------------------------------------------------------------
@@ -778,23 +788,39 @@ class _Sink:
                     "or choose another format, e.g. -o landcover.gpkg"
                 ) from None
 
-    def write(self, gdf) -> None:
-        if self.fmt.key == "geojson":
-            gdf = gdf.to_crs("EPSG:4326")
+    def write(self, table: dict) -> None:
+        """Append one chunk: a dict of attribute columns plus ``wkb`` (see :func:`_frame`)."""
         if self.fmt.key == "parquet":
-            self._write_parquet(gdf)
-        else:
+            self._write_parquet(_geoframe(table, self.crs))
+        elif self.fmt.key == "geojson":
             import pyogrio
 
             kwargs: dict[str, Any] = {"driver": self.fmt.driver, "geometry_type": "MultiPolygon",
                                       "append": self._started}
-            if self.fmt.key == "gpkg":
-                kwargs["layer"] = self.layer
-            if self.fmt.key == "geojson" and not self._started:
+            if not self._started:
                 kwargs["layer_options"] = {"RFC7946": "YES", "WRITE_NAME": "NO"}
-            pyogrio.write_dataframe(gdf, self.path, **kwargs)
+            pyogrio.write_dataframe(_geoframe(table, self.crs).to_crs("EPSG:4326"), self.path, **kwargs)
+        else:
+            # GeoPackage / FlatGeobuf: the staged WKB goes to GDAL as it is (no geometry objects,
+            # no GeoDataFrame); the same call pyogrio.write_dataframe would make
+            import pyogrio.raw
+
+            kwargs = {"layer": self.layer} if self.fmt.key == "gpkg" else {}
+            pyogrio.raw.write(self.path, table["wkb"], [table[c] for c in _COLUMNS], list(_COLUMNS),
+                              driver=self.fmt.driver, geometry_type="MultiPolygon", crs=self._ogr_crs(),
+                              append=self._started, **kwargs)
         self._started = True
-        self.count += len(gdf)
+        self.count += len(table["id"])
+
+    def _ogr_crs(self) -> str:
+        # as pyogrio.write_dataframe spells a GeoDataFrame's CRS
+        if not hasattr(self, "_crs_text"):
+            from pyproj import CRS as PCRS
+
+            pcrs = PCRS.from_user_input(self.crs.to_wkt())
+            epsg = pcrs.to_epsg()
+            self._crs_text = f"EPSG:{epsg}" if epsg else pcrs.to_wkt("WKT1_GDAL")
+        return self._crs_text
 
     def _write_parquet(self, gdf) -> None:
         import pyarrow as pa
@@ -825,25 +851,33 @@ def _geoparquet_metadata(crs: CRS) -> dict:
     }
 
 
-def _frame(chunks: list[dict], names: dict[int, str], crs: CRS):
-    import geopandas as gpd
+_COLUMNS = ("id", "class", "class_name", "area_m2", "area_ha", "perimeter_m")
 
+
+def _frame(chunks: list[dict], names: dict[int, str], crs: CRS) -> dict:
+    """One output chunk: the attribute columns (numpy) and the geometries as WKB (object array)."""
     ids = np.concatenate([c["id"] for c in chunks])
     values = np.concatenate([c["value"] for c in chunks])
     area = np.concatenate([c["area_m2"] for c in chunks])
     perimeter = np.concatenate([c["perimeter_m"] for c in chunks])
-    geoms = shapely.from_wkb(np.concatenate([np.asarray(c["wkb"], dtype=object) for c in chunks]))
-    return gpd.GeoDataFrame(
-        {
-            "id": ids.astype(np.int64),
-            "class": values.astype(np.int64),
-            "class_name": [names[int(v)] for v in values],
-            "area_m2": np.round(area, 3),
-            "area_ha": np.round(area / 1e4, 6),
-            "perimeter_m": np.round(perimeter, 3),
-        },
-        geometry=gpd.GeoSeries(geoms, crs=crs),
-    )
+    uniq, inverse = np.unique(values, return_inverse=True)
+    class_name = np.array([names[int(v)] for v in uniq], dtype=object)[inverse.ravel()]
+    return {
+        "id": ids.astype(np.int64),
+        "class": values.astype(np.int64),
+        "class_name": class_name,
+        "area_m2": np.round(area, 3),
+        "area_ha": np.round(area / 1e4, 6),
+        "perimeter_m": np.round(perimeter, 3),
+        "wkb": np.concatenate([np.asarray(c["wkb"], dtype=object) for c in chunks]),
+    }
+
+
+def _geoframe(table: dict, crs: CRS):
+    import geopandas as gpd
+
+    return gpd.GeoDataFrame({c: table[c] for c in _COLUMNS},
+                            geometry=gpd.GeoSeries(shapely.from_wkb(table["wkb"]), crs=crs))
 
 
 def _staged_chunks(paths: Iterable[str]) -> Iterator[dict]:
@@ -1035,13 +1069,10 @@ def vectorize_raster(
     n_blocks = len(spec.grid)
     bar = make_progress(n_blocks * (2 if sieve_pixels else 1) + 1, "blocks", progress)
     messages: list[str] = []
+    merge_pool = ThreadPoolExecutor(1, thread_name_prefix="geoseg-merge")
     try:
         staging.mkdir()
-        try:
-            merged = _run_graph(spec, scheduler, n_workers, bar)
-            blocks = merged.blocks
-        finally:
-            bar.close()
+        blocks = _run_graph(spec, scheduler, n_workers, bar)
         if sum(b.valid_pixels for b in blocks) == 0:
             raise EmptySceneError(f"{info.path} has no valid pixel (all nodata); nothing to vectorize")
         present = np.unique(np.concatenate([b.present_values for b in blocks]))
@@ -1059,7 +1090,23 @@ def vectorize_raster(
         crs = CRS.from_wkt(info.crs_wkt)
         sink = _Sink(str(tmp_out), fmt, layer_name or "", crs)
         stats: dict[int, list] = {int(v): [0, 0.0] for v in present}
-        paths = [b.staged for b in blocks if b.staged] + merged.staged
+        # The seam merge runs in a thread (GEOS releases the GIL) while the final polygons of
+        # the blocks are written; the merged polygons follow, so the order is as before.
+        merge_future = merge_pool.submit(merge_task, spec, *blocks)
+        block_paths = [b.staged for b in blocks if b.staged]
+        del blocks
+        merged_box: list[MergeResult] = []
+
+        def staged_paths() -> Iterator[str]:
+            yield from block_paths
+            try:
+                merged_box.append(merge_future.result())
+            finally:
+                bar.advance(1)
+                bar.close()
+            yield from merged_box[0].staged
+
+        paths = staged_paths()
         pending: list[dict] = []
         pending_n = pending_bytes = 0
 
@@ -1124,7 +1171,10 @@ def vectorize_raster(
                     pass
         raise
     finally:
+        merge_pool.shutdown(wait=True)  # the merge must end before its staging folder goes
+        bar.close()  # (again: closing twice is harmless)
         shutil.rmtree(staging, ignore_errors=True)
+    merged = merged_box[0]
     for m in messages:
         warnings.warn(m, UserWarning, stacklevel=2)
     return VectorizeResult(

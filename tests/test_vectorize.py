@@ -273,7 +273,11 @@ def test_components_after_sieve_are_derived_exactly(case):
     assert plan.changed_components > 0
     for i, (r, c, h, w) in enumerate(windows):
         v, m = a[r:r + h, c:c + w], valid[r:r + h, c:c + w]
-        out, lab = apply_sieve(v, m, conn, plan.pieces[i], plan.new_values[i], scans[i].adj_a, scans[i].adj_b)
+        before = label_components(v, m, conn)
+        runs = scans[i].labels((h, w))  # the scan's components, rebuilt from their run encoding
+        np.testing.assert_array_equal(runs.labels, before.labels)
+        np.testing.assert_array_equal(runs.first, before.first)
+        out, lab = apply_sieve(v, m, conn, plan.pieces[i], plan.new_values[i], scans[i].adj_a, scans[i].adj_b, runs)
         ref = label_components(out, m, conn)
         np.testing.assert_array_equal(lab.labels, ref.labels)
         np.testing.assert_array_equal(lab.values, ref.values)
