@@ -65,7 +65,7 @@ def main(out_dir: str, scene: str) -> None:
     result = predict_scene(scene, model, out, overwrite=True, probabilities=True, confidence=True,
                            progress=None)
     print_summary(result)
-    files = sorted(p.name for p in out.iterdir() if p.is_file())
+    files = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
     click.echo(f"outputs in {out}/: {', '.join(files)}")
     click.echo("open landcover.tif in QGIS (palette, class names, .qml style); quicklook.png is a preview")
 
