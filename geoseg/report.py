@@ -536,23 +536,7 @@ def render_report(out_dir: str | os.PathLike, *, sections: Sequence[tuple[str, s
         f'<section class="wide extra" id="section-{i + 1}"><h2>{_e(t)}</h2>{h}</section>'
         for i, (t, h) in enumerate(checked)
     )
-    doc = f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{_CSP}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="geoseg {_e(record.get('geoseg_version', ''))}">
-<title>{_e(heading)} · geoseg report</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<main>
-<header>
-<h1>{_e(heading)}<small>geoseg land-cover run report · model {_e(model.get('id', '?'))}</small></h1>
-<div class="runid">run <code>{_e(record.get('run_id', '?'))}</code><br>{_e(record.get('created', ''))}</div>
-</header>
-{warn}
+    body = f"""{warn}
 {_facts_html(record, classes)}
 <section id="quicklook"><h2>Map</h2>{_quicklook_html(out, record)}</section>
 <div class="grid2">
@@ -566,13 +550,10 @@ def render_report(out_dir: str | os.PathLike, *, sections: Sequence[tuple[str, s
 </div>
 </div>
 <section id="outputs-section" class="wide"><h2>Outputs</h2>{_outputs_html(out, record, pending)}</section>
-{extra}
-<footer>Written by geoseg {_e(record.get('geoseg_version', ''))} from run.json · self-contained: no network
-access needed</footer>
-</main>
-</body>
-</html>
-"""
+{extra}"""
+    doc = _page(heading, f"geoseg land-cover run report · model {model.get('id', '?')}",
+                record.get('run_id'), record.get('created'), body, record.get('geoseg_version', ''),
+                source="run.json")
     return doc
 
 
@@ -597,7 +578,8 @@ def write_report(out_dir: str | os.PathLike, *, sections: Sequence[tuple[str, st
 
 # ------------------------------------------------------------------------------- change and monitoring
 
-def _page(heading: str, subtitle: str, run_id: Any, created: Any, body: str, version: Any = "") -> str:
+def _page(heading: str, subtitle: str, run_id: Any, created: Any, body: str, version: Any = "",
+          source: str = "") -> str:
     """The report page skeleton (same CSS and Content-Security-Policy as the run report)."""
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -616,7 +598,8 @@ def _page(heading: str, subtitle: str, run_id: Any, created: Any, body: str, ver
 <div class="runid">run <code>{_e(run_id or '?')}</code><br>{_e(created or '')}</div>
 </header>
 {body}
-<footer>Written by geoseg {_e(version)} · self-contained: no network access needed</footer>
+<footer>Written by geoseg {_e(version)}{" from " + _e(source) if source else ""} · self-contained: no network
+access needed</footer>
 </main>
 </body>
 </html>
