@@ -41,7 +41,7 @@ import numpy as np
 from .errors import (EmptySceneError, GridMismatchError, InputError, InputFileError, OutputError, OutputExistsError,
                      ParameterError)
 from .grid import Window
-from .raster import class_names_from_tags, grid_differences
+from .raster import class_names_from_tags, configure_gdal_cache, grid_differences
 from .metrics import ConfusionMatrix, Metrics, compute_metrics, confusion_counts
 
 DEFAULT_BLOCK_SIZE = 1024
@@ -163,6 +163,8 @@ def _read(src, window: Window, masked: bool) -> tuple[np.ndarray, np.ndarray]:
 def window_counts(spec: PairSpec, window: Window) -> WindowCounts:
     """Confusion matrix and excluded-pixel counts of one window of the prediction grid."""
     import rasterio
+
+    configure_gdal_cache()
 
     with rasterio.open(spec.pred_path) as src:
         pred, pred_valid = _read(src, window, spec.pred_masked)

@@ -29,7 +29,7 @@ from .model.package import read_card, resolve
 from .output import (NODATA, Product, build_cog, check_output_dir, create_part, discard, landcover_product,
                      new_run_id, output_dir_lock, percent_product, remove_quietly)
 from .progress import make_progress
-from .raster import open_scene, select_bands
+from .raster import configure_gdal_cache, open_scene, select_bands
 
 
 #: Files written beside the rasters for GIS users (see docs/delivery.md).
@@ -144,6 +144,7 @@ def predict_scene(
     from .tasks import RunSpec
 
     t0 = time.perf_counter()
+    configure_gdal_cache()
     model_path = resolve(model)
     card: ModelCard = read_card(model_path)
     info = open_scene(scene, allow_ungeoreferenced=allow_ungeoreferenced)

@@ -20,7 +20,7 @@ from .blend import Piece, blend_pieces, classify, cut_pieces, tile_weights, to_p
 from .grid import Block, Tile, Window
 from .model.runtime import configure_threads, get_predictor, predict_tta
 from .output import write_block
-from .raster import read_window
+from .raster import configure_gdal_cache, read_window
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,7 @@ def predict_tiles(spec: RunSpec, tiles: Sequence[Tile]) -> dict[int, list[Piece]
     probabilities never depend on which other tiles share its batch.
     """
     configure_threads(spec.torch_threads)
+    configure_gdal_cache()
     predictor = get_predictor(spec.model_path, spec.device, spec.amp)
     norm = predictor.card.normalization
     with rasterio.open(spec.scene_path) as src:
@@ -104,6 +105,7 @@ def pieces_for(batch_result: dict[int, list[Piece]], block_index: int) -> list[P
 
 def blend_and_write(spec: RunSpec, block: Block, *piece_lists: list[Piece]) -> np.ndarray:
     """Blend one block, write its products; return its class-code histogram (256 bins)."""
+    configure_gdal_cache()
     pieces = [p for lst in piece_lists for p in lst]
     probs, valid = blend_pieces(block.window, pieces, spec.n_classes)
     classes = classify(probs, valid, spec.class_values)

@@ -337,3 +337,22 @@ def test_one_run_per_output_folder_and_stale_temporaries_removed(tmp_path, linea
     predict_scene(src, linear_model, out)
     assert not any(p.exists() for p in stale) and keep.exists()
     np.testing.assert_array_equal(_read(out / "landcover.tif", 1), cls)
+
+
+def test_gdal_block_cache_is_capped_unless_the_environment_sets_it(monkeypatch):
+    """GDAL's default cache (5 % of RAM) would dominate peak memory on large scenes."""
+    from rasterio.env import get_gdal_config, set_gdal_config
+
+    from geoseg.raster import GDAL_CACHE_BYTES, configure_gdal_cache
+
+    before = get_gdal_config("GDAL_CACHEMAX")
+    try:
+        set_gdal_config("GDAL_CACHEMAX", 3 * 2**30)
+        monkeypatch.setenv("GDAL_CACHEMAX", "3000")  # the user's choice wins
+        configure_gdal_cache()
+        assert get_gdal_config("GDAL_CACHEMAX") == 3 * 2**30
+        monkeypatch.delenv("GDAL_CACHEMAX")
+        configure_gdal_cache()
+        assert get_gdal_config("GDAL_CACHEMAX") == GDAL_CACHE_BYTES
+    finally:
+        set_gdal_config("GDAL_CACHEMAX", before)
