@@ -24,6 +24,7 @@ No torch here; dask only in :func:`_run_graph`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import json
@@ -34,7 +35,7 @@ import shutil
 import time
 import uuid
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -52,7 +53,7 @@ from rasterio.windows import Window as RioWindow
 from . import __version__
 from .errors import (EmptySceneError, InputError, InputFileError, NotGeoreferencedError, OutputError,
                      OutputExistsError, ParameterError)
-from .raster import class_names_from_tags
+from .raster import class_names_from_tags, configure_gdal_cache
 from .vector_graph import (BlockGrid, apply_sieve, block_edges, label_components, plan_sieve, scan_block,
                            seam_pairs, union_components)
 
@@ -485,6 +486,7 @@ class VectorizeSpec:
 
 def read_block(spec: VectorizeSpec, index: int) -> tuple[np.ndarray, np.ndarray]:
     """(values, valid) of block ``index``."""
+    configure_gdal_cache()
     r, c, h, w = spec.grid.window(index)
     win = RioWindow(c, r, w, h)
     with rasterio.open(spec.path) as src:
@@ -759,10 +761,35 @@ def _run_graph(spec: VectorizeSpec, scheduler: str, workers: int, progress) -> l
     # the scheduler function itself, so dask does not import distributed to look for a client
     get = {"threads": dask.threaded.get, "processes": dask.multiprocessing.get,
            "synchronous": dask.local.get_sync}[scheduler]
-    kwargs = {} if scheduler == "synchronous" else {"num_workers": workers}
-    with _Ticks():
-        done = dask.compute(*blocks, optimize_graph=False, scheduler=get, **kwargs)
+    kwargs: dict = {} if scheduler == "synchronous" else {"num_workers": workers}
+    with contextlib.ExitStack() as stack:
+        if scheduler == "processes":
+            kwargs["pool"] = stack.enter_context(_process_pool(workers))
+        with _Ticks():
+            done = dask.compute(*blocks, optimize_graph=False, scheduler=get, **kwargs)
     return sorted(done, key=lambda b: b.index)
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes for the block tasks.
+
+    GDAL's polygonize holds the GIL (rasterio builds each shape in Python), so only processes
+    run blocks truly in parallel.  They are forked where that is safe (Linux, no other thread
+    alive: they start in milliseconds and inherit the imported modules); otherwise started
+    fresh (``forkserver``/``spawn``: each re-imports geoseg, ~1 s).
+    """
+    import multiprocessing
+    import threading
+
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        method = "fork"
+    else:
+        method = "forkserver" if "forkserver" in methods else "spawn"
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload([__name__])  # imported once by the server, not per worker
+    return ProcessPoolExecutor(workers, mp_context=context)
 
 
 # --------------------------------------------------------------------------------------------

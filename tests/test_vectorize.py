@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -222,6 +224,43 @@ def test_same_result_for_any_block_size_and_scheduler(tmp_path):
     for o in outs[1:]:
         assert o.keys() == outs[0].keys()
         assert all(shapely.equals_exact(o[k], outs[0][k], 0) for k in o)
+
+
+_POOL_SPY = """
+import sys, threading
+import geoseg.vectorize as V
+real = V._process_pool
+def spy(workers):
+    pool = real(workers)
+    print("METHOD", pool._mp_context.get_start_method(), threading.active_count())
+    return pool
+V._process_pool = spy
+stop = threading.Event()
+if sys.argv[3] == "busy":  # another thread alive: forking would be unsafe
+    threading.Thread(target=stop.wait, daemon=True).start()
+V.vectorize_raster(sys.argv[1], sys.argv[2], block_size=16, scheduler="processes", workers=2, min_area=300,
+                   progress=False)
+stop.set()
+"""
+
+
+@pytest.mark.parametrize("busy", ["alone", "busy"])
+def test_process_workers_forked_or_started_fresh_agree(tmp_path, busy):
+    """Worker processes are forked when no other thread is alive, else started by a fork server
+    (never fork a multi-threaded process); both give the threaded result, sieve included."""
+    src = write_classes(tmp_path / "lc.tif", noisy())
+    out = tmp_path / "p.gpkg"
+    run = subprocess.run([sys.executable, "-c", _POOL_SPY, str(src), str(out), busy], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    method = [line.split()[1] for line in run.stdout.splitlines() if line.startswith("METHOD")]
+    assert method == (["fork"] if busy == "alone" else ["forkserver"])
+    ref = read(vec(src, tmp_path / "t.gpkg", block_size=16, scheduler="threads", min_area=300).output)
+    got = read(out)
+    want = {i: canon(g) for i, g in zip(ref["id"], ref.geometry.values)}
+    have = {i: canon(g) for i, g in zip(got["id"], got.geometry.values)}
+    assert have.keys() == want.keys()
+    assert all(shapely.equals_exact(have[k], want[k], 0) for k in have)
 
 
 # --------------------------------------------------------------------------------------------
