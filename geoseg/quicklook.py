@@ -127,6 +127,14 @@ def _save(fig, out: Path, dpi: int) -> None:
             tmp.unlink()
 
 
+def _class_counts(classes, class_pixels: dict | None, data: np.ndarray) -> dict[int, int]:
+    """Pixels per class value: exact counts by class name when given, else counted on ``data``
+    (an overview: approximate)."""
+    if class_pixels is not None:
+        return {c.value: int(class_pixels.get(c.name, 0)) for c in classes}
+    return {c.value: int(np.count_nonzero(data == c.value)) for c in classes}
+
+
 def write_quicklook(raster_path: str | os.PathLike, out_path: str | os.PathLike | None = None,
                     classes: Sequence[ClassInfo] | None = None, *, width: int = 1200, height: int = 800,
                     class_pixels: Mapping[str, int] | None = None, title: str | None = None) -> str:
@@ -187,12 +195,8 @@ def write_quicklook(raster_path: str | os.PathLike, out_path: str | os.PathLike 
         fig.text(0.76, 0.12, crs_note, fontsize=9, color="#333333", va="center", wrap=True)
 
         # legend with area shares
-        if class_pixels is not None:
-            counts = {c.value: int(class_pixels.get(c.name, 0)) for c in cls}
-            share_note = "area share"
-        else:
-            counts = {c.value: int(np.count_nonzero(data == c.value)) for c in cls}
-            share_note = "area share\n(approx., from overview)"
+        counts = _class_counts(cls, class_pixels, data)
+        share_note = "area share" if class_pixels is not None else "area share\n(approx., from overview)"
         total = sum(counts.values()) or 1
         handles = [Patch(facecolor=tuple(v / 255 for v in c.rgb), edgecolor="#555555",
                          label=f"{c.name}  {100 * counts[c.value] / total:.1f} %") for c in cls]
@@ -303,12 +307,9 @@ def write_change_quicklook(change_path: str | os.PathLike, before_path: str | os
                 fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.02 + k * 0.33, 0.27),
                            frameon=False, fontsize=10, title="share of observed (approx., from overview)",
                            title_fontsize=9, alignment="left")
-        if class_pixels is not None:
-            counts = {c.value: int(class_pixels.get(c.name, 0)) for c in cls}
-            note = "change, share of observed pixels"
-        else:
-            counts = {c.value: int(np.count_nonzero(cdata == c.value)) for c in cls}
-            note = "change, share of observed (approx., from overview)"
+        counts = _class_counts(cls, class_pixels, cdata)
+        note = ("change, share of observed pixels" if class_pixels is not None
+                else "change, share of observed (approx., from overview)")
         total = sum(counts.values()) or 1
 
         def label(c: ClassInfo) -> str:

@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
 from ..errors import ModelPackageError, ParameterError
-from ..model.card import ModelCard, Normalization, parse_classes
+from ..model.card import ModelCard, Normalization, parse_classes, read_class_file
 from .options import overwrite_option, run_command
 
 
 @click.group()
 def model() -> None:
     """Create and inspect model packages (safetensors weights + geoseg-model.json card)."""
-
-
-def _load_classes(path: str) -> list[dict]:
-    try:
-        raw = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ParameterError(f"class file {path} does not exist; give a JSON list of {{value, name, color}}") from None
-    except json.JSONDecodeError as e:
-        raise ParameterError(f"class file {path} is not valid JSON ({e.msg}); fix it") from None
-    if isinstance(raw, dict) and "classes" in raw:
-        raw = raw["classes"]
-    return raw
 
 
 @model.command("init")
@@ -58,7 +45,7 @@ def init(arch, encoder, bands, classes_path, mean, std, scale, tile_size, overla
     from ..model.registry import build_model, canonical_arch, output_stride
 
     band_names = tuple(b.strip() for b in bands.split(",") if b.strip())
-    classes = parse_classes(_load_classes(classes_path))
+    classes = parse_classes(read_class_file(classes_path))
     n = len(band_names)
     if (mean is None) != (std is None):
         raise ParameterError("give both --mean and --std, or neither (then --scale is used)")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelPackageError
+from ..errors import ModelPackageError, ParameterError
 
 CARD_FORMAT = 1
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -191,6 +191,19 @@ class ModelCard:
             )
         except (TypeError, ValueError) as e:
             raise ModelPackageError(f"model card has a badly typed field ({e}); fix the JSON") from None
+
+
+def read_class_file(path: str) -> list:
+    """The class list of a JSON file: a list of ``{value, name, color}``, or an object with ``classes``."""
+    from pathlib import Path
+
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ParameterError(f"class file {path} does not exist; give a JSON list of {{value, name, color}}") from None
+    except json.JSONDecodeError as e:
+        raise ParameterError(f"class file {path} is not valid JSON ({e.msg}); fix it") from None
+    return raw["classes"] if isinstance(raw, dict) and "classes" in raw else raw
 
 
 def parse_classes(items: Any) -> tuple[ClassInfo, ...]:

@@ -24,7 +24,7 @@ import torch
 from .. import __version__
 from ..errors import InputError, OutputExistsError, ParameterError
 from ..grid import align_up
-from ..model.card import ClassInfo, ModelCard, Normalization, parse_classes
+from ..model.card import ClassInfo, ModelCard, Normalization, parse_classes, read_class_file
 from ..model.package import load_model, save_package
 from ..model.registry import build_model, canonical_arch, output_stride
 from ..model.runtime import select_device
@@ -58,16 +58,7 @@ def _load_classes(cfg: TrainConfig, init_card: ModelCard | None) -> tuple[ClassI
     if cfg.classes is None:
         assert init_card is not None
         return init_card.classes
-    raw = cfg.classes
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(Path(raw).read_text())
-        except FileNotFoundError:
-            raise ParameterError(f"class file {raw} does not exist; give a JSON list of {{value, name, color}}") from None
-        except json.JSONDecodeError as e:
-            raise ParameterError(f"class file {cfg.classes} is not valid JSON ({e.msg})") from None
-        if isinstance(raw, dict) and "classes" in raw:
-            raw = raw["classes"]
+    raw = read_class_file(cfg.classes) if isinstance(cfg.classes, str) else cfg.classes
     classes = parse_classes(raw)
     if any(c.value == cfg.ignore_index for c in classes):
         raise ParameterError(f"class value {cfg.ignore_index} is also the ignore_index; change one of them")
