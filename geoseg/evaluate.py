@@ -41,6 +41,7 @@ import numpy as np
 from .errors import (EmptySceneError, GridMismatchError, InputError, InputFileError, OutputError, OutputExistsError,
                      ParameterError)
 from .grid import Window
+from .output import ensure_writable_dir
 from .raster import class_names_from_tags, configure_gdal_cache, grid_differences
 from .metrics import ConfusionMatrix, Metrics, compute_metrics, confusion_counts
 
@@ -500,13 +501,7 @@ def check_output_files(paths: Iterable[str | os.PathLike | None], overwrite: boo
             raise OutputError(f"output {p} is a directory; give a file path")
         if p.exists() and not overwrite:
             raise OutputExistsError(f"{p} already exists; pass --overwrite or choose another path")
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            probe = p.parent / f".geoseg-write-test-{uuid.uuid4().hex[:8]}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as e:
-            raise OutputError(f"cannot write into {p.parent} ({e.strerror}); choose a writable path") from None
+        ensure_writable_dir(p.parent, "choose a writable path")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], overwrite: bool = False) -> str:

@@ -116,13 +116,20 @@ def check_output_dir(out_dir: str | os.PathLike, products: Sequence[str], overwr
             raise OutputExistsError(
                 f"{', '.join(str(d / p) for p in existing)} already exists; pass --overwrite or choose another -o"
             )
+    ensure_writable_dir(d, "choose a writable -o folder")
+
+
+def ensure_writable_dir(folder: str | os.PathLike, fix: str) -> None:
+    """Create ``folder`` if needed and prove a file can be written into it (a probe file, removed);
+    else a one-line :class:`OutputError` ending in ``fix``."""
+    d = Path(folder)
     try:
         d.mkdir(parents=True, exist_ok=True)
         probe = d / f".geoseg-write-test-{uuid.uuid4().hex[:8]}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise OutputError(f"cannot write into {d} ({e.strerror}); choose a writable -o folder") from None
+        raise OutputError(f"cannot write into {d} ({e.strerror}); {fix}") from None
 
 
 def create_part(product: Product, info: SceneInfo) -> None:

@@ -53,6 +53,7 @@ from rasterio.windows import Window as RioWindow
 from . import __version__
 from .errors import (EmptySceneError, InputError, InputFileError, NotGeoreferencedError, OutputError,
                      OutputExistsError, ParameterError)
+from .output import ensure_writable_dir
 from .raster import class_names_from_tags, configure_gdal_cache
 from .vector_graph import (BlockGrid, apply_sieve, block_edges, label_components, plan_sieve, scan_block,
                            seam_pairs, union_components)
@@ -1014,13 +1015,7 @@ def _check_outputs(output: Path, extra: Sequence[Path], overwrite: bool) -> None
         existing = [str(p) for p in (output, *extra) if p.exists()]
         if existing:
             raise OutputExistsError(f"{', '.join(existing)} already exists; pass --overwrite or choose another -o")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        probe = output.parent / f".geoseg-write-test-{uuid.uuid4().hex[:8]}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise OutputError(f"cannot write into {output.parent} ({e.strerror}); choose a writable -o path") from None
+    ensure_writable_dir(output.parent, "choose a writable -o path")
 
 
 def vectorize_raster(
