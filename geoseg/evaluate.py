@@ -409,6 +409,8 @@ def load_data_config(path: str | os.PathLike) -> dict[str, Any]:
         first = str(e).splitlines()[0] if str(e) else "syntax error"
         raise InputError(f"data config {path} is not valid YAML ({first}); fix it") from None
     example = "images: [{image: scene.tif, label: labels.tif}]"
+    if _is_training_config(raw):
+        return _training_validation(path)
     if not isinstance(raw, dict) or not isinstance(raw.get("images"), list) or not raw["images"]:
         raise InputError(f"data config {path} needs a non-empty 'images' list, e.g. {example}")
     unknown = set(raw) - {"images", "ignore", "align", "predict"}
@@ -429,6 +431,33 @@ def load_data_config(path: str | os.PathLike) -> dict[str, Any]:
         raise InputError(f"'predict' in {path} may only set {', '.join(PREDICT_OPTIONS)}")
     return {"images": items, "ignore": raw.get("ignore"), "align": bool(raw.get("align", False)),
             "predict": dict(opts)}
+
+
+def _is_training_config(raw: Any) -> bool:
+    """A ``geoseg train`` config: image globs, ``pairs`` or a ``val_scenes`` split."""
+    if not isinstance(raw, dict):
+        return False
+    images = raw.get("images")
+    return bool({"pairs", "val_scenes", "labels", "arch"} & set(raw)) or (
+        isinstance(images, list) and bool(images) and all(isinstance(i, str) for i in images))
+
+
+def _training_validation(path: Path) -> dict[str, Any]:
+    """The validation scenes of a training config (split by ``val_scenes``), as a data config."""
+    from .training.config import build_config
+    from .training.data import VECTOR_EXT, validation_pairs
+
+    try:
+        cfg = build_config(path)
+        pairs = validation_pairs(cfg)
+    except ParameterError as e:
+        raise InputError(f"training config {path}: {e}") from None
+    vector = [p.label for p in pairs if p.attribute or Path(p.label).suffix.lower() in VECTOR_EXT]
+    if vector:
+        raise InputError(f"label {vector[0]} is a vector layer; rasterize it onto the image grid first "
+                         "(e.g. gdal_rasterize) and list image/label rasters in an evaluation config")
+    return {"images": [{"image": p.image, "label": p.label} for p in pairs], "ignore": cfg.ignore_index,
+            "align": cfg.align_labels, "predict": {}}
 
 
 def evaluate_model(

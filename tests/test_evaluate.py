@@ -410,3 +410,35 @@ def test_evaluate_model_on_a_data_config(linear_model, tmp_path):
     assert_one_line_error(run_cli("--model", linear_model, "--data", cfg), 3, "nope.tif")
     cfg.write_text("images: 3\n")
     assert_one_line_error(run_cli("--model", linear_model, "--data", cfg), 3, "images")
+
+
+def test_evaluate_model_on_the_validation_scenes_of_a_training_config(linear_model, tmp_path):
+    """``--data TRAIN.yaml``: exactly the images that training held out (whole groups by val_scenes)."""
+    import yaml
+
+    rng = np.random.default_rng(5)
+    expected = ConfusionMatrix.empty()
+    for i, (city, date) in enumerate([("a", "d1"), ("b", "d1"), ("b", "d2"), ("c", "d1")]):
+        cls = blocky_classes(24, 30, seed=40 + i, n=3, cell=4)
+        scene = rng.integers(1000, 1200, size=(4, 24, 30))
+        for k in range(3):
+            scene[k] += np.where(cls == k, 600, 0)
+        label = noisy(cls, seed=50 + i, share=0.3, n=3)
+        folder = tmp_path / "data" / city / date
+        folder.mkdir(parents=True)
+        write_class_raster(folder / "image.tif", scene.astype(np.uint16))
+        write_class_raster(folder / "label.tif", label)
+        if city == "b":  # only matches d1, but d2 is in the same group (the city) and held out too
+            expected = expected + confusion_counts(label, cls, ignore=[255])
+    train = {"images": ["data/*/*/image.tif"], "labels": "{dir}/label.tif", "split": "scenes", "group_level": 2,
+             "val_scenes": ["*/b/d1/*"], "classes": [{"value": v, "name": n, "color": "#000000"}
+                                                     for v, n in enumerate(("water", "trees", "built"))]}
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(yaml.safe_dump(train))
+    ev = evaluate_model(linear_model, cfg, workers=1, block_size=32)
+    assert sorted(Path(i.image).parent.name for i in ev.inputs) == ["d1", "d2"]
+    assert all("/b/" in i.image for i in ev.inputs)
+    assert ev.metrics.confusion.reindex(expected.values) == expected
+    # a training config that picks validation at random names no images: one-line error
+    cfg.write_text(yaml.safe_dump({k: v for k, v in train.items() if k != "val_scenes"}))
+    assert_one_line_error(run_cli("--model", linear_model, "--data", cfg), 3, "val_scenes")

@@ -219,16 +219,34 @@ def load_scene(pair: Pair, bands: Sequence[str], classes: Sequence[ClassInfo], c
 
 
 # -- spatial split -----------------------------------------------------------------------------
+def validation_groups(images: Sequence[tuple[str, str]], val_scenes: Sequence[str]) -> set[str]:
+    """The scene groups held out by ``val_scenes`` patterns: every group with a matching image
+    (``images``: (image path, group) pairs).  The same rule for training and for re-evaluation."""
+    groups = {group for image, group in images if _excluded(image, val_scenes)}
+    if not groups:
+        raise ParameterError(f"no image matches val_scenes {list(val_scenes)}; use fnmatch patterns of "
+                             "image paths such as '*/paris/*'")
+    return groups
+
+
+def validation_pairs(cfg: TrainConfig) -> list[Pair]:
+    """The validation images of a training config split by whole scenes with ``val_scenes``
+    (what ``geoseg evaluate --model M --data TRAIN.yaml`` predicts), without reading any raster."""
+    if cfg.split != "scenes" or not cfg.val_scenes:
+        raise ParameterError("only a training config with 'split: scenes' and 'val_scenes' patterns names its "
+                             "validation images; list them in an evaluation config (images: [{image, label}])")
+    pairs = find_pairs(cfg)
+    groups = validation_groups([(p.image, p.group) for p in pairs], cfg.val_scenes)
+    return [p for p in pairs if p.group in groups]
+
+
 def split_scenes(scenes: list[Scene], cfg: TrainConfig) -> tuple[list[Scene], list[Scene], dict[str, Any]]:
     """(train, validation, description).  Never shares a labelled pixel (or a scene group) between sides."""
     rng = np.random.default_rng([cfg.seed, 7])
     if cfg.split == "scenes":
         groups = sorted({s.group for s in scenes})
         if cfg.val_scenes:
-            val_groups = {s.group for s in scenes if _excluded(s.image_path, cfg.val_scenes)}
-            if not val_groups:
-                raise ParameterError(f"no image matches val_scenes {cfg.val_scenes}; use fnmatch patterns of "
-                                     "image paths such as '*/paris/*'")
+            val_groups = validation_groups([(s.image_path, s.group) for s in scenes], cfg.val_scenes)
         else:
             n_val = int(round(cfg.val_fraction * len(groups)))
             if cfg.val_fraction > 0:
