@@ -15,7 +15,8 @@ AFTER raster and the masks warped onto the BEFORE grid through a rasterio ``Warp
 (:mod:`geoseg.output`), so memory is bounded by the windows in flight.
 
 Delivery: ``change.qml`` (QGIS paletted style), a single-symbol default style in ``loss.gpkg``'s
-``layer_styles``, ``change_quicklook.png`` (before / after / change) and ``report.html``.
+``layer_styles``, ``change_quicklook.png`` (before / after / change), ``report.html`` and, last (it records
+every other file's checksum), the STAC Item ``item.json``.
 
 Loss polygons: :func:`geoseg.vectorize.vectorize_raster` polygonizes the ``forest_loss`` class
 of the finished change raster (seamless across blocks); each polygon is then one connected
@@ -42,7 +43,7 @@ import numpy as np
 from .errors import (EmptySceneError, GridMismatchError, InputError, InputFileError, NotGeoreferencedError,
                      ParameterError)
 from .grid import BLOCK_ALIGN, Window, align_up
-from .raster import grid_differences
+from .raster import configure_gdal_cache, grid_differences
 
 __all__ = ["detect_change", "ChangeResult", "ChangeSpec", "ChangeCounts", "PRESETS", "CHANGE_CLASSES",
            "parse_min_area", "change_block", "classify_change"]
@@ -70,7 +71,8 @@ PRESETS: dict[str, float] = {"default": 0.3, "prodes": 6.25}
 DEFAULT_MIN_AREA_HA = PRESETS["default"]
 DEFAULT_THRESHOLD = 50.0
 DEFAULT_BLOCK_SIZE = 1024
-OUTPUT_NAMES = ("change.tif", "loss.gpkg", "change.json", "change.qml", "change_quicklook.png", "report.html")
+OUTPUT_NAMES = ("change.tif", "loss.gpkg", "change.json", "change.qml", "change_quicklook.png", "report.html",
+                "item.json")
 LOSS_LAYER = "loss"
 #: Features per read/write when the loss polygons are post-processed.
 POLYGON_CHUNK = 50_000
@@ -303,6 +305,7 @@ def change_window_task(spec: ChangeSpec, window: Window) -> np.ndarray:
     """Compute one window, stream it into the temporary GeoTIFF; return its counts of codes 0, 1, 2, 255."""
     from .output import write_block
 
+    configure_gdal_cache()
     codes = change_block(spec, window)
     write_block(spec.part, window, codes)
     hist = np.bincount(codes.ravel(), minlength=256)
@@ -692,7 +695,10 @@ def detect_change(
                            change_classes=change_class_info(),
                            class_pixels={"no_change": counts.no_change, "forest_loss": counts.loss,
                                          "forest_gain": counts.gain}, pixel_area_m2=pix_m2)
-    write_change_report(out)
+    from .stac import ITEM_NAME, write_change_item
+
+    write_change_report(out, pending=(ITEM_NAME,))
+    write_change_item(out)  # last: it records the checksums of every other file
     return ChangeResult(
         out_dir=str(out), change=final, loss_polygons=str(out / "loss.gpkg"), record=str(out / "change.json"),
         pixels=counts, pixel_area_m2=pix_m2, loss_ha=record["loss_ha"], gain_ha=record["gain_ha"],

@@ -17,6 +17,11 @@ Per AOI, in ``OUT/<aoi_id>/``::
     alerts_gfw.qml            its QGIS style (low orange, high red, no alert transparent)
     report.html               alert list, area by confidence, scenes applied (rewritten by each run)
     changes_since_<date>.geojson   RFC 7946 (WGS84): only the alerts new or changed by this run
+    item.json                 STAC Item of the AOI's outputs (checksums), written after report.html
+
+and in ``OUT/``: ``report.html`` (index of every AOI: alerts and area by confidence, links to the AOI
+reports) and ``catalog.json`` (STAC Catalog of the AOI items), rewritten at the end of a run that
+delivered anything.
 
 Commit protocol per scene (so a crash anywhere is recoverable): the observation raster, then
 ``alerts.gpkg`` and ``alerts_gfw.tif`` are written to temporary names and renamed into place, then
@@ -59,6 +64,8 @@ __all__ = ["MonitorConfig", "AOI", "Scene", "MonitorLockedError", "load_config",
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds an AOI's lock; try again later
 CRASH_ENV = "GEOSEG_MONITOR_CRASH_AFTER"
 OBS_NODATA = 255
+ITEM_NAME = "item.json"  # per-AOI STAC Item
+INDEX_NAME = "report.html"  # run-level index: OUT/report.html (and the STAC Catalog OUT/catalog.json)
 STATE_BANDS = ("baseline", "confidence", "first_loss", "last_loss", "n_loss", "n_forest_again", "last_clear")
 STATE_DTYPES = {"baseline": np.uint8, "confidence": np.uint8, "first_loss": np.int32, "last_loss": np.int32,
                 "n_loss": np.uint16, "n_forest_again": np.uint8, "last_clear": np.int32}
@@ -489,6 +496,25 @@ def _write_tif(path: Path, arrays: np.ndarray, grid: Grid, dtype: str, nodata=No
             os.unlink(tmp)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(str(tmp) + ".aux.xml")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file, fsync, then os.replace onto ``path`` (as the rasters)."""
+    tmp = _atomic_tmp(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _write_item(folder: Path, aoi_id: str, run_id: str) -> None:
+    """The AOI's STAC Item (``item.json``), linked to the run-level ``OUT/catalog.json``."""
+    from .stac import dumps, monitor_item
+
+    _write_text(folder / ITEM_NAME, dumps(monitor_item(folder, aoi_id=aoi_id, run_id=run_id, updated=_now())))
 
 
 def _fsync(path: Path) -> None:
@@ -994,7 +1020,9 @@ def _run_aoi_locked(cfg: MonitorConfig, aoi: AOI, run_id: str, folder: Path) -> 
             write_changes_geojson(changes_file, changed, grid)
             from .report import write_monitor_report
 
-            write_monitor_report(folder, aoi_id=aoi.id, run_id=run_id)  # report.html: alerts, area by confidence
+            # report.html (alerts, area by confidence), then item.json: last, it records the others' checksums
+            write_monitor_report(folder, aoi_id=aoi.id, run_id=run_id, pending=(ITEM_NAME,))
+            _write_item(folder, aoi.id, run_id)
         _crash_point("changes")
         last_date = ms.from_days(committed.state.last_date).isoformat() if committed and \
             committed.state.last_date != ms.NONE else None
@@ -1017,6 +1045,30 @@ def _totals(gpkg: Path) -> dict:
     return {"alerts_total": len(active), "alerts_high": sum(a["confidence"] == "high" for a in active),
             "alerts_low": sum(a["confidence"] == "low" for a in active),
             "alert_area_ha": round(sum(float(a["area_ha"]) for a in active), 4)}
+
+
+def _index_stale(cfg: MonitorConfig) -> bool:
+    """``OUT/report.html`` is missing or older than an AOI's ``item.json`` (a run killed before its index)."""
+    index = cfg.output / INDEX_NAME
+    if not index.exists():
+        return True
+    t = index.stat().st_mtime_ns
+    return any(p.stat().st_mtime_ns > t for a in cfg.aois if (p := cfg.output / a.id / ITEM_NAME).exists())
+
+
+def _write_index(cfg: MonitorConfig, run_id: str) -> None:
+    """``OUT/catalog.json`` (STAC Catalog of the AOI items), then ``OUT/report.html`` (every AOI's alerts and
+    area by confidence, linking the AOI reports): rewritten when a run delivered something (or is missing)."""
+    from .report import monitor_index_html
+    from .stac import CATALOG_NAME, dumps, monitor_catalog
+
+    for p in cfg.output.glob(".*.tmp*"):  # a killed run's temporaries (no lock here: only old ones)
+        with contextlib.suppress(OSError):
+            if time.time() - p.stat().st_mtime > 600:
+                p.unlink()
+    ids = [a.id for a in cfg.aois]
+    _write_text(cfg.output / CATALOG_NAME, dumps(monitor_catalog(cfg.output, ids)))
+    _write_text(cfg.output / INDEX_NAME, monitor_index_html(cfg.output, ids, run_id=run_id))
 
 
 def run_monitor(config: str | os.PathLike | MonitorConfig, *, wait: bool = False, aoi_ids: Sequence[str] | None = None
@@ -1043,6 +1095,8 @@ def run_monitor(config: str | os.PathLike | MonitorConfig, *, wait: bool = False
         except MonitorLockedError as e:
             locked.append(aoi.id)
             results.append({"aoi_id": aoi.id, "status": "locked", "message": str(e)})
+    if any(r.get("changes_file") for r in results) or _index_stale(cfg):
+        _write_index(cfg, run_id)
     processed = len({sid for r in results for sid in r.get("scenes_processed", [])})
     pairs = sum(len(r.get("scenes_processed", [])) for r in results)
     status = "locked" if locked else ("ok" if processed else "nothing new")

@@ -31,7 +31,8 @@ from .errors import InputError, InputFileError, OutputExistsError, ParameterErro
 from .style import atomic_write_text
 
 __all__ = ["write_report", "render_report", "write_change_report", "change_sections", "write_monitor_report",
-           "monitor_sections", "html_table", "embed_png", "external_references", "REPORT_NAME"]
+           "monitor_sections", "write_monitor_index", "monitor_index_html", "confidence_totals", "html_table",
+           "embed_png", "external_references", "REPORT_NAME"]
 
 REPORT_NAME = "report.html"
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -611,10 +612,12 @@ def _facts(facts: Sequence[tuple[str, str]]) -> str:
                                            for k, v in facts) + "</div>"
 
 
-def _file_links(folder: Path, files: Sequence[tuple[str, str]], table_id: str) -> str:
+def _file_links(folder: Path, files: Sequence[tuple[str, str]], table_id: str, pending: Sequence[str] = ()) -> str:
+    """A table of links to the ``files`` present in ``folder``, plus those in ``pending`` (written after the
+    report, e.g. ``item.json``; size shown as —)."""
     rows = [f'<tr><td><a href="{_e(quote(n))}">{_e(n)}</a></td><td>{_e(what)}</td>'
-            f"<td class=n>{_e(_fmt_size((folder / n).stat().st_size))}</td></tr>"
-            for n, what in files if (folder / n).is_file()]
+            f"<td class=n>{_e(_fmt_size((folder / n).stat().st_size) if (folder / n).is_file() else '—')}</td></tr>"
+            for n, what in files if (folder / n).is_file() or n in pending]
     return (f'<table id="{_e(table_id)}"><thead><tr><th>file</th><th>content</th><th class=n>size</th></tr></thead>'
             "<tbody>" + "".join(rows) + "</tbody></table>")
 
@@ -623,7 +626,8 @@ _CHANGE_FILES = [("change.tif", "forest change (COG): 0 no change, 1 loss, 2 gai
                  ("change.qml", "QGIS style of change.tif"),
                  ("loss.gpkg", "forest-loss polygons (GeoPackage, styled)"),
                  ("change_quicklook.png", "before / after / change quicklook"),
-                 ("change.json", "change record (inputs, pixel counts, areas)")]
+                 ("change.json", "change record (inputs, pixel counts, areas)"),
+                 ("item.json", "STAC Item (catalogue metadata with checksums)")]
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -638,9 +642,10 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return rec
 
 
-def change_sections(change_dir: str | os.PathLike) -> list[tuple[str, str]]:
+def change_sections(change_dir: str | os.PathLike, pending: Sequence[str] = ()) -> list[tuple[str, str]]:
     """``(title, html)`` blocks of a ``geoseg change`` folder (from ``change.json``): loss/gain areas,
-    the before/after/change quicklook, inputs and outputs.  Usable as ``write_report(sections=...)``."""
+    the before/after/change quicklook, inputs and outputs (``pending``: files written after the report that
+    it should link to).  Usable as ``write_report(sections=...)``."""
     out = Path(change_dir)
     rec = _read_json(out / "change.json", f"run geoseg change into {out} first")
     px = rec.get("pixels") or {}
@@ -686,17 +691,22 @@ def change_sections(change_dir: str | os.PathLike) -> list[tuple[str, str]]:
                  code=("before", "after", "before mask", "after mask"))
     return [("Forest change", facts + figure + table),
             ("Change inputs", inputs),
-            ("Change outputs", _file_links(out, _CHANGE_FILES, "change-outputs"))]
+            ("Change outputs", _file_links(out, _CHANGE_FILES, "change-outputs", pending))]
+
+
+def _sections_html(sections: Sequence[tuple[str, str]]) -> str:
+    return "".join(f'<section class="wide" id="{_e(t.lower().replace(" ", "-"))}"><h2>{_e(t)}</h2>{h}</section>'
+                   for t, h in sections)
 
 
 def write_change_report(change_dir: str | os.PathLike, *, title: str | None = None,
-                        name: str = REPORT_NAME) -> str:
+                        name: str = REPORT_NAME, pending: Sequence[str] = ()) -> str:
     """Write ``report.html`` in a ``geoseg change`` folder: loss/gain areas, the side-by-side quicklook,
-    inputs and output links (self-contained, atomic).  Returns its path."""
+    inputs and output links (self-contained, atomic); ``pending``: files written after it (``item.json``)
+    to link to.  Returns its path."""
     out = Path(change_dir)
     rec = _read_json(out / "change.json", f"run geoseg change into {out} first")
-    body = "".join(f'<section class="wide" id="{_e(t.lower().replace(" ", "-"))}"><h2>{_e(t)}</h2>{h}</section>'
-                   for t, h in change_sections(out))
+    body = _sections_html(change_sections(out, pending))
     heading = title or f"Forest change: {Path(rec.get('before') or 'before').name} → " \
                        f"{Path(rec.get('after') or 'after').name}"
     doc = _page(heading, "geoseg change report", rec.get("run_id"), rec.get("created"), body,
@@ -709,26 +719,43 @@ MAX_ALERT_ROWS = 500
 _CONFIDENCE_COLOURS = {"high": "#D7191C", "low": "#FDAE61", "rejected": "#9E9E9E"}
 
 
-def monitor_sections(aoi_folder: str | os.PathLike) -> list[tuple[str, str]]:
-    """``(title, html)`` blocks of one monitoring AOI folder (``alerts.gpkg``): area by confidence, the
-    alert list (newest first, at most :data:`MAX_ALERT_ROWS`) and the per-scene summary."""
+def _read_alerts(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(alerts, per-scene summary rows) of a monitoring AOI folder's ``alerts.gpkg``."""
     import pyogrio
 
-    folder = Path(aoi_folder)
     gpkg = folder / "alerts.gpkg"
     if not gpkg.is_file():
         raise InputFileError(f"{gpkg} does not exist; run geoseg monitor run first")
     alerts = pyogrio.read_dataframe(gpkg, layer="alerts", read_geometry=False).to_dict("records")
     summary = pyogrio.read_dataframe(gpkg, layer="aoi_summary", read_geometry=False).to_dict("records")
+    return alerts, summary
+
+
+def confidence_totals(alerts: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, float, int]]:
+    """Current (not superseded) alerts by confidence: ``{confidence: (alerts, hectares, pixels)}`` for
+    ``high``, ``low`` and ``rejected``."""
     active = [a for a in alerts if a.get("status") != "superseded"]
-    by_conf = []
-    for conf in ("high", "low", "rejected"):
+    out = {}
+    for conf in _CONFIDENCE_COLOURS:
         sel = [a for a in active if a.get("confidence") == conf]
-        by_conf.append(f'<tr class="conf-row" data-confidence="{conf}"><td class="name"><span class="sw" '
-                       f'style="background:{_CONFIDENCE_COLOURS[conf]}"></span>{conf}</td>'
-                       f"<td class=n>{len(sel)}</td><td class=n>{_fmt_num(sum(float(a['area_ha']) for a in sel), 4)}"
-                       f"</td><td class=n>{_fmt_int(sum(int(a['n_pixels']) for a in sel))}</td></tr>")
-    n_sup = len(alerts) - len(active)
+        out[conf] = (len(sel), sum(float(a["area_ha"]) for a in sel), sum(int(a["n_pixels"]) for a in sel))
+    return out
+
+
+def _swatch(conf: str) -> str:
+    return f'<span class="sw" style="background:{_CONFIDENCE_COLOURS[conf]}"></span>{_e(conf)}'
+
+
+def monitor_sections(aoi_folder: str | os.PathLike, pending: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """``(title, html)`` blocks of one monitoring AOI folder (``alerts.gpkg``): area by confidence, the
+    alert list (newest first, at most :data:`MAX_ALERT_ROWS`), the per-scene summary and the output links
+    (``pending``: files written after the report, e.g. ``item.json``)."""
+    folder = Path(aoi_folder)
+    alerts, summary = _read_alerts(folder)
+    by_conf = [f'<tr class="conf-row" data-confidence="{conf}"><td class="name">{_swatch(conf)}</td>'
+               f"<td class=n>{n}</td><td class=n>{_fmt_num(ha, 4)}</td><td class=n>{_fmt_int(px)}</td></tr>"
+               for conf, (n, ha, px) in confidence_totals(alerts).items()]
+    n_sup = sum(a.get("status") == "superseded" for a in alerts)
     conf_table = ('<table id="area-by-confidence"><thead><tr><th>confidence</th><th class=n>alerts</th>'
                   '<th class=n>hectares</th><th class=n>pixels</th></tr></thead><tbody>' + "".join(by_conf)
                   + "</tbody></table>"
@@ -753,22 +780,83 @@ def monitor_sections(aoi_folder: str | os.PathLike) -> list[tuple[str, str]]:
              ("alerts_gfw.tif", "GFW date-confidence raster (COG)"), ("alerts_gfw.qml", "QGIS style of alerts_gfw.tif")]
     files += [(p.name, "alerts new or changed by a run (GeoJSON, WGS84)")
               for p in sorted(folder.glob("changes_since_*.geojson"))]
+    files.append(("item.json", "STAC Item (catalogue metadata with checksums)"))
     return [("Area by confidence", conf_table), ("Alerts", alert_table), ("Scenes applied", scenes),
-            ("Monitoring outputs", _file_links(folder, files, "monitor-outputs"))]
+            ("Monitoring outputs", _file_links(folder, files, "monitor-outputs", pending))]
+
+
+def _now() -> str:
+    import time as _time
+
+    return _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime())
 
 
 def write_monitor_report(aoi_folder: str | os.PathLike, *, aoi_id: str | None = None, run_id: str | None = None,
-                         title: str | None = None, name: str = REPORT_NAME) -> str:
+                         title: str | None = None, name: str = REPORT_NAME, pending: Sequence[str] = ()) -> str:
     """Write ``report.html`` in a monitoring AOI folder (``OUT/<aoi_id>/``): area by confidence, the alert
-    list and the scenes applied (self-contained, atomic).  Returns its path."""
-    import time as _time
-
+    list and the scenes applied (self-contained, atomic); ``pending``: files written after it to link to.
+    Returns its path."""
     from . import __version__
 
     folder = Path(aoi_folder)
     aoi = aoi_id or folder.name
-    body = "".join(f'<section class="wide" id="{_e(t.lower().replace(" ", "-"))}"><h2>{_e(t)}</h2>{h}</section>'
-                   for t, h in monitor_sections(folder))
-    doc = _page(title or f"Forest-loss alerts: {aoi}", "geoseg monitoring report", run_id,
-                _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime()), body, __version__)
+    body = _sections_html(monitor_sections(folder, pending))
+    doc = _page(title or f"Forest-loss alerts: {aoi}", "geoseg monitoring report", run_id, _now(), body,
+                __version__)
     return atomic_write_text(folder / name, doc)
+
+
+# ------------------------------------------------------------------------------ monitoring run index
+
+def _aoi_index_row(out: Path, aoi: str) -> tuple[str, dict[str, tuple[int, float, int]] | None]:
+    """One ``<tr>`` of the monitoring index and the AOI's totals by confidence (None: no outputs yet)."""
+    folder = out / aoi
+    link = f'<a href="{_e(quote(aoi))}/{REPORT_NAME}">{_e(aoi)}</a>' if (folder / REPORT_NAME).is_file() \
+        else _e(aoi)
+    if not (folder / "alerts.gpkg").is_file():
+        return (f'<tr class="aoi-row" data-aoi="{_e(aoi)}"><td class="name">{link}</td>'
+                '<td colspan="8" class="muted">no outputs yet (no scene applied)</td></tr>'), None
+    alerts, summary = _read_alerts(folder)
+    totals = confidence_totals(alerts)
+    cells = "".join(f"<td class=n>{n}</td><td class=n>{_fmt_num(ha, 4)}</td>" for n, ha, _ in totals.values())
+    dates = sorted(str(r.get("date")) for r in summary)
+    item = (f' · <a href="{_e(quote(aoi))}/item.json">item.json</a>' if (folder / "item.json").is_file() else "")
+    return (f'<tr class="aoi-row" data-aoi="{_e(aoi)}"><td class="name">{link}{item}</td>{cells}'
+            f"<td class=n>{len(summary)}</td><td>{_e(dates[-1] if dates else '—')}</td></tr>"), totals
+
+
+def monitor_index_html(out_dir: str | os.PathLike, aoi_ids: Sequence[str], *, run_id: str | None = None,
+                       title: str | None = None) -> str:
+    """The run-level monitoring index (``OUT/report.html``) as HTML: one row per AOI with its current
+    alerts and hectares by confidence, the scenes applied and links to the AOI's report and STAC Item."""
+    from . import __version__
+
+    out = Path(out_dir)
+    rows, sums = [], {c: [0, 0.0] for c in _CONFIDENCE_COLOURS}
+    for aoi in aoi_ids:
+        row, totals = _aoi_index_row(out, aoi)
+        rows.append(row)
+        for conf, (n, ha, _) in (totals or {}).items():
+            sums[conf][0] += n
+            sums[conf][1] += ha
+    head = "".join(f'<th class=n>{_swatch(c)}</th><th class=n>{_e(c)} ha</th>' for c in _CONFIDENCE_COLOURS)
+    total = "".join(f"<td class=n>{n}</td><td class=n>{_fmt_num(ha, 4)}</td>" for n, ha in sums.values())
+    table = (f'<table id="aoi-index"><thead><tr><th>AOI</th>{head}<th class=n>scenes</th><th>last scene</th></tr>'
+             "</thead><tbody>" + "".join(rows) + "</tbody>"
+             f'<tfoot><tr class="total"><td>all AOIs</td>{total}<td></td><td></td></tr></tfoot></table>'
+             '<p class="muted">Current alerts (superseded ones are not counted). Alerts: number of alert polygons; '
+             "ha: their area. Links are relative: keep this page in the monitoring output folder.</p>")
+    facts = _facts([("areas of interest", str(len(aoi_ids))), ("high alerts", str(sums["high"][0])),
+                    ("low alerts", str(sums["low"][0])),
+                    ("alert area", f"{_fmt_num(sums['high'][1] + sums['low'][1], 2)} ha")])
+    cat = ('<p><a href="catalog.json">catalog.json</a>: STAC Catalog linking every AOI\'s item.json</p>'
+           if (out / "catalog.json").is_file() else "")
+    body = facts + _sections_html([("Areas of interest", table + cat)])
+    return _page(title or "Forest-loss monitoring", "geoseg monitoring index", run_id, _now(), body, __version__)
+
+
+def write_monitor_index(out_dir: str | os.PathLike, aoi_ids: Sequence[str], *, run_id: str | None = None,
+                        title: str | None = None, name: str = REPORT_NAME) -> str:
+    """Write ``OUT/report.html`` of a monitoring output folder (see :func:`monitor_index_html`), atomically;
+    returns its path."""
+    return atomic_write_text(Path(out_dir) / name, monitor_index_html(out_dir, aoi_ids, run_id=run_id, title=title))

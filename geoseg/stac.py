@@ -1,19 +1,26 @@
-"""A STAC Item (``OUT/item.json``) describing one ``geoseg predict`` run, built from ``run.json`` and the files.
+"""STAC Items (``item.json``) describing geoseg run folders: ``predict``, ``change`` and monitoring AOIs.
 
 STAC 1.1.0 with the projection (v2.0.0), raster (v1.1.0), file (v2.1.0) and classification (v2.0.0)
-extensions:
+extensions, built from the run's record and the files themselves:
 
 * item ``bbox``/``geometry`` in WGS84 (the raster footprint, edges densified before reprojection);
-  ``datetime`` is the run's ``created`` time from ``run.json`` (the processing time: geoseg does not know the
-  scene's acquisition time);
 * ``proj:code`` (``EPSG:<n>`` when the CRS has one, else ``proj:wkt2``), ``proj:shape``, ``proj:transform``
-  and ``proj:bbox`` on the item (every raster shares the scene grid);
+  and ``proj:bbox`` on the item (every raster of a folder shares one grid);
 * per raster asset ``raster:bands`` (nodata, data_type, scale/offset, sampling ``area``), and on class
   rasters ``classification:classes`` (value, name, title, color_hint, plus the nodata value);
-* every asset (rasters, ``run.json``, and sidecars present: vectors, ``quicklook.png``, ``.qml``) gets
-  ``file:size`` and ``file:checksum`` (multihash SHA2-256, hex ``1220`` + digest).
+* every asset gets ``file:size`` and ``file:checksum`` (multihash SHA2-256, hex ``1220`` + digest).
 
-Write the item *after* every file it lists (checksums).  No torch, no dask.
+The kinds of folder:
+
+* :func:`stac_item` / :func:`write_stac_item`: a ``geoseg predict`` folder (``run.json``); ``datetime`` is
+  the run's ``created`` time (geoseg does not know the scene's acquisition time);
+* :func:`change_item` / :func:`write_change_item`: a ``geoseg change`` folder (``change.json``); ``datetime``
+  is the change run's time (``change.json`` records the input paths, not their acquisition dates);
+* :func:`monitor_item`: one monitoring AOI folder (``alerts.gpkg``, ``alerts_gfw.tif``); ``start_datetime`` /
+  ``end_datetime`` are the first and last acquisition dates applied (the ``aoi_summary`` layer);
+  :func:`monitor_catalog`: a STAC Catalog linking the AOI items.
+
+Write an item *after* every file it lists (checksums).  No torch, no dask.
 """
 
 from __future__ import annotations
@@ -23,16 +30,17 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 import rasterio
 import rasterio.warp
 from rasterio.crs import CRS
 
-from .errors import InputError
+from .errors import InputError, InputFileError
 from .style import atomic_write_text
 
-__all__ = ["write_stac_item", "stac_item", "multihash_sha256", "STAC_VERSION", "EXTENSIONS"]
+__all__ = ["write_stac_item", "stac_item", "change_item", "write_change_item", "monitor_item", "monitor_catalog",
+           "multihash_sha256", "classification_classes", "dumps", "STAC_VERSION", "EXTENSIONS", "ITEM_NAME"]
 
 STAC_VERSION = "1.1.0"
 EXTENSIONS = {
@@ -42,6 +50,7 @@ EXTENSIONS = {
     "classification": "https://stac-extensions.github.io/classification/v2.0.0/schema.json",
 }
 ITEM_NAME = "item.json"
+CATALOG_NAME = "catalog.json"
 
 _MEDIA = {
     ".tif": "image/tiff; application=geotiff; profile=cloud-optimized",
@@ -56,6 +65,11 @@ _MEDIA = {
     ".csv": "text/csv",
     ".html": "text/html",
 }
+
+#: a class: (value, name, colour "#RRGGBB" or None, description)
+Klass = tuple[int, str, str | None, str]
+#: a nodata class: (value, name, title, description)
+NodataClass = tuple[int, str, str, str]
 
 
 def multihash_sha256(path: str | os.PathLike, chunk: int = 4 * 2**20) -> str:
@@ -77,13 +91,21 @@ def _class_name_token(name: str) -> str:
     return token or "class"
 
 
-def _classes(record: dict) -> list[dict[str, Any]]:
+def classification_classes(classes: Iterable[Klass], nodata: NodataClass | None = None) -> list[dict[str, Any]]:
+    """``classification:classes`` from ``(value, name, colour, description)``, sorted by value; ``nodata``
+    (``(value, name, title, description)``) is appended with ``nodata: true``.  ``name`` is sanitised to
+    classification v2's ``^[0-9A-Za-z-_]+$``; the readable name is the ``title``."""
     out = []
-    for c in sorted(record.get("classes", []), key=lambda c: c["value"]):
-        out.append({"value": int(c["value"]), "name": _class_name_token(c["name"]), "title": c["name"],
-                    "description": c["name"], "color_hint": c["color"].lstrip("#").upper()})
-    out.append({"value": 255, "name": "nodata", "title": "no valid input", "description": "no valid input",
-                "nodata": True})
+    for value, name, colour, desc in sorted(classes, key=lambda c: c[0]):
+        c: dict[str, Any] = {"value": int(value), "name": _class_name_token(name), "title": name,
+                             "description": desc or name}
+        if colour:
+            c["color_hint"] = colour.lstrip("#").upper()
+        out.append(c)
+    if nodata is not None:
+        value, name, title, desc = nodata
+        out.append({"value": int(value), "name": _class_name_token(name), "title": title, "description": desc,
+                    "nodata": True})
     return out
 
 
@@ -107,7 +129,9 @@ def _footprint(crs: CRS, transform, width: int, height: int, n: int = 21):
     return [round(v, 7) for v in bbox], {"type": "Polygon", "coordinates": [ring]}
 
 
-def _raster_asset(path: Path, classes: list[dict] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def _raster_asset(path: Path, classes: list[dict] | None, title: str | None = None
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(asset with ``raster:bands``, file fields and optional classes; the raster's grid)."""
     with rasterio.open(path) as src:
         bands = []
         for i in range(src.count):
@@ -123,101 +147,277 @@ def _raster_asset(path: Path, classes: list[dict] | None) -> tuple[dict[str, Any
             bands.append(b)
         grid = {"crs": src.crs, "transform": src.transform, "width": src.width, "height": src.height,
                 "bounds": list(src.bounds), "descriptions": src.descriptions}
-    asset: dict[str, Any] = {"href": f"./{path.name}", "type": _MEDIA[".tif"], "roles": ["data"],
-                             "raster:bands": bands}
+    asset: dict[str, Any] = {"href": f"./{path.name}", "type": _MEDIA[".tif"], "roles": ["data"]}
+    if title:
+        asset["title"] = title
+    asset["raster:bands"] = bands
     if classes is not None:
         asset["classification:classes"] = classes
+    asset.update(_file_fields(path))
     return asset, grid
 
 
-def stac_item(out_dir: str | os.PathLike) -> dict[str, Any]:
-    """The STAC Item of the run in ``out_dir`` (needs ``run.json`` and the outputs it lists)."""
-    out = Path(out_dir)
-    run_json = out / "run.json"
-    if not run_json.is_file():
-        raise InputError(f"{run_json} does not exist; run geoseg predict into {out} first")
+def _file_asset(path: Path, roles: Sequence[str], title: str, **extra: Any) -> dict[str, Any]:
+    """A non-raster asset: href relative to the item, media type, roles, title, ``extra`` fields, file fields."""
+    a: dict[str, Any] = {"href": f"./{path.name}", "type": _MEDIA.get(path.suffix, "application/octet-stream"),
+                         "roles": list(roles), "title": title, **extra}
+    a.update(_file_fields(path))
+    return a
+
+
+def _add_existing(assets: dict[str, dict[str, Any]], folder: Path,
+                  extras: Iterable[tuple[str, str, Sequence[str], str, dict[str, Any]]]) -> None:
+    """Add ``(key, file name, roles, title, extra fields)`` for each file that exists in ``folder``."""
+    for key, name, roles, title, extra in extras:
+        path = folder / name
+        if path.is_file():
+            assets[key] = _file_asset(path, roles, title, **extra)
+
+
+def _grid_fields(grid: dict[str, Any]) -> tuple[dict[str, Any], list[float] | None, dict | None]:
+    """(``proj:*`` properties, WGS84 bbox, WGS84 footprint geometry) of a raster grid."""
+    crs: CRS | None = grid["crs"]
+    t = grid["transform"]
+    props: dict[str, Any] = {"proj:shape": [grid["height"], grid["width"]],
+                             "proj:transform": [t.a, t.b, t.c, t.d, t.e, t.f]}
+    if crs is None:
+        props["proj:code"] = None
+        return props, None, None
+    epsg = crs.to_epsg()
+    if epsg is not None:
+        props["proj:code"] = f"EPSG:{epsg}"
+    else:
+        props["proj:code"] = None
+        props["proj:wkt2"] = crs.to_wkt()
+    props["proj:bbox"] = grid["bounds"]
+    bbox, geometry = _footprint(crs, t, grid["width"], grid["height"])
+    return props, bbox, geometry
+
+
+def _item(item_id: str, grid: dict[str, Any], props: dict[str, Any], assets: dict[str, dict[str, Any]],
+          links: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
+    """A STAC Item on ``grid`` (footprint, projection fields) with ``props`` and ``assets``."""
+    proj, bbox, geometry = _grid_fields(grid)
+    return {
+        "type": "Feature",
+        "stac_version": STAC_VERSION,
+        "stac_extensions": list(EXTENSIONS.values()),
+        "id": item_id,
+        "geometry": geometry,
+        **({"bbox": bbox} if bbox is not None else {}),
+        "properties": {**props, **proj},
+        "links": list(links),  # a catalogue adds self/parent/collection links when it ingests the item
+        "assets": assets,
+    }
+
+
+def _read_record(path: Path, how: str) -> dict[str, Any]:
+    """A run record (JSON object); ``how`` tells how to make one."""
+    if not path.is_file():
+        raise InputError(f"{path} does not exist; {how}")
     try:
-        record = json.loads(run_json.read_text())
+        record = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise InputError(f"{run_json} is not valid JSON ({e}); re-run geoseg predict") from None
+        raise InputError(f"{path} is not valid JSON ({e}); {how}") from None
+    if not isinstance(record, dict):
+        raise InputError(f"{path} is not a geoseg run record (not a JSON object); {how}")
+    return record
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    """The text of a STAC document as geoseg writes it (2-space indented JSON, final newline)."""
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def _write(folder: str | os.PathLike, item: dict[str, Any], name: str) -> str:
+    return atomic_write_text(Path(folder) / name, dumps(item))
+
+
+# -- geoseg predict -------------------------------------------------------------------------------------
+
+
+def _predict_classes(record: dict) -> list[dict[str, Any]]:
+    return classification_classes([(c["value"], c["name"], c["color"], c["name"]) for c in record.get("classes", [])],
+                                  (255, "nodata", "no valid input", "no valid input"))
+
+
+def stac_item(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """The STAC Item of the ``geoseg predict`` run in ``out_dir`` (needs ``run.json`` and the outputs it lists)."""
+    out = Path(out_dir)
+    record = _read_record(out / "run.json", f"run geoseg predict into {out} first")
     outputs: dict[str, str] = record.get("outputs") or {"landcover": "landcover.tif"}
-    classes = _classes(record)
+    classes = _predict_classes(record)
 
     assets: dict[str, dict[str, Any]] = {}
     grid = None
+    titles = {"landcover": "land-cover classes", "probabilities": "class probabilities (percent)",
+              "confidence": "confidence: maximum class probability (percent)"}
     for key, name in outputs.items():
         path = out / name
         if not path.is_file():
             raise InputError(f"{path} (listed in run.json) does not exist; re-run geoseg predict")
-        asset, g = _raster_asset(path, classes if key == "landcover" else None)
-        asset["title"] = {"landcover": "land-cover classes", "probabilities": "class probabilities (percent)",
-                          "confidence": "confidence: maximum class probability (percent)"}.get(key, key)
-        asset.update(_file_fields(path))
-        assets[key] = asset
+        assets[key], g = _raster_asset(path, classes if key == "landcover" else None, titles.get(key, key))
         grid = grid or g
     if grid is None:
-        raise InputError(f"{run_json} lists no raster outputs; re-run geoseg predict")
+        raise InputError(f"{out / 'run.json'} lists no raster outputs; re-run geoseg predict")
 
-    # sidecars that exist beside the rasters
     stem = Path(outputs.get("landcover", "landcover.tif")).stem
-    extras = [(f"{stem}-vector", f"{stem}{ext}", ["data"], "land-cover polygons")
-              for ext in (".gpkg", ".parquet", ".fgb", ".geojson")]
-    extras.append(("quicklook", "quicklook.png", ["overview", "visual"], "quicklook with legend"))
+    extras = [(f"{stem}-vector", f"{stem}{ext}", ["data"], "land-cover polygons",
+               {"classification:classes": classes[:-1]}) for ext in (".gpkg", ".parquet", ".fgb", ".geojson")]
+    extras.append(("quicklook", "quicklook.png", ["overview", "visual"], "quicklook with legend", {}))
     for key, name in outputs.items():  # per-raster sidecars
-        extras.append((f"{key}-style", f"{Path(name).stem}.qml", ["metadata", "style"], f"QGIS style of {name}"))
+        extras.append((f"{key}-style", f"{Path(name).stem}.qml", ["metadata", "style"], f"QGIS style of {name}", {}))
         extras.append((f"{key}-aux", f"{name}.aux.xml", ["metadata"],
-                       f"GDAL auxiliary metadata of {name} (raster attribute table, category names)"))
-    extras.append(("report", "report.html", ["overview", "metadata"], "run report (self-contained HTML)"))
-    extras.append(("run", "run.json", ["metadata"], "geoseg run record"))
-    for key, name, roles, title in extras:
-        path = out / name
-        if path.is_file():
-            a: dict[str, Any] = {"href": f"./{name}", "type": _MEDIA.get(path.suffix, "application/octet-stream"),
-                                 "roles": roles, "title": title}
-            if key == f"{stem}-vector":
-                a["classification:classes"] = classes[:-1]
-            a.update(_file_fields(path))
-            assets[key] = a
+                       f"GDAL auxiliary metadata of {name} (raster attribute table, category names)", {}))
+    extras.append(("report", "report.html", ["overview", "metadata"], "run report (self-contained HTML)", {}))
+    extras.append(("run", "run.json", ["metadata"], "geoseg run record", {}))
+    _add_existing(assets, out, extras)
 
-    crs: CRS | None = grid["crs"]
-    t = grid["transform"]
-    props: dict[str, Any] = {
+    model = record.get("model", {})
+    props = {
         "datetime": record["created"],
         "created": record["created"],
         "title": f"geoseg land cover, run {record.get('run_id', '')}".strip(),
-        "description": f"land-cover classes predicted by model {record.get('model', {}).get('id', '?')} "
-                       f"(trained: {record.get('model', {}).get('trained')}) with geoseg "
-                       f"{record.get('geoseg_version', '?')}",
-        "proj:shape": [grid["height"], grid["width"]],
-        "proj:transform": [t.a, t.b, t.c, t.d, t.e, t.f],
+        "description": f"land-cover classes predicted by model {model.get('id', '?')} "
+                       f"(trained: {model.get('trained')}) with geoseg {record.get('geoseg_version', '?')}",
     }
-    bbox = geometry = None
-    if crs is not None:
-        epsg = crs.to_epsg()
-        if epsg is not None:
-            props["proj:code"] = f"EPSG:{epsg}"
-        else:
-            props["proj:code"] = None
-            props["proj:wkt2"] = crs.to_wkt()
-        props["proj:bbox"] = grid["bounds"]
-        bbox, geometry = _footprint(crs, t, grid["width"], grid["height"])
-    else:
-        props["proj:code"] = None
-    item: dict[str, Any] = {
-        "type": "Feature",
-        "stac_version": STAC_VERSION,
-        "stac_extensions": list(EXTENSIONS.values()),
-        "id": f"geoseg-{record.get('run_id', out.name)}",
-        "geometry": geometry,
-        **({"bbox": bbox} if bbox is not None else {}),
-        "properties": props,
-        "links": [],  # a catalogue adds self/parent/collection links when it ingests the item
-        "assets": assets,
-    }
-    return item
+    return _item(f"geoseg-{record.get('run_id', out.name)}", grid, props, assets)
 
 
 def write_stac_item(out_dir: str | os.PathLike, name: str = ITEM_NAME) -> str:
-    """Write ``out_dir/item.json`` (atomically) for the run in ``out_dir``; returns its path."""
-    item = stac_item(out_dir)
-    return atomic_write_text(Path(out_dir) / name, json.dumps(item, indent=2) + "\n")
+    """Write ``out_dir/item.json`` (atomically) for the ``geoseg predict`` run in ``out_dir``; returns its path."""
+    return _write(out_dir, stac_item(out_dir), name)
+
+
+# -- geoseg change --------------------------------------------------------------------------------------
+
+_CHANGE_DESCRIPTIONS = {
+    "no_change": "observed in both dates, forest both times or non-forest both times",
+    "forest_loss": "forest before, not forest after",
+    "forest_gain": "not forest before, forest after",
+}
+
+
+def _change_classes(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The change raster's classes from ``change.json``'s ``codes`` (value -> name) and the colours of
+    :data:`geoseg.change.CHANGE_CLASSES`."""
+    from .change import CHANGE_CLASSES, UNOBSERVED
+
+    colours = {n: "#{:02X}{:02X}{:02X}".format(*rgba[:3]) for n, rgba in CHANGE_CLASSES.values()}
+    codes = {int(v): str(n) for v, n in (record.get("codes") or {}).items()}
+    nodata_name = codes.pop(UNOBSERVED, "unobserved")
+    return classification_classes(
+        [(v, n, colours.get(n), _CHANGE_DESCRIPTIONS.get(n, n)) for v, n in codes.items()],
+        (UNOBSERVED, nodata_name, nodata_name, "unobserved: nodata or masked in either date, or outside AFTER's "
+                                               "footprint"))
+
+
+def change_item(change_dir: str | os.PathLike) -> dict[str, Any]:
+    """The STAC Item of the ``geoseg change`` run in ``change_dir`` (needs ``change.json`` and ``change.tif``)."""
+    out = Path(change_dir)
+    record = _read_record(out / "change.json", f"run geoseg change into {out} first")
+    outputs = record.get("outputs") or {"change": "change.tif", "loss": "loss.gpkg"}
+    raster = out / outputs.get("change", "change.tif")
+    if not raster.is_file():
+        raise InputError(f"{raster} (listed in change.json) does not exist; re-run geoseg change")
+    assets: dict[str, dict[str, Any]] = {}
+    assets["change"], grid = _raster_asset(raster, _change_classes(record),
+                                           "forest change: 0 no change, 1 loss, 2 gain, 255 unobserved")
+    mmu = record.get("min_area_ha")
+    _add_existing(assets, out, [
+        ("loss", outputs.get("loss", "loss.gpkg"), ["data"],
+         f"forest-loss polygons (layer loss), patches of at least {mmu} ha", {}),
+        ("quicklook", "change_quicklook.png", ["overview", "thumbnail"], "before / after / change quicklook", {}),
+        ("change-style", f"{raster.stem}.qml", ["metadata", "style"], f"QGIS style of {raster.name}", {}),
+        ("report", "report.html", ["overview", "metadata"], "change report (self-contained HTML)", {}),
+        ("record", "change.json", ["metadata"], "geoseg change record (inputs, pixel counts, areas)", {}),
+    ])
+    before, after = Path(record.get("before") or "before").name, Path(record.get("after") or "after").name
+    props = {
+        "datetime": record["created"],
+        "created": record["created"],
+        "title": f"geoseg forest change {before} -> {after}",
+        "description": f"forest loss and gain from {record.get('before')} to {record.get('after')} "
+                       f"({record.get('mode')} mode) with geoseg {record.get('geoseg_version', '?')}; "
+                       "datetime is the processing time (the inputs' acquisition dates are not recorded)",
+        "geoseg:before": record.get("before"),
+        "geoseg:after": record.get("after"),
+    }
+    return _item(f"geoseg-change-{record.get('run_id', out.name)}", grid, props, assets)
+
+
+def write_change_item(change_dir: str | os.PathLike, name: str = ITEM_NAME) -> str:
+    """Write ``change_dir/item.json`` (atomically) for the ``geoseg change`` run there; returns its path."""
+    return _write(change_dir, change_item(change_dir), name)
+
+
+# -- geoseg monitor -------------------------------------------------------------------------------------
+
+GFW_DESCRIPTION = ("Global Forest Watch date-confidence encoding (uint16): value = confidence * 10000 + days "
+                   "since 2014-12-31 of the first loss observation; confidence 2 = low (2xxxx), 3 = high (3xxxx); "
+                   "0 = no alert (nodata)")
+
+
+def _applied_dates(gpkg: Path) -> list[str]:
+    """Acquisition dates (ISO) of the scenes applied to an AOI, from ``alerts.gpkg``'s ``aoi_summary`` layer."""
+    import pyogrio
+
+    df = pyogrio.read_dataframe(gpkg, layer="aoi_summary", read_geometry=False, columns=["date"])
+    return sorted(str(d) for d in df["date"])
+
+
+def monitor_item(aoi_folder: str | os.PathLike, *, aoi_id: str | None = None, run_id: str | None = None,
+                 updated: str | None = None, catalog: str | None = f"../{CATALOG_NAME}") -> dict[str, Any]:
+    """The STAC Item of one monitoring AOI folder (``OUT/<aoi_id>/``: ``alerts_gfw.tif``, ``alerts.gpkg``, ...).
+
+    ``start_datetime``/``end_datetime``: the first and last acquisition dates applied; ``updated``: the
+    time of this rewrite.  ``catalog``: relative href of the run-level catalog (root and parent links),
+    ``None`` for none.  The GFW raster carries no ``classification:classes``: its values encode a date and a
+    confidence (tens of thousands of values, not bit fields), so the encoding is given as text.
+    """
+    folder = Path(aoi_folder)
+    aoi = aoi_id or folder.name
+    gfw, gpkg = folder / "alerts_gfw.tif", folder / "alerts.gpkg"
+    for p in (gfw, gpkg):
+        if not p.is_file():
+            raise InputFileError(f"{p} does not exist; run geoseg monitor run first")
+    assets: dict[str, dict[str, Any]] = {}
+    assets["alerts_gfw"], grid = _raster_asset(gfw, None, "alerts: GFW date-confidence raster")
+    assets["alerts_gfw"]["description"] = GFW_DESCRIPTION
+    extras: list[tuple[str, str, Sequence[str], str, dict[str, Any]]] = [
+        ("alerts", "alerts.gpkg", ["data"], "alert polygons (layer alerts) and per-scene summary (layer aoi_summary)",
+         {"description": "field confidence: high (confirmed), low (unconfirmed), rejected; status: confirmed, "
+                         "unconfirmed, rejected, superseded"}),
+        ("alerts_gfw-style", "alerts_gfw.qml", ["metadata", "style"], "QGIS style of alerts_gfw.tif", {}),
+        ("report", "report.html", ["overview", "metadata"], "monitoring report (self-contained HTML)", {}),
+    ]
+    extras += [(p.stem.replace("_", "-"), p.name, ["data"], "alerts new or changed by a run (GeoJSON, WGS84)", {})
+               for p in sorted(folder.glob("changes_since_*.geojson"))]
+    _add_existing(assets, folder, extras)
+    dates = _applied_dates(gpkg)
+    if not dates:
+        raise InputError(f"{gpkg} lists no applied scene (layer aoi_summary); run geoseg monitor run first")
+    props = {
+        "datetime": None,
+        "start_datetime": f"{dates[0]}T00:00:00Z",
+        "end_datetime": f"{dates[-1]}T00:00:00Z",
+        **({"updated": updated} if updated else {}),
+        "title": f"geoseg forest-loss alerts, AOI {aoi}",
+        "description": f"forest-loss alerts of AOI {aoi} from {len(dates)} scene(s) acquired {dates[0]} to "
+                       f"{dates[-1]}" + (f"; last rewritten by run {run_id}" if run_id else ""),
+        "geoseg:aoi_id": aoi,
+    }
+    links = [{"rel": "root", "href": catalog, "type": "application/json"},
+             {"rel": "parent", "href": catalog, "type": "application/json"}] if catalog else []
+    return _item(f"geoseg-monitor-{aoi}", grid, props, assets, links)
+
+
+def monitor_catalog(out_dir: str | os.PathLike, aoi_ids: Sequence[str]) -> dict[str, Any]:
+    """A STAC Catalog (``OUT/catalog.json``) linking ``OUT/<aoi_id>/item.json`` of every AOI that has one."""
+    out = Path(out_dir)
+    links = [{"rel": "root", "href": f"./{CATALOG_NAME}", "type": "application/json"}]
+    links += [{"rel": "item", "href": f"./{a}/{ITEM_NAME}", "type": "application/geo+json", "title": f"AOI {a}"}
+              for a in aoi_ids if (out / a / ITEM_NAME).is_file()]
+    return {"type": "Catalog", "stac_version": STAC_VERSION, "id": "geoseg-monitor",
+            "title": "geoseg forest-loss monitoring",
+            "description": "forest-loss alerts per area of interest, one STAC Item each", "links": links}

@@ -382,7 +382,7 @@ def test_styles_quicklook_and_report(pair, tmp_path):
     r = detect_change(before, after, tmp_path / "out", min_area=0)
     out = tmp_path / "out"
     assert sorted(os.listdir(out)) == ["change.json", "change.qml", "change.tif", "change_quicklook.png",
-                                       "loss.gpkg", "report.html"]
+                                       "item.json", "loss.gpkg", "report.html"]
     # change.qml: paletted, one entry per change class, unobserved (255) transparent
     q = ET.fromstring((out / "change.qml").read_text().split("\n", 1)[1])
     entries = [(int(e.get("value")), e.get("color"), e.get("label"))

@@ -11,7 +11,8 @@ from .options import interactive, overwrite_option, quiet_option, run_command
 @click.argument("before", type=click.Path(dir_okay=True))
 @click.argument("after", type=click.Path(dir_okay=True))
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
-              help="Output folder: change.tif, loss.gpkg and change.json are written into it.")
+              help="Output folder: change.tif, loss.gpkg, change.json and the sidecars change.qml, "
+                   "change_quicklook.png, report.html and item.json (STAC Item) are written into it.")
 @click.option("--forest", default="trees", show_default=True,
               help="Forest classes by name (from the rasters' CLASS_<value> tags, as geoseg predict writes them) "
                    "or value, comma-separated, e.g. trees or 1,2. With --probability: the band name in a "
@@ -47,7 +48,9 @@ def change(before, after, output, forest, probability, threshold, before_mask, a
 
     Writes OUT/change.tif (uint8 COG on BEFORE's grid: 0 no change, 1 forest loss, 2 forest gain,
     255 unobserved = nodata or masked in either date), OUT/loss.gpkg (loss polygons at least
-    --min-area large, with area_ha, n_pixels, centroid_lon/lat) and OUT/change.json.
+    --min-area large, with area_ha, n_pixels, centroid_lon/lat) and OUT/change.json, then the
+    sidecars OUT/change.qml (QGIS style), OUT/change_quicklook.png, OUT/report.html and, last,
+    OUT/item.json (STAC Item with the checksums of every other file).
     """
     from ..change import detect_change
 

@@ -30,6 +30,12 @@ def run(config: str, wait: bool, aoi_ids: tuple[str, ...], quiet: bool) -> None:
     """Process every scene not yet processed, for every AOI in CONFIG (YAML); print a JSON summary.
 
     \b
+    Writes per AOI OUT/<aoi_id>/: alerts.gpkg, alerts_gfw.tif (+ .qml), changes_since_<date>.geojson,
+    report.html and item.json (STAC Item with checksums); and OUT/report.html (index of every AOI:
+    alerts and area by confidence, links to the AOI reports) with OUT/catalog.json (STAC Catalog of
+    the AOI items), rewritten by each run that delivered something. See docs/monitor.md.
+
+    \b
     Exit codes: 0 ok / nothing new, 2 bad option, 3 bad input, 4 bad model package,
     5 output problem, 75 an AOI is locked by another run (retry later or --wait), 1 a bug.
     """
