@@ -123,26 +123,45 @@ def write_qml(raster_path: str | os.PathLike, classes: Sequence[ClassInfo], noda
 PERCENT_RAMP = ((0, "#440154"), (25, "#3B528B"), (50, "#21918C"), (75, "#5EC962"), (100, "#FDE725"))
 
 
-def percent_qml(band: int = 1, label: str = "probability", nodata: int | None = NODATA) -> str:
-    """QML of a single-band pseudocolour renderer over 0..100 % (probabilities.tif, confidence.tif)."""
+def _num(x: float) -> str:
+    """A QML number: shortest round-trip form, no trailing ``.0`` (``0``, ``0.25``, ``100``)."""
+    return f"{round(x, 12):.12g}"
+
+
+def percent_qml(band: int = 1, label: str = "probability", nodata: int | None = NODATA,
+                scale: float = 1.0, offset: float = 0.0) -> str:
+    """QML of a single-band pseudocolour renderer over 0..100 % (probabilities.tif, confidence.tif).
+
+    ``scale``/``offset``: the band's GDAL scale and offset.  QGIS applies them before styling (its GDAL
+    provider reads ``raw * scale + offset``, as Float32), so the ramp stops and the transparent nodata
+    value are written in those units: a percent raster stored with scale 0.01 (geoseg's) is shown as
+    0..1 and its ramp runs over 0..1; labels stay in percent.
+    """
+    def shown(raw: float) -> float:
+        return raw * scale + offset
+
     items = "\n".join(
-        f'            <item value="{v}" color="{c.lower()}" label={quoteattr(f"{v} % {label}")} alpha="255"/>'
+        f'            <item value="{_num(shown(v))}" color="{c.lower()}" label={quoteattr(f"{v} % {label}")} alpha="255"/>'
         for v, c in PERCENT_RAMP
     )
-    transparency = (
-        "        <rasterTransparency>\n          <singleValuePixelList>\n"
-        f'            <pixelListEntry min="{nodata}" max="{nodata}" percentTransparent="100"/>\n'
-        "          </singleValuePixelList>\n        </rasterTransparency>"
-        if nodata is not None else "        <rasterTransparency/>"
-    )
+    if nodata is not None:  # a range of half a raw step each side, so float rounding cannot miss it
+        lo, hi = sorted((shown(nodata - 0.5) if scale != 1 or offset else nodata,
+                         shown(nodata + 0.5) if scale != 1 or offset else nodata))
+        transparency = (
+            "        <rasterTransparency>\n          <singleValuePixelList>\n"
+            f'            <pixelListEntry min="{_num(lo)}" max="{_num(hi)}" percentTransparent="100"/>\n'
+            "          </singleValuePixelList>\n        </rasterTransparency>")
+    else:
+        transparency = "        <rasterTransparency/>"
+    vmin, vmax = _num(shown(PERCENT_RAMP[0][0])), _num(shown(PERCENT_RAMP[-1][0]))
     return f"""{DOCTYPE}
 <qgis version="{QGIS_VERSION}" styleCategories="AllStyleCategories" hasScaleBasedVisibilityFlag="0">
   <pipe>
-    <rasterrenderer type="singlebandpseudocolor" band="{band}" opacity="1" alphaBand="-1" classificationMin="0" classificationMax="100" nodataColor="">
+    <rasterrenderer type="singlebandpseudocolor" band="{band}" opacity="1" alphaBand="-1" classificationMin="{vmin}" classificationMax="{vmax}" nodataColor="">
 {transparency}
 {MIN_MAX_ORIGIN}
       <rastershader>
-        <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" minimumValue="0" maximumValue="100">
+        <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" minimumValue="{vmin}" maximumValue="{vmax}">
 {items}
         </colorrampshader>
       </rastershader>
@@ -159,11 +178,21 @@ def percent_qml(band: int = 1, label: str = "probability", nodata: int | None = 
 def write_percent_qml(raster_path: str | os.PathLike, band: int = 1, label: str = "probability") -> str:
     """Write ``<raster>.qml`` for a percent raster (values 0..100 in the file; geoseg's scale is 0.01).
 
-    The ramp is on the stored values (QGIS styles raw pixel values), so 0..100 covers the whole range.
+    QGIS styles the *scaled* values (``raw * scale + offset``), so the ramp is written in the units of the
+    raster's own scale and offset, read from the file: 0..1 for geoseg's percent rasters (scale 0.01).
     """
     if not Path(raster_path).exists():
         raise InputError(f"{raster_path} does not exist; write the raster before its style")
-    return atomic_write_text(qml_path(raster_path), percent_qml(band, label))
+    import rasterio
+
+    try:
+        with rasterio.open(raster_path) as src:
+            scale, offset = src.scales[band - 1], src.offsets[band - 1]
+            nodata = src.nodatavals[band - 1]
+    except (rasterio.errors.RasterioIOError, IndexError) as e:
+        raise InputError(f"cannot read band {band} of {raster_path} ({e})") from None
+    nd = int(nodata) if nodata is not None and float(nodata).is_integer() else None
+    return atomic_write_text(qml_path(raster_path), percent_qml(band, label, nodata=nd, scale=scale, offset=offset))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 
-from conftest import ORIGIN, RES, pattern_scene, write_raster
+from conftest import ORIGIN, RES, pattern_scene, validate_item, write_raster
 from geoseg.errors import InputError
 from geoseg.model.card import ClassInfo
 from geoseg.predict import predict_scene
@@ -31,7 +31,6 @@ from geoseg.style import (ALERT_CATEGORIES, LOSS_CATEGORY, PERCENT_RAMP, embed_g
                           vector_sld, write_gfw_qml, write_percent_qml, write_qml)
 
 CLASSES = (ClassInfo(0, "water", "#419BDF"), ClassInfo(1, "trees", "#397D49"), ClassInfo(2, "built area", "#C4281B"))
-STAC_DIR = Path(__file__).parent / "data" / "stac"
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +98,21 @@ def test_percent_qml_for_probability_rasters(out):
     renderer = ET.parse(qml).getroot().find("pipe/rasterrenderer")
     assert renderer.get("type") == "singlebandpseudocolor" and renderer.get("band") == "1"
     shader = renderer.find("rastershader/colorrampshader")
-    assert (shader.get("minimumValue"), shader.get("maximumValue")) == ("0", "100")
-    assert [int(i.get("value")) for i in shader.findall("item")] == [v for v, _ in PERCENT_RAMP]
     with rasterio.open(out / "probabilities.tif") as src:  # the stored values really are 0..100 percent
         assert src.scales[0] == 0.01 and int(src.read(1, masked=True).max()) <= 100
+    # ... but QGIS styles raw * scale + offset (0..1 here), so the ramp is written in those units
+    assert (shader.get("minimumValue"), shader.get("maximumValue")) == ("0", "1")
+    assert (renderer.get("classificationMin"), renderer.get("classificationMax")) == ("0", "1")
+    items = shader.findall("item")
+    assert [float(i.get("value")) for i in items] == [v / 100 for v, _ in PERCENT_RAMP]
+    assert [i.get("label") for i in items][-1] == "100 % water probability"
+    px = renderer.find("rasterTransparency/singleValuePixelList/pixelListEntry")  # raw 255 (nodata) -> 2.55
+    assert float(px.get("min")) < 2.55 < float(px.get("max")) < 2.56
+    # a percent raster without a scale gets the ramp on 0..100
+    unscaled = write_raster(out / "plain.tif", np.array([[0, 50], [100, 255]], np.uint8), nodata=255)
+    shader = ET.parse(write_percent_qml(unscaled)).getroot().find("pipe/rasterrenderer/rastershader/colorrampshader")
+    assert (shader.get("minimumValue"), shader.get("maximumValue")) == ("0", "100")
+    assert [int(i.get("value")) for i in shader.findall("item")] == [v for v, _ in PERCENT_RAMP]
 
 
 def test_write_qml_refuses_missing_raster(tmp_path):
@@ -271,34 +281,6 @@ def test_gdal_reads_rat_categories_palette_and_overviews(tmp_path, linear_model)
 # ---------------------------------------------------------------------------------------------
 # STAC
 # ---------------------------------------------------------------------------------------------
-
-
-def stac_validator(schema_file: str):
-    jsonschema = pytest.importorskip("jsonschema", reason="STAC validation needs jsonschema>=4.18 (test extra)")
-    referencing = pytest.importorskip("referencing", reason="STAC validation needs jsonschema>=4.18 (test extra)")
-    Registry, Resource = referencing.Registry, referencing.Resource
-
-    resources = []
-    for p in STAC_DIR.glob("*.json"):
-        doc = json.loads(p.read_text())
-        resource = Resource.from_contents(doc)
-        resources.append((doc["$id"].rstrip("#"), resource))
-        if p.name in {"Feature.json", "Geometry.json"}:
-            continue
-        if "-v" not in p.name:  # core schemas are referenced by file name relative to item.json
-            resources.append((f"https://schemas.stacspec.org/v1.1.0/item-spec/json-schema/{p.name}", resource))
-    registry = Registry().with_resources(resources)
-    schema = json.loads((STAC_DIR / schema_file).read_text())
-    return jsonschema.Draft7Validator(schema, registry=registry)
-
-
-def validate_item(item: dict) -> None:
-    errors = []
-    for name in ["item.json"] + [f"{url.split('/')[3]}-{url.split('/')[4]}.json" for url in
-                                 item["stac_extensions"]]:
-        errors += [f"{name}: {e.message} at {list(e.absolute_path)}"
-                   for e in stac_validator(name).iter_errors(item)]
-    assert not errors, "\n".join(errors)
 
 
 def test_stac_item_validates_and_checksums_match(out):
