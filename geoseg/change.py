@@ -43,6 +43,7 @@ import numpy as np
 from .errors import (EmptySceneError, GridMismatchError, InputError, InputFileError, NotGeoreferencedError,
                      ParameterError)
 from .grid import BLOCK_ALIGN, Window, align_up
+from .output import GPKG_DATASET_OPTIONS
 from .raster import configure_gdal_cache, grid_differences
 
 __all__ = ["detect_change", "ChangeResult", "ChangeSpec", "ChangeCounts", "PRESETS", "CHANGE_CLASSES",
@@ -387,7 +388,7 @@ def _loss_polygons(change_path: str, work_dir: Path, final_tmp: Path, *, min_are
         )
         if len(out) or not written:
             pyogrio.write_dataframe(out, final_tmp, layer=LOSS_LAYER, driver="GPKG", geometry_type="MultiPolygon",
-                                    append=written)
+                                    append=written, dataset_options=None if written else GPKG_DATASET_OPTIONS)
             written = True
         kept += len(out)
         kept_ha += float(out["area_m2"].sum()) / 1e4

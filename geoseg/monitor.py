@@ -57,6 +57,7 @@ import numpy as np
 
 from . import monitor_state as ms
 from .errors import EmptySceneError, GeosegError, InputError, InputFileError, OutputError, ParameterError
+from .output import GPKG_DATASET_OPTIONS
 
 __all__ = ["MonitorConfig", "AOI", "Scene", "MonitorLockedError", "load_config", "run_monitor", "EXIT_LOCKED",
            "CRASH_ENV"]
@@ -731,7 +732,8 @@ def _write_gpkg(path: Path, alerts: list[dict], summary: list[dict], grid: Grid)
         cols = {k: [a[k] for a in alerts] for k in ALERT_FIELDS}
         gdf = gpd.GeoDataFrame(cols, geometry=gpd.GeoSeries([a["geometry"] for a in alerts]),
                                crs=grid.crs_wkt)
-        pyogrio.write_dataframe(gdf, tmp, layer="alerts", driver="GPKG", geometry_type="MultiPolygon")
+        pyogrio.write_dataframe(gdf, tmp, layer="alerts", driver="GPKG", geometry_type="MultiPolygon",
+                                dataset_options=GPKG_DATASET_OPTIONS)
         pyogrio.write_dataframe(pd.DataFrame(summary, columns=SUMMARY_FIELDS), tmp, layer="aoi_summary",
                                 driver="GPKG", append=True)
         # default QGIS style of the alerts layer: categorized by confidence (low / high / rejected)

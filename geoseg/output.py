@@ -105,6 +105,12 @@ def percent_product(out_dir: str, run_id: str, name: str, descriptions: Sequence
     )
 
 
+#: GeoPackage creation options for every layer geoseg writes: version 1.2 (GDAL's default is 1.4,
+#: which GDAL < 3.7, e.g. the one inside QGIS 3.22 LTR, reports as "may only be partially supported").
+#: geoseg uses nothing newer than 1.2 (features, attribute tables, the QGIS layer_styles table).
+GPKG_DATASET_OPTIONS = {"VERSION": "1.2"}
+
+
 def check_output_dir(out_dir: str | os.PathLike, products: Sequence[str], overwrite: bool) -> None:
     """Refuse early: final paths that exist (without overwrite), or a directory we cannot write into."""
     d = Path(out_dir)

@@ -53,7 +53,7 @@ from rasterio.windows import Window as RioWindow
 from . import __version__
 from .errors import (EmptySceneError, InputError, InputFileError, NotGeoreferencedError, OutputError,
                      OutputExistsError, ParameterError)
-from .output import ensure_writable_dir
+from .output import GPKG_DATASET_OPTIONS, ensure_writable_dir
 from .raster import class_names_from_tags, configure_gdal_cache
 from .vector_graph import (BlockGrid, apply_sieve, block_edges, label_components, plan_sieve, scan_block,
                            seam_pairs, union_components)
@@ -834,6 +834,8 @@ class _Sink:
             import pyogrio.raw
 
             kwargs = {"layer": self.layer} if self.fmt.key == "gpkg" else {}
+            if self.fmt.key == "gpkg" and not self._started:
+                kwargs["dataset_options"] = GPKG_DATASET_OPTIONS
             pyogrio.raw.write(self.path, table["wkb"], [table[c] for c in _COLUMNS], list(_COLUMNS),
                               driver=self.fmt.driver, geometry_type="MultiPolygon", crs=self._ogr_crs(),
                               append=self._started, **kwargs)

@@ -140,6 +140,9 @@ def test_gpkg_style_is_default_and_gpkg_still_reads(out):
         geom_col = con.execute("SELECT column_name FROM gpkg_geometry_columns WHERE table_name='landcover'"
                                ).fetchone()[0]
         cols = [r[1] for r in con.execute("PRAGMA table_info(layer_styles)")]
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        app_id = con.execute("PRAGMA application_id").fetchone()[0]
+    assert app_id == 0x47504B47 and version == 10200  # 'GPKG' 1.2: opens without a warning in older GDAL/QGIS
     assert cols == ["id", "f_table_catalog", "f_table_schema", "f_table_name", "f_geometry_column", "styleName",
                     "styleQML", "styleSLD", "useAsDefault", "description", "owner", "ui", "update_time"]
     assert row[0] == "landcover" and row[1] == geom_col and row[3] == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import os
 from html.parser import HTMLParser
 from pathlib import Path
@@ -349,3 +350,15 @@ def test_monitor_index_older_than_an_aoi_item_is_rewritten(tmp_path):
     p = Tables()
     p.feed((out / "report.html").read_text())
     assert [r[0].split(" · ")[0] for r in p.tables["aoi-index"][1:-1]] == ["aoi1", "aoi2", "far"]
+
+
+def _gpkg_version(path: Path) -> tuple[int, int]:
+    with sqlite3.connect(path) as con:
+        return con.execute("PRAGMA application_id").fetchone()[0], con.execute("PRAGMA user_version").fetchone()[0]
+
+
+def test_change_and_monitor_geopackages_are_version_1_2(change_dir, tmp_path):
+    """GeoPackage 1.2 (not GDAL's default 1.4, which older GDAL/QGIS warn about), styles included."""
+    assert _gpkg_version(change_dir / "loss.gpkg") == (0x47504B47, 10200)
+    run_monitor(_monitor_project(tmp_path, ["20210101", "20210201"]))
+    assert _gpkg_version(tmp_path / "out" / "aoi1" / "alerts.gpkg") == (0x47504B47, 10200)
