@@ -643,6 +643,8 @@ def detect_change(
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "before": os.path.abspath(b_info.path),
             "after": os.path.abspath(a_info.path),
+            "before_acquired": b_info.acquired,  # from the inputs' tags (geoseg predict writes them), else None
+            "after_acquired": a_info.acquired,
             "before_mask": layers["--before-mask"].path if "--before-mask" in layers else None,
             "after_mask": layers["--after-mask"].path if "--after-mask" in layers else None,
             "mode": mode,

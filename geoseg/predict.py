@@ -29,7 +29,7 @@ from .model.package import read_card, resolve
 from .output import (NODATA, Product, build_cog, check_output_dir, create_part, discard, landcover_product,
                      new_run_id, output_dir_lock, percent_product, remove_quietly)
 from .progress import make_progress
-from .raster import configure_gdal_cache, open_scene, select_bands
+from .raster import configure_gdal_cache, open_scene, parse_datetime, select_bands
 
 
 #: Files written beside the rasters for GIS users (see docs/delivery.md).
@@ -121,6 +121,7 @@ def predict_scene(
     tta: str = "none",
     vector: str | None = None,
     vector_options: dict | None = None,
+    acquired: str | None = None,
     progress: bool | None = None,
 ) -> PredictResult:
     """Predict a land-cover map of ``scene`` with ``model`` into ``out_dir``.
@@ -137,6 +138,10 @@ def predict_scene(
     ``fgb`` or ``geojson``) with :func:`geoseg.vectorize.vectorize_raster`; ``vector_options``
     are passed on to it (e.g. ``{"min_area": "0.5ha", "simplify": 10}``).
 
+    ``acquired``: the scene's acquisition date/time (ISO 8601 or ``YYYYMMDD``; a date alone is midnight
+    UTC); by default read from the scene's tags (:data:`geoseg.raster.ACQUISITION_TAGS`).  It is written
+    into every product (tag ``ACQUISITION_DATETIME``), ``run.json`` and the STAC item's ``datetime``.
+
     ``progress=None`` shows a progress bar only on an interactive terminal.
     """
     from . import graph  # dask
@@ -149,6 +154,14 @@ def predict_scene(
     card: ModelCard = read_card(model_path)
     info = open_scene(scene, allow_ungeoreferenced=allow_ungeoreferenced)
     band_idx = select_bands(info, card.bands, bands)
+    if acquired is not None:
+        when = parse_datetime(acquired)
+        if when is None:
+            raise ParameterError(f"--acquired {acquired!r} is not a date or time; give e.g. 2016-09-27 or "
+                                 "2016-09-27T08:17:13Z")
+        acquired_from = "--acquired"
+    else:
+        when, acquired_from = info.acquired, (f"input tag {info.acquired_tag}" if info.acquired else None)
     if blend not in BLEND_MODES:
         raise ParameterError(f"unknown blend mode {blend!r}; choose one of {', '.join(BLEND_MODES)}")
     tile_size = card.tile_size if tile_size is None else int(tile_size)
@@ -196,6 +209,9 @@ def predict_scene(
         conf = percent_product(str(out), run_id, "confidence", ["confidence (max class probability)"], card.id) \
             if confidence else None
         products: list[Product] = [p for p in (lc, prob, conf) if p is not None]
+        if when:
+            for p in products:
+                p.tags["ACQUISITION_DATETIME"] = when
         record_tmp = str(out / f".run.{run_id}.json.tmp")
         spec = RunSpec(
             scene_path=os.path.abspath(info.path),
@@ -244,6 +260,8 @@ def predict_scene(
                     "run_id": run_id,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "scene": os.path.abspath(info.path),
+                    "acquired": when,
+                    "acquired_from": acquired_from,
                     "bands": band_idx,
                     "model": {"id": card.id, "version": card.version, "path": str(model_path.resolve()),
                               "trained": card.trained, "architecture": card.architecture, "encoder": card.encoder},

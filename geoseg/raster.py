@@ -54,6 +54,8 @@ class SceneInfo:
     descriptions: tuple[str | None, ...]
     per_dataset_mask: bool  # has nodata or a mask band: read masks instead of trusting values
     nodata_only_mask: bool = False  # the only mask is the nodata value: test values, no mask read
+    acquired: str | None = None  # acquisition time (ISO 8601 UTC) named by a dataset tag, see ACQUISITION_TAGS
+    acquired_tag: str | None = None  # the tag it came from
 
     @property
     def georeferenced(self) -> bool:
@@ -62,6 +64,37 @@ class SceneInfo:
     @property
     def window(self) -> Window:
         return Window(0, 0, self.height, self.width)
+
+
+#: Dataset tags naming when a scene was acquired, most specific first: geoseg's own products, GDAL's
+#: Sentinel-2 SAFE metadata, Landsat MTL, and common conventions (the shipped samples use ``DATE``).
+ACQUISITION_TAGS = ("ACQUISITION_DATETIME", "DATATAKE_1_DATATAKE_SENSING_START", "PRODUCT_START_TIME",
+                    "SENSING_TIME", "DATE_ACQUIRED", "ACQUISITION_DATE", "DATE")
+
+
+def parse_datetime(text: str) -> str | None:
+    """``YYYY-MM-DDTHH:MM:SSZ`` (UTC) of a date or date-time text (``20160927``, ``2016-09-27``,
+    ISO 8601 with a time and zone; a time without zone is taken as UTC); None if it is not one."""
+    import datetime as dt
+
+    text = str(text).strip()
+    if re.fullmatch(r"\d{8}", text):
+        text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        return None
+    if t.tzinfo is not None:
+        t = t.astimezone(dt.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def acquisition_time(tags: dict[str, str]) -> tuple[str, str] | None:
+    """(ISO 8601 UTC time, tag) of the first :data:`ACQUISITION_TAGS` entry that parses, or None."""
+    for key in ACQUISITION_TAGS:
+        if key in tags and (iso := parse_datetime(tags[key])):
+            return iso, key
+    return None
 
 
 def open_scene(path: str | os.PathLike, allow_ungeoreferenced: bool = False) -> SceneInfo:
@@ -89,6 +122,7 @@ def open_scene(path: str | os.PathLike, allow_ungeoreferenced: bool = False) -> 
                 descriptions=tuple(src.descriptions),
                 per_dataset_mask=any(MaskFlags.all_valid not in f for f in flags),
                 nodata_only_mask=src.nodata is not None and all(set(f) == {MaskFlags.nodata} for f in flags),
+                **dict(zip(("acquired", "acquired_tag"), acquisition_time(src.tags()) or (None, None))),
             )
     except RasterioIOError:
         raise InputFileError(f"{path} is not a readable raster; give a GeoTIFF (or another GDAL raster)") from None

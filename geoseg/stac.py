@@ -13,9 +13,10 @@ extensions, built from the run's record and the files themselves:
 The kinds of folder:
 
 * :func:`stac_item` / :func:`write_stac_item`: a ``geoseg predict`` folder (``run.json``); ``datetime`` is
-  the run's ``created`` time (geoseg does not know the scene's acquisition time);
-* :func:`change_item` / :func:`write_change_item`: a ``geoseg change`` folder (``change.json``); ``datetime``
-  is the change run's time (``change.json`` records the input paths, not their acquisition dates);
+  the scene's acquisition time (``--acquired`` or the scene's tags), else the run's ``created`` time;
+* :func:`change_item` / :func:`write_change_item`: a ``geoseg change`` folder (``change.json``);
+  ``start_datetime``/``end_datetime`` are the inputs' acquisition times when both carry one (an
+  ``ACQUISITION_DATETIME``-like tag: geoseg predict writes it), else ``datetime`` is the change run's time;
 * :func:`monitor_item`: one monitoring AOI folder (``alerts.gpkg``, ``alerts_gfw.tif``); ``start_datetime`` /
   ``end_datetime`` are the first and last acquisition dates applied (the ``aoi_summary`` layer);
   :func:`monitor_catalog`: a STAC Catalog linking the AOI items.
@@ -275,7 +276,7 @@ def stac_item(out_dir: str | os.PathLike) -> dict[str, Any]:
 
     model = record.get("model", {})
     props = {
-        "datetime": record["created"],
+        "datetime": record.get("acquired") or record["created"],  # the scene's time, else processing time
         "created": record["created"],
         "title": f"geoseg land cover, run {record.get('run_id', '')}".strip(),
         "description": f"land-cover classes predicted by model {model.get('id', '?')} "
@@ -333,13 +334,17 @@ def change_item(change_dir: str | os.PathLike) -> dict[str, Any]:
         ("record", "change.json", ["metadata"], "geoseg change record (inputs, pixel counts, areas)", {}),
     ])
     before, after = Path(record.get("before") or "before").name, Path(record.get("after") or "after").name
+    t0, t1 = record.get("before_acquired"), record.get("after_acquired")
+    when: dict[str, Any] = ({"datetime": None, "start_datetime": min(t0, t1), "end_datetime": max(t0, t1)}
+                            if t0 and t1 else {"datetime": record["created"]})
     props = {
-        "datetime": record["created"],
+        **when,
         "created": record["created"],
         "title": f"geoseg forest change {before} -> {after}",
         "description": f"forest loss and gain from {record.get('before')} to {record.get('after')} "
-                       f"({record.get('mode')} mode) with geoseg {record.get('geoseg_version', '?')}; "
-                       "datetime is the processing time (the inputs' acquisition dates are not recorded)",
+                       f"({record.get('mode')} mode) with geoseg {record.get('geoseg_version', '?')}"
+                       + ("" if t0 and t1 else "; datetime is the processing time (the inputs carry no "
+                                              "acquisition time tag)"),
         "geoseg:before": record.get("before"),
         "geoseg:after": record.get("after"),
     }

@@ -362,3 +362,44 @@ def test_change_and_monitor_geopackages_are_version_1_2(change_dir, tmp_path):
     assert _gpkg_version(change_dir / "loss.gpkg") == (0x47504B47, 10200)
     run_monitor(_monitor_project(tmp_path, ["20210101", "20210201"]))
     assert _gpkg_version(tmp_path / "out" / "aoi1" / "alerts.gpkg") == (0x47504B47, 10200)
+
+
+# -- acquisition times ------------------------------------------------------------------------------------
+
+
+def test_acquisition_time_flows_from_scene_tags_through_predict_into_change(tmp_path, linear_model):
+    """Scene tag (or --acquired) -> run.json, product tags, predict item datetime -> change start/end."""
+    from click.testing import CliRunner
+
+    from conftest import pattern_scene
+    from geoseg.cli import cli as main
+    from geoseg.predict import predict_scene
+
+    scene, _ = pattern_scene(64, 80)
+    first = write_raster(tmp_path / "s1.tif", scene, descriptions=("B2", "B3", "B4", "B8"), DATE="20160927")
+    predict_scene(first, linear_model, tmp_path / "p1", progress=False)
+    rec = json.loads((tmp_path / "p1" / "run.json").read_text())
+    assert (rec["acquired"], rec["acquired_from"]) == ("2016-09-27T00:00:00Z", "input tag DATE")
+    item = json.loads((tmp_path / "p1" / "item.json").read_text())
+    validate_item(item)
+    assert item["properties"]["datetime"] == "2016-09-27T00:00:00Z" and item["properties"]["created"] == rec["created"]
+    with rasterio.open(tmp_path / "p1" / "landcover.tif") as src:
+        assert src.tags()["ACQUISITION_DATETIME"] == "2016-09-27T00:00:00Z"
+    # --acquired wins over the tags (a zone is converted to UTC); a scene without tags would use it alone
+    second = write_raster(tmp_path / "s2.tif", scene, descriptions=("B2", "B3", "B4", "B8"), DATE="20160927")
+    r = CliRunner().invoke(main, ["predict", str(second), "-m", str(linear_model), "-o", str(tmp_path / "p2"),
+                                  "--acquired", "2018-03-28T10:17:13+02:00", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "p2" / "run.json").read_text())["acquired"] == "2018-03-28T08:17:13Z"
+    bad = CliRunner().invoke(main, ["predict", str(second), "-m", str(linear_model), "-o", str(tmp_path / "p3"),
+                                    "--acquired", "spring 2018", "--quiet"])
+    assert bad.exit_code == 2 and "--acquired" in bad.output and len(bad.output.strip().splitlines()) == 1
+    assert not (tmp_path / "p3" / "landcover.tif").exists()
+    # change between the two maps: the item spans the two acquisitions
+    detect_change(tmp_path / "p1" / "landcover.tif", tmp_path / "p2" / "landcover.tif", tmp_path / "ch",
+                  forest="trees", min_area=0)
+    ch = json.loads((tmp_path / "ch" / "item.json").read_text())
+    validate_item(ch)
+    props = ch["properties"]
+    assert props["datetime"] is None
+    assert (props["start_datetime"], props["end_datetime"]) == ("2016-09-27T00:00:00Z", "2018-03-28T08:17:13Z")

@@ -32,12 +32,15 @@ from .options import int_list, interactive, overwrite_option, quiet_option, run_
 @click.option("--min-area", help="With --vector: minimum mapping unit, e.g. 0.5ha (sieve before polygonizing).")
 @click.option("--simplify", help="With --vector: coverage simplification tolerance in metres, e.g. 10.")
 @click.option("--allow-ungeoreferenced", is_flag=True, help="Accept a scene without CRS/geotransform.")
+@click.option("--acquired", help="Acquisition date/time of SCENE (e.g. 2016-09-27 or 2016-09-27T08:17:13Z), "
+              "for the products' metadata and STAC datetime (default: from the scene's tags, e.g. "
+              "SENSING_TIME, DATE_ACQUIRED or DATE).")
 @overwrite_option
 @quiet_option
 @run_command
 def predict(scene, model, output, bands, tile_size, overlap, blend, batch_size, block_size, workers, scheduler,
             device, no_amp, tta, probabilities, confidence, vector, min_area, simplify, allow_ungeoreferenced,
-            overwrite, quiet) -> None:
+            acquired, overwrite, quiet) -> None:
     """Predict a land-cover map of SCENE (a georeferenced multiband GeoTIFF)."""
     from ..predict import predict_scene
 
@@ -46,7 +49,7 @@ def predict(scene, model, output, bands, tile_size, overlap, blend, batch_size, 
         scene, model, output, bands=bands, tile_size=tile_size, overlap=overlap, blend=blend,
         batch_size=batch_size, block_size=block_size, workers=workers, scheduler=scheduler, device=device,
         amp=False if no_amp else None, tta=tta, probabilities=probabilities, confidence=confidence,
-        overwrite=overwrite, allow_ungeoreferenced=allow_ungeoreferenced, progress=show,
+        overwrite=overwrite, allow_ungeoreferenced=allow_ungeoreferenced, acquired=acquired, progress=show,
         vector=vector, vector_options={"min_area": min_area, "simplify": simplify} if vector else None,
     )
     if show:
