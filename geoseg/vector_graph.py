@@ -203,6 +203,37 @@ class SeamPairs:
     key: np.ndarray
 
 
+def _edge_ids(lab: np.ndarray, gid: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(global piece id, value) along one block edge of local labels ``lab`` (-1: nodata, value 0)."""
+    if gid.size == 0:  # an all-nodata block
+        return np.full(lab.shape, -1, np.int64), np.zeros(lab.shape, np.int64)
+    safe = np.maximum(lab, 0)
+    return np.where(lab >= 0, gid[safe], -1), np.where(lab >= 0, values[safe], 0)
+
+
+def seam_breakpoints(grid: BlockGrid, edges: list, gid: list) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """Where pieces start or end along each seam line, from either side.
+
+    Returns ``({X: ys}, {Y: xs})``: for the vertical seam line ``x = X`` the sorted pixel-corner
+    ``y`` coordinates where the piece on its left or on its right changes (and likewise for
+    horizontal lines ``y = Y``).  Pieces from both sides get a vertex at each of them (see
+    ``geoseg.vectorize.densify_seams``), which makes them an edge-matched coverage with far fewer
+    vertices than one per pixel.
+    """
+    def line(parts_a, parts_b) -> np.ndarray:
+        a = np.concatenate([_edge_ids(edges[i][w], gid[i], gid[i])[0] for i, w in parts_a])
+        b = np.concatenate([_edge_ids(edges[i][w], gid[i], gid[i])[0] for i, w in parts_b])
+        return np.flatnonzero((a[1:] != a[:-1]) | (b[1:] != b[:-1])) + 1
+
+    xs = {c * grid.block_size: line([(r * grid.n_cols + c - 1, 3) for r in range(grid.n_rows)],
+                                    [(r * grid.n_cols + c, 2) for r in range(grid.n_rows)])
+          for c in range(1, grid.n_cols)}
+    ys = {r * grid.block_size: line([((r - 1) * grid.n_cols + c, 1) for c in range(grid.n_cols)],
+                                    [(r * grid.n_cols + c, 0) for c in range(grid.n_cols)])
+          for r in range(1, grid.n_rows)}
+    return xs, ys
+
+
 def seam_pairs(grid: BlockGrid, edges: list, gid: list, values: list, connectivity: int) -> SeamPairs:
     """All pixel pairs that straddle a seam between two blocks.
 
@@ -215,11 +246,7 @@ def seam_pairs(grid: BlockGrid, edges: list, gid: list, values: list, connectivi
     out_a, out_b, out_s, out_k = [], [], [], []
 
     def side(index: int, which: int) -> tuple[np.ndarray, np.ndarray]:
-        lab = edges[index][which]
-        if gid[index].size == 0:  # an all-nodata block
-            return np.full(lab.shape, -1, np.int64), np.zeros(lab.shape, np.int64)
-        safe = np.maximum(lab, 0)
-        return np.where(lab >= 0, gid[index][safe], -1), np.where(lab >= 0, values[index][safe], 0)
+        return _edge_ids(edges[index][which], gid[index], values[index])
 
     def emit(ga, va, gb, vb, key):
         ok = (ga >= 0) & (gb >= 0)

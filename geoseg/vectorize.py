@@ -56,7 +56,7 @@ from .errors import (EmptySceneError, InputError, InputFileError, NotGeoreferenc
 from .output import GPKG_DATASET_OPTIONS, ensure_writable_dir
 from .raster import class_names_from_tags, configure_gdal_cache
 from .vector_graph import (BlockGrid, apply_sieve, block_edges, label_components, plan_sieve, scan_block,
-                           seam_pairs, union_components)
+                           seam_breakpoints, seam_pairs, union_components)
 
 __all__ = ["vectorize_raster", "VectorizeResult", "ClassSummary", "FORMATS", "parse_area", "parse_length",
            "NotAClassRasterError", "MissingDependencyError"]
@@ -404,31 +404,57 @@ def strip_inner_holes(geoms: np.ndarray, box: tuple[int, int, int, int]) -> tupl
     return reduced, rings[~keep], part_of[ring_part[~keep]]
 
 
-def densify_border(geoms: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """Add a vertex at every pixel corner of the segments lying on the block border.
+def densify_seams(geoms: np.ndarray, xs: dict[int, np.ndarray], ys: dict[int, np.ndarray]) -> np.ndarray:
+    """Give every ring segment that lies on a seam line a vertex at each of that line's breakpoints.
 
-    Pieces from both sides of a seam then have identical vertices along it (an edge-matched
-    coverage), so they can be merged by GEOS' linear-time coverage union instead of a full
-    overlay.  Only seam segments grow; vectorised over one ragged coordinate array.
+    ``xs``/``ys``: :func:`~geoseg.vector_graph.seam_breakpoints` (the pixel corners along each
+    seam where a piece on either side starts or ends).  Pieces from both sides of a seam then
+    have identical vertices along it (an edge-matched coverage), so they can be merged by
+    GEOS' linear-time coverage union instead of a full overlay, with a vertex only where some
+    piece boundary meets the seam (not one per pixel).  Vectorised over one ragged array.
     """
     if len(geoms) == 0:
         return geoms
-    c0, r0, c1, r1 = box
     typ, xy, offsets = shapely.to_ragged_array(geoms)
     ring_off = offsets[0]
     last = np.zeros(xy.shape[0], dtype=bool)
     last[ring_off[1:] - 1] = True
     a, b = xy[:-1], xy[1:]
-    on_border = ((a[:, 0] == b[:, 0]) & ((a[:, 0] == c0) | (a[:, 0] == c1))) | (
-        (a[:, 1] == b[:, 1]) & ((a[:, 1] == r0) | (a[:, 1] == r1)))
-    length = np.abs(b - a).sum(axis=1)
-    extra = np.where(~last[:-1] & on_border, np.maximum(length - 1, 0), 0).astype(np.int64)
-    reps = 1 + np.append(extra, 0)  # vertex i is followed by extra[i] new vertices
+    inner = ~last[:-1]  # (a, b) is a segment of one ring
+    n = a.shape[0]
+    count = np.zeros(n, dtype=np.int64)  # breakpoints strictly inside each segment
+    start = np.zeros(n, dtype=np.int64)  # first of them in ``points``
+    along = np.zeros(n, dtype=np.int64)  # the coordinate that varies along the segment
+    ascending = np.zeros(n, dtype=bool)
+    points, base = [], 0
+    for axis, lines in ((0, xs), (1, ys)):  # x = X lines vary in y, and y = Y lines in x
+        other = 1 - axis
+        for coord, bp in lines.items():
+            if bp.size == 0:
+                continue
+            sel = np.flatnonzero(inner & (a[:, axis] == coord) & (b[:, axis] == coord))
+            if sel.size == 0:
+                continue
+            lo = np.minimum(a[sel, other], b[sel, other])
+            hi = np.maximum(a[sel, other], b[sel, other])
+            i0 = np.searchsorted(bp, lo, side="right")
+            count[sel] = np.searchsorted(bp, hi, side="left") - i0
+            start[sel] = base + i0
+            along[sel] = other
+            ascending[sel] = b[sel, other] > a[sel, other]
+            points.append(bp)
+            base += bp.size
+    if not points or not count.any():
+        return geoms
+    pts = np.concatenate(points).astype(xy.dtype)
+    reps = 1 + np.append(count, 0)  # vertex i is followed by count[i] new vertices
     out = np.repeat(xy, reps, axis=0)
     step = np.arange(out.shape[0]) - np.repeat(np.cumsum(reps) - reps, reps)
-    direction = np.zeros_like(xy)
-    direction[:-1] = np.sign(b - a)
-    out += np.repeat(direction, reps, axis=0) * step[:, None]
+    new = np.flatnonzero(step > 0)
+    seg = np.repeat(np.arange(reps.size), reps)[new]
+    j = step[new]
+    idx = np.where(ascending[seg], start[seg] + j - 1, start[seg] + count[seg] - j)
+    out[new, along[seg]] = pts[idx]
     new_ring_off = np.concatenate([[0], np.cumsum(reps)[ring_off[1:] - 1]])
     return shapely.from_ragged_array(typ, out, (new_ring_off, *offsets[1:]))
 
@@ -609,7 +635,6 @@ def polygonize_task(spec: VectorizeSpec, index: int, sieve: tuple[np.ndarray, np
     opened = np.flatnonzero(selected & open_mask)
     box = (c0, r0, c0 + w, r0 + h)
     pieces, holes, owner = strip_inner_holes(geoms[opened], box)
-    pieces = densify_border(pieces, box)
     return BlockResult(
         index=index,
         n_labels=n,
@@ -664,7 +689,8 @@ def merge_task(spec: VectorizeSpec, *blocks: BlockResult) -> MergeResult:
     nodes = np.concatenate([base[i] + b.open_labels for i, b in enumerate(blocks)]) if blocks else np.zeros(0, np.int64)
     if nodes.size == 0:
         return MergeResult(0, 0, [], summaries)
-    geoms = np.concatenate([b.open_geoms for b in blocks])
+    geoms = densify_seams(np.concatenate([b.open_geoms for b in blocks]),
+                          *seam_breakpoints(spec.grid, [b.edges for b in blocks], gid))
     ids = np.concatenate([b.open_ids for b in blocks])
     gvalues = np.concatenate([b.values for b in blocks])
     piece_base = np.concatenate([[0], np.cumsum([b.open_labels.size for b in blocks])])
@@ -709,7 +735,7 @@ def merge_task(spec: VectorizeSpec, *blocks: BlockResult) -> MergeResult:
 
     for k in np.argsort(group_ids, kind="stable"):  # stable id order: independent of the block size
         members = order[bounds[k]:bounds[k + 1]]
-        # the pieces form an edge-matched coverage (densify_border): a linear-time union suffices
+        # the pieces form an edge-matched coverage (densify_seams): a linear-time union suffices
         g = geoms[members[0]] if members.size == 1 else shapely.coverage_union_all(geoms[members])
         inner = [holes[hole_bounds[m]:hole_bounds[m + 1]] for m in members]
         g = add_holes(g, np.concatenate(inner) if inner else holes[:0])
