@@ -356,3 +356,23 @@ def test_gdal_block_cache_is_capped_unless_the_environment_sets_it(monkeypatch):
         assert get_gdal_config("GDAL_CACHEMAX") == GDAL_CACHE_BYTES
     finally:
         set_gdal_config("GDAL_CACHEMAX", before)
+
+
+def test_shipped_default_model_maps_the_sample_scene_like_dynamic_world(tmp_path):
+    """The committed default model (what `make demo` runs) loads by name and reproduces, on the unseen
+    Hong Kong sample, the agreement with its Dynamic World label reported in docs/model.md (93 %)."""
+    from pathlib import Path
+
+    from geoseg.model.package import read_card, resolve
+
+    root = Path(__file__).resolve().parents[1]
+    sample = root / "tiles" / "hongkong_20160927"
+    card = read_card(resolve("default"))
+    assert card.trained and len(card.classes) == 9 and len(card.bands) == 9
+    res = predict_scene(sample / "image.tif", "default", tmp_path / "out", progress=False)
+    with rasterio.open(res.landcover) as p, rasterio.open(sample / "dw_label.tif") as t:
+        pred, truth = p.read(1), t.read(1)
+        assert p.transform == t.transform and p.crs == t.crs
+    valid = truth != 255
+    agreement = float((pred[valid] == truth[valid]).mean())
+    assert agreement > 0.90, agreement
