@@ -9,7 +9,7 @@ SIZE x SIZE pixels on a 10 m UTM grid, then runs, each in its own child process:
   ``rasterio.features.shapes`` over the whole array, shapely, attributes, one GPKG write.
 
 Both write a GeoPackage with the same attributes.  Peak RSS is the child's
-``ru_maxrss`` (its own and its children's).  The outputs are compared (count, area per class,
+``ru_maxrss``, or the sampled sum over it and its worker processes when that is larger.  The outputs are compared (count, area per class,
 and geometry equality on a sample of polygons matched by their first pixel).
 
     .venv/bin/python benchmarks/vectorize.py                    # 10000 x 10000, 0.5 ha MMU
@@ -117,17 +117,63 @@ def child_baseline(args) -> dict:
     return {"features": len(gdf), "sieve_pixels": pixels}
 
 
+class TreeMemory:
+    """Samples, from outside, the summed RSS of a process and its worker processes (every 20 ms).
+
+    ``ru_maxrss`` is per process: with worker processes the memory in use at once is their sum.
+    Forked workers share their parent's pages copy-on-write; RSS counts such pages in each
+    process, so the sum errs on the high side.
+    """
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        import psutil
+
+        self.peak_kb = 0
+        self._me = psutil.Process(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.wait(0.02):
+            total = 0
+            try:
+                procs = [self._me, *self._me.children(recursive=True)]
+            except psutil.Error:  # the process has ended
+                return
+            for p in procs:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:  # a worker that just ended
+                    pass
+            self.peak_kb = max(self.peak_kb, total // 1024)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kb
+
+
 def run_child(variant: str, args, raster: Path, out: Path, scheduler: str = "threads") -> dict:
     cmd = [sys.executable, __file__, "--child", variant, "--raster", str(raster), "--out", str(out),
            "--min-area", args.min_area, "--block-size", str(args.block_size), "--workers", str(args.workers),
            "--scheduler", scheduler]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tree = TreeMemory(proc.pid)  # sampled from here, so the run itself has no extra thread
+    out, err = proc.communicate()
     wall = time.perf_counter() - t0
+    tree_kb = tree.stop()
     if proc.returncode != 0:
-        raise SystemExit(f"{variant} failed:\n{proc.stderr[-3000:]}")
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"{variant} failed:\n{err[-3000:]}")
+    res = json.loads(out.strip().splitlines()[-1])
     res["wall_s"] = wall
+    res["ru_maxrss_mb"] = res["peak_rss_mb"]
+    res["peak_rss_mb"] = max(res["peak_rss_mb"], tree_kb / 1024)  # summed over worker processes
     return res
 
 
@@ -166,7 +212,7 @@ def main() -> None:
     ap.add_argument("--min-area", default="0.5ha", help="minimum mapping unit for both variants ('0' = none)")
     ap.add_argument("--block-size", type=int, default=2048)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--scheduler", default="threads")
+    ap.add_argument("--scheduler", default="processes")
     ap.add_argument("--workdir", help="folder for the raster and outputs (default: a temporary folder)")
     ap.add_argument("--child", choices=["geoseg", "baseline"], help=argparse.SUPPRESS)
     ap.add_argument("--raster", help=argparse.SUPPRESS)

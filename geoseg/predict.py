@@ -296,9 +296,10 @@ def predict_scene(
         if vector is not None:
             from .vectorize import vectorize_raster
 
+            # worker processes: polygonize holds the GIL (a tcp:// cluster is not used for this step)
             vres = vectorize_raster(lc.final, vector_path, format=vector, overwrite=True, workers=n_workers,
-                                    scheduler=scheduler if scheduler in ("threads", "processes", "synchronous")
-                                    else "threads", progress=progress, **(vector_options or {}))
+                                    scheduler="synchronous" if scheduler == "synchronous" else "processes",
+                                    progress=progress, **(vector_options or {}))
             extra["vector"] = vres.output
             extra["vector_features"] = vres.features
         else:

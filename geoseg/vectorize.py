@@ -1059,7 +1059,7 @@ def vectorize_raster(
     classes: Sequence[str | int] | str | None = None,
     block_size: int = 2048,
     workers: int | None = None,
-    scheduler: str = "threads",
+    scheduler: str = "processes",
     overwrite: bool = False,
     progress: bool | None = None,
 ) -> VectorizeResult:
@@ -1071,6 +1071,10 @@ def vectorize_raster(
     (or ``'1.5px'``).  ``classes``: names or values to keep.  ``connectivity``: 4 or 8, for
     both the sieve and the polygons.  Writes ``<stem>.summary.csv`` and ``<stem>.summary.json``
     beside the output.  Nothing is written at the final paths until everything succeeded.
+
+    ``scheduler``: ``processes`` (default) runs blocks truly in parallel (GDAL's polygonize, as
+    rasterio exposes it, holds the GIL); ``threads`` avoids starting processes (tiny rasters);
+    ``synchronous`` runs everything in this thread.
     """
     from .progress import make_progress
 

@@ -28,8 +28,9 @@ FORMAT_CHOICES = ("gpkg", "parquet", "fgb", "geojson")
 @click.option("--classes", help="Only these classes, by name or value, e.g. trees,water or 1,0.")
 @click.option("--block-size", type=int, default=2048, show_default=True, help="Block size in pixels.")
 @click.option("--workers", type=int, help="Parallel dask workers (default: CPU cores).")
-@click.option("--scheduler", type=click.Choice(["threads", "processes", "synchronous"]), default="threads",
-              show_default=True, help="dask scheduler.")
+@click.option("--scheduler", type=click.Choice(["threads", "processes", "synchronous"]), default="processes",
+              show_default=True, help="dask scheduler: processes polygonize blocks in parallel (GDAL's polygonize "
+              "holds the GIL, so threads cannot).")
 @overwrite_option
 @quiet_option
 @run_command
