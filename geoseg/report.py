@@ -308,16 +308,7 @@ def _crs_label(wkt: str | None) -> tuple[str, str | None]:
 def _read_record(out: Path) -> dict[str, Any]:
     if not out.is_dir():
         raise InputFileError(f"{out} is not a folder; give the output folder of geoseg predict")
-    run_json = out / "run.json"
-    if not run_json.is_file():
-        raise InputFileError(f"{run_json} does not exist; run geoseg predict into {out} first")
-    try:
-        record = json.loads(run_json.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{run_json} is not valid JSON ({e}); re-run geoseg predict") from None
-    if not isinstance(record, dict):
-        raise InputError(f"{run_json} is not a geoseg run record (not a JSON object); re-run geoseg predict")
-    return record
+    return _read_json(out / "run.json", f"run geoseg predict into {out} first", fix="; re-run geoseg predict")
 
 
 def _read_card(record: dict[str, Any]):
@@ -630,15 +621,17 @@ _CHANGE_FILES = [("change.tif", "forest change (COG): 0 no change, 1 loss, 2 gai
                  ("item.json", "STAC Item (catalogue metadata with checksums)")]
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
+def _read_json(path: Path, what: str, fix: str = "") -> dict[str, Any]:
+    """A JSON object record; one-line InputError if missing (``what``: how to make it), unreadable or not
+    an object (``fix`` appended)."""
     if not path.is_file():
         raise InputFileError(f"{path} does not exist; {what}")
     try:
         rec = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path} is not valid JSON ({e})") from None
+        raise InputError(f"{path} is not valid JSON ({e}){fix}") from None
     if not isinstance(rec, dict):
-        raise InputError(f"{path} is not a JSON object")
+        raise InputError(f"{path} is not a JSON object{fix}")
     return rec
 
 
