@@ -154,14 +154,21 @@ def percent_qml(band: int = 1, label: str = "probability", nodata: int | None = 
     else:
         transparency = "        <rasterTransparency/>"
     vmin, vmax = _num(shown(PERCENT_RAMP[0][0])), _num(shown(PERCENT_RAMP[-1][0]))
+    return _pseudocolor_qml(band, vmin, vmax, items, transparency, ramp="INTERPOLATED", mode=1)
+
+
+def _pseudocolor_qml(band: int, vmin: str, vmax: str, items: str, transparency: str, *, ramp: str, mode: int,
+                     provider: str = "") -> str:
+    """QML of a QGIS single-band pseudocolour renderer (``ramp``: INTERPOLATED or DISCRETE colour ramp
+    shader; ``mode``: QGIS classification mode) with the given shader items and transparency blocks."""
     return f"""{DOCTYPE}
 <qgis version="{QGIS_VERSION}" styleCategories="AllStyleCategories" hasScaleBasedVisibilityFlag="0">
   <pipe>
-    <rasterrenderer type="singlebandpseudocolor" band="{band}" opacity="1" alphaBand="-1" classificationMin="{vmin}" classificationMax="{vmax}" nodataColor="">
+{provider}    <rasterrenderer type="singlebandpseudocolor" band="{band}" opacity="1" alphaBand="-1" classificationMin="{vmin}" classificationMax="{vmax}" nodataColor="">
 {transparency}
 {MIN_MAX_ORIGIN}
       <rastershader>
-        <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" minimumValue="{vmin}" maximumValue="{vmax}">
+        <colorrampshader colorRampType="{ramp}" classificationMode="{mode}" clip="0" minimumValue="{vmin}" maximumValue="{vmax}">
 {items}
         </colorrampshader>
       </rastershader>
@@ -443,32 +450,13 @@ def gfw_qml() -> str:
         f'            <item value="{v}" color="{c.lower()}" label={quoteattr(lab)} alpha="{a}"/>'
         for v, c, a, lab in GFW_RANGES
     )
-    return f"""{DOCTYPE}
-<qgis version="{QGIS_VERSION}" styleCategories="AllStyleCategories" hasScaleBasedVisibilityFlag="0">
-  <pipe>
-    <provider>
-      <resampling enabled="false" maxOversampling="2" zoomedInResamplingMethod="nearestNeighbour" zoomedOutResamplingMethod="nearestNeighbour"/>
-    </provider>
-    <rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" alphaBand="-1" classificationMin="0" classificationMax="39999" nodataColor="">
-        <rasterTransparency>
-          <singleValuePixelList>
-            <pixelListEntry min="0" max="0" percentTransparent="100"/>
-          </singleValuePixelList>
-        </rasterTransparency>
-{MIN_MAX_ORIGIN}
-      <rastershader>
-        <colorrampshader colorRampType="DISCRETE" classificationMode="2" clip="0" minimumValue="0" maximumValue="39999">
-{items}
-        </colorrampshader>
-      </rastershader>
-    </rasterrenderer>
-    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
-    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0" colorizeRed="255" colorizeGreen="128" colorizeBlue="128" colorizeStrength="100" invertColors="0"/>
-    <rasterresampler maxOversampling="2"/>
-  </pipe>
-  <blendMode>0</blendMode>
-</qgis>
-"""
+    transparency = ("        <rasterTransparency>\n          <singleValuePixelList>\n"
+                    '            <pixelListEntry min="0" max="0" percentTransparent="100"/>\n'
+                    "          </singleValuePixelList>\n        </rasterTransparency>")
+    provider = ("    <provider>\n      <resampling enabled=\"false\" maxOversampling=\"2\" "
+                "zoomedInResamplingMethod=\"nearestNeighbour\" zoomedOutResamplingMethod=\"nearestNeighbour\"/>\n"
+                "    </provider>\n")
+    return _pseudocolor_qml(1, "0", "39999", items, transparency, ramp="DISCRETE", mode=2, provider=provider)
 
 
 def write_gfw_qml(raster_path: str | os.PathLike) -> str:
