@@ -296,7 +296,8 @@ def predict_scene(
         if vector is not None:
             from .vectorize import vectorize_raster
 
-            # worker processes: polygonize holds the GIL (a tcp:// cluster is not used for this step)
+            # forked worker processes where safe, else threads (see vectorize.fork_is_safe); a tcp://
+            # cluster is not used for this step
             vres = vectorize_raster(lc.final, vector_path, format=vector, overwrite=True, workers=n_workers,
                                     scheduler="synchronous" if scheduler == "synchronous" else "processes",
                                     progress=progress, **(vector_options or {}))

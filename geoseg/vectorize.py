@@ -785,6 +785,8 @@ def _run_graph(spec: VectorizeSpec, scheduler: str, workers: int, progress) -> l
     import dask.multiprocessing
     import dask.threaded
 
+    if scheduler == "processes" and not fork_is_safe():
+        scheduler = "threads"  # see fork_is_safe
     # the scheduler function itself, so dask does not import distributed to look for a client
     get = {"threads": dask.threaded.get, "processes": dask.multiprocessing.get,
            "synchronous": dask.local.get_sync}[scheduler]
@@ -797,26 +799,28 @@ def _run_graph(spec: VectorizeSpec, scheduler: str, workers: int, progress) -> l
     return sorted(done, key=lambda b: b.index)
 
 
-def _process_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes for the block tasks.
+def fork_is_safe() -> bool:
+    """Whether block tasks may run in forked worker processes: on a platform with ``fork`` and
+    with no other thread alive in this process.
 
-    GDAL's polygonize holds the GIL (rasterio builds each shape in Python), so only processes
-    run blocks truly in parallel.  They are forked where that is safe (Linux, no other thread
-    alive: they start in milliseconds and inherit the imported modules); otherwise started
-    fresh (``forkserver``/``spawn``: each re-imports geoseg, ~1 s).
+    GDAL's polygonize holds the GIL (rasterio builds every shape in Python), so only processes
+    polygonize blocks in parallel, and forked ones start in milliseconds with every module
+    already imported.  Forking a process in which other threads run (torch's or dask's pools
+    after ``geoseg predict``, a progress bar's refresh thread) can deadlock the child, and fresh
+    interpreters (spawn, forkserver) re-import the caller's ``__main__``, which breaks scripts
+    without an ``if __name__ == "__main__"`` guard: in those cases the blocks run on threads.
     """
     import multiprocessing
     import threading
 
-    methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and threading.active_count() == 1:
-        method = "fork"
-    else:
-        method = "forkserver" if "forkserver" in methods else "spawn"
-    context = multiprocessing.get_context(method)
-    if method == "forkserver":
-        context.set_forkserver_preload([__name__])  # imported once by the server, not per worker
-    return ProcessPoolExecutor(workers, mp_context=context)
+    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    """Forked worker processes for the block tasks (see :func:`fork_is_safe`)."""
+    import multiprocessing
+
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1072,8 +1076,9 @@ def vectorize_raster(
     both the sieve and the polygons.  Writes ``<stem>.summary.csv`` and ``<stem>.summary.json``
     beside the output.  Nothing is written at the final paths until everything succeeded.
 
-    ``scheduler``: ``processes`` (default) runs blocks truly in parallel (GDAL's polygonize, as
-    rasterio exposes it, holds the GIL); ``threads`` avoids starting processes (tiny rasters);
+    ``scheduler``: ``processes`` (default) runs blocks truly in parallel in forked workers (GDAL's
+    polygonize, as rasterio exposes it, holds the GIL), or on threads where forking is not safe
+    (see :func:`fork_is_safe`); ``threads`` avoids starting processes (tiny rasters);
     ``synchronous`` runs everything in this thread.
     """
     from .progress import make_progress
