@@ -1150,7 +1150,9 @@ def vectorize_raster(
         sink = _Sink(str(tmp_out), fmt, layer_name or "", crs)
         stats: dict[int, list] = {int(v): [0, 0.0] for v in present}
         # The seam merge runs in a thread (GEOS releases the GIL) while the final polygons of
-        # the blocks are written; the merged polygons follow, so the order is as before.
+        # the blocks are written; the merged polygons follow, so the order is as before.  (Merging
+        # first, then writing, lowers the peak by about 50 MiB on a 10k² raster but took 1.2x the
+        # time on an idle 2-core machine.)
         merge_future = merge_pool.submit(merge_task, spec, *blocks)
         block_paths = [b.staged for b in blocks if b.staged]
         del blocks
