@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import quote
 
-from .errors import InputError, InputFileError, OutputExistsError, ParameterError
+from .errors import InputFileError, OutputExistsError, ParameterError
+from .stac import read_record
 from .style import atomic_write_text
 
 __all__ = ["write_report", "render_report", "write_change_report", "change_sections", "write_monitor_report",
@@ -305,10 +306,14 @@ def _crs_label(wkt: str | None) -> tuple[str, str | None]:
 
 # ---------------------------------------------------------------------------------------------- sections
 
+def _change_record(out: Path) -> dict[str, Any]:
+    return read_record(out / "change.json", f"run geoseg change into {out} first")
+
+
 def _read_record(out: Path) -> dict[str, Any]:
     if not out.is_dir():
         raise InputFileError(f"{out} is not a folder; give the output folder of geoseg predict")
-    return _read_json(out / "run.json", f"run geoseg predict into {out} first", fix="; re-run geoseg predict")
+    return read_record(out / "run.json", f"run geoseg predict into {out} first", fix="re-run geoseg predict")
 
 
 def _read_card(record: dict[str, Any]):
@@ -621,26 +626,12 @@ _CHANGE_FILES = [("change.tif", "forest change (COG): 0 no change, 1 loss, 2 gai
                  ("item.json", "STAC Item (catalogue metadata with checksums)")]
 
 
-def _read_json(path: Path, what: str, fix: str = "") -> dict[str, Any]:
-    """A JSON object record; one-line InputError if missing (``what``: how to make it), unreadable or not
-    an object (``fix`` appended)."""
-    if not path.is_file():
-        raise InputFileError(f"{path} does not exist; {what}")
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path} is not valid JSON ({e}){fix}") from None
-    if not isinstance(rec, dict):
-        raise InputError(f"{path} is not a JSON object{fix}")
-    return rec
-
-
 def change_sections(change_dir: str | os.PathLike, pending: Sequence[str] = ()) -> list[tuple[str, str]]:
     """``(title, html)`` blocks of a ``geoseg change`` folder (from ``change.json``): loss/gain areas,
     the before/after/change quicklook, inputs and outputs (``pending``: files written after the report that
     it should link to).  Usable as ``write_report(sections=...)``."""
     out = Path(change_dir)
-    rec = _read_json(out / "change.json", f"run geoseg change into {out} first")
+    rec = _change_record(out)
     px = rec.get("pixels") or {}
     area = rec.get("pixel_area_m2")
     area = float(area) if isinstance(area, (int, float)) and area > 0 else None
@@ -698,7 +689,7 @@ def write_change_report(change_dir: str | os.PathLike, *, title: str | None = No
     inputs and output links (self-contained, atomic); ``pending``: files written after it (``item.json``)
     to link to.  Returns its path."""
     out = Path(change_dir)
-    rec = _read_json(out / "change.json", f"run geoseg change into {out} first")
+    rec = _change_record(out)
     body = _sections_html(change_sections(out, pending))
     heading = title or f"Forest change: {Path(rec.get('before') or 'before').name} → " \
                        f"{Path(rec.get('after') or 'after').name}"

@@ -40,7 +40,7 @@ from rasterio.crs import CRS
 from .errors import InputError, InputFileError
 from .style import atomic_write_text
 
-__all__ = ["write_stac_item", "stac_item", "change_item", "write_change_item", "monitor_item", "monitor_catalog",
+__all__ = ["write_stac_item", "stac_item", "read_record", "change_item", "write_change_item", "monitor_item", "monitor_catalog",
            "multihash_sha256", "classification_classes", "dumps", "STAC_VERSION", "EXTENSIONS", "ITEM_NAME"]
 
 STAC_VERSION = "1.1.0"
@@ -212,16 +212,19 @@ def _item(item_id: str, grid: dict[str, Any], props: dict[str, Any], assets: dic
     }
 
 
-def _read_record(path: Path, how: str) -> dict[str, Any]:
-    """A run record (JSON object); ``how`` tells how to make one."""
+def read_record(path: Path, how: str, fix: str | None = None) -> dict[str, Any]:
+    """A geoseg record (``run.json``, ``change.json``: a JSON object), or a one-line error: missing
+    (:class:`InputFileError`, ``how`` tells how to make one), not JSON or not an object
+    (:class:`InputError`, ending in ``fix``, by default ``how``)."""
+    fix = how if fix is None else fix
     if not path.is_file():
-        raise InputError(f"{path} does not exist; {how}")
+        raise InputFileError(f"{path} does not exist; {how}")
     try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path} is not valid JSON ({e}); {how}") from None
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path} is not valid JSON ({e}); {fix}") from None
     if not isinstance(record, dict):
-        raise InputError(f"{path} is not a geoseg run record (not a JSON object); {how}")
+        raise InputError(f"{path} is not a geoseg run record (not a JSON object); {fix}")
     return record
 
 
@@ -245,7 +248,7 @@ def _predict_classes(record: dict) -> list[dict[str, Any]]:
 def stac_item(out_dir: str | os.PathLike) -> dict[str, Any]:
     """The STAC Item of the ``geoseg predict`` run in ``out_dir`` (needs ``run.json`` and the outputs it lists)."""
     out = Path(out_dir)
-    record = _read_record(out / "run.json", f"run geoseg predict into {out} first")
+    record = read_record(out / "run.json", f"run geoseg predict into {out} first")
     outputs: dict[str, str] = record.get("outputs") or {"landcover": "landcover.tif"}
     classes = _predict_classes(record)
 
@@ -316,7 +319,7 @@ def _change_classes(record: dict[str, Any]) -> list[dict[str, Any]]:
 def change_item(change_dir: str | os.PathLike) -> dict[str, Any]:
     """The STAC Item of the ``geoseg change`` run in ``change_dir`` (needs ``change.json`` and ``change.tif``)."""
     out = Path(change_dir)
-    record = _read_record(out / "change.json", f"run geoseg change into {out} first")
+    record = read_record(out / "change.json", f"run geoseg change into {out} first")
     outputs = record.get("outputs") or {"change": "change.tif", "loss": "loss.gpkg"}
     raster = out / outputs.get("change", "change.tif")
     if not raster.is_file():
