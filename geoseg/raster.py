@@ -110,6 +110,7 @@ def open_scene(path: str | os.PathLike, allow_ungeoreferenced: bool = False) -> 
             src = rasterio.open(path)
         with src:
             flags = src.mask_flag_enums
+            acquired, acquired_tag = acquisition_time(src.tags()) or (None, None)
             info = SceneInfo(
                 path=path,
                 width=src.width,
@@ -122,7 +123,8 @@ def open_scene(path: str | os.PathLike, allow_ungeoreferenced: bool = False) -> 
                 descriptions=tuple(src.descriptions),
                 per_dataset_mask=any(MaskFlags.all_valid not in f for f in flags),
                 nodata_only_mask=src.nodata is not None and all(set(f) == {MaskFlags.nodata} for f in flags),
-                **dict(zip(("acquired", "acquired_tag"), acquisition_time(src.tags()) or (None, None))),
+                acquired=acquired,
+                acquired_tag=acquired_tag,
             )
     except RasterioIOError:
         raise InputFileError(f"{path} is not a readable raster; give a GeoTIFF (or another GDAL raster)") from None

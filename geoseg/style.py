@@ -144,17 +144,21 @@ def percent_qml(band: int = 1, label: str = "probability", nodata: int | None = 
         f'            <item value="{_num(shown(v))}" color="{c.lower()}" label={quoteattr(f"{v} % {label}")} alpha="255"/>'
         for v, c in PERCENT_RAMP
     )
-    if nodata is not None:  # a range of half a raw step each side, so float rounding cannot miss it
-        lo, hi = sorted((shown(nodata - 0.5) if scale != 1 or offset else nodata,
-                         shown(nodata + 0.5) if scale != 1 or offset else nodata))
-        transparency = (
-            "        <rasterTransparency>\n          <singleValuePixelList>\n"
-            f'            <pixelListEntry min="{_num(lo)}" max="{_num(hi)}" percentTransparent="100"/>\n'
-            "          </singleValuePixelList>\n        </rasterTransparency>")
-    else:
+    if nodata is None:
         transparency = "        <rasterTransparency/>"
+    elif scale != 1 or offset:  # a range of half a raw step each side, so float rounding cannot miss it
+        transparency = _transparent(*sorted((shown(nodata - 0.5), shown(nodata + 0.5))))
+    else:
+        transparency = _transparent(nodata, nodata)
     vmin, vmax = _num(shown(PERCENT_RAMP[0][0])), _num(shown(PERCENT_RAMP[-1][0]))
     return _pseudocolor_qml(band, vmin, vmax, items, transparency, ramp="INTERPOLATED", mode=1)
+
+
+def _transparent(lo: float, hi: float) -> str:
+    """The ``rasterTransparency`` block that makes values ``lo..hi`` fully transparent."""
+    return ("        <rasterTransparency>\n          <singleValuePixelList>\n"
+            f'            <pixelListEntry min="{_num(lo)}" max="{_num(hi)}" percentTransparent="100"/>\n'
+            "          </singleValuePixelList>\n        </rasterTransparency>")
 
 
 def _pseudocolor_qml(band: int, vmin: str, vmax: str, items: str, transparency: str, *, ramp: str, mode: int,
@@ -450,9 +454,7 @@ def gfw_qml() -> str:
         f'            <item value="{v}" color="{c.lower()}" label={quoteattr(lab)} alpha="{a}"/>'
         for v, c, a, lab in GFW_RANGES
     )
-    transparency = ("        <rasterTransparency>\n          <singleValuePixelList>\n"
-                    '            <pixelListEntry min="0" max="0" percentTransparent="100"/>\n'
-                    "          </singleValuePixelList>\n        </rasterTransparency>")
+    transparency = _transparent(0, 0)  # no alert
     provider = ("    <provider>\n      <resampling enabled=\"false\" maxOversampling=\"2\" "
                 "zoomedInResamplingMethod=\"nearestNeighbour\" zoomedOutResamplingMethod=\"nearestNeighbour\"/>\n"
                 "    </provider>\n")
