@@ -211,7 +211,29 @@ def _edge_ids(lab: np.ndarray, gid: np.ndarray, values: np.ndarray) -> tuple[np.
     return np.where(lab >= 0, gid[safe], -1), np.where(lab >= 0, values[safe], 0)
 
 
-def seam_breakpoints(grid: BlockGrid, edges: list, gid: list) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+def _seam_lines(grid: BlockGrid, edges: list, gid: list, values: list):
+    """Every seam line with the (global piece id, value) of the pixels on either side of it.
+
+    Yields ``(axis, coord, (ids_a, values_a), (ids_b, values_b))``: axis 0 is the vertical line
+    ``x = coord`` (the first column of a block column), ``a`` its left and ``b`` its right side, one
+    entry per raster row; axis 1 is the horizontal line ``y = coord``, ``a`` above and ``b`` below,
+    one entry per raster column.  Ids are -1 (value 0) on nodata.
+    """
+    def side(blocks, which: int) -> tuple[np.ndarray, np.ndarray]:
+        parts = [_edge_ids(edges[i][which], gid[i], values[i]) for i in blocks]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    n_cols, bs = grid.n_cols, grid.block_size
+    for c in range(1, n_cols):
+        rows = range(grid.n_rows)
+        yield 0, c * bs, side([r * n_cols + c - 1 for r in rows], 3), side([r * n_cols + c for r in rows], 2)
+    for r in range(1, grid.n_rows):
+        cols = range(n_cols)
+        yield 1, r * bs, side([(r - 1) * n_cols + c for c in cols], 1), side([r * n_cols + c for c in cols], 0)
+
+
+def seam_breakpoints(grid: BlockGrid, edges: list, gid: list,
+                     values: list) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
     """Where pieces start or end along each seam line, from either side.
 
     Returns ``({X: ys}, {Y: xs})``: for the vertical seam line ``x = X`` the sorted pixel-corner
@@ -220,18 +242,10 @@ def seam_breakpoints(grid: BlockGrid, edges: list, gid: list) -> tuple[dict[int,
     ``geoseg.vectorize.densify_seams``), which makes them an edge-matched coverage with far fewer
     vertices than one per pixel.
     """
-    def line(parts_a, parts_b) -> np.ndarray:
-        a = np.concatenate([_edge_ids(edges[i][w], gid[i], gid[i])[0] for i, w in parts_a])
-        b = np.concatenate([_edge_ids(edges[i][w], gid[i], gid[i])[0] for i, w in parts_b])
-        return np.flatnonzero((a[1:] != a[:-1]) | (b[1:] != b[:-1])) + 1
-
-    xs = {c * grid.block_size: line([(r * grid.n_cols + c - 1, 3) for r in range(grid.n_rows)],
-                                    [(r * grid.n_cols + c, 2) for r in range(grid.n_rows)])
-          for c in range(1, grid.n_cols)}
-    ys = {r * grid.block_size: line([((r - 1) * grid.n_cols + c, 1) for c in range(grid.n_cols)],
-                                    [(r * grid.n_cols + c, 0) for c in range(grid.n_cols)])
-          for r in range(1, grid.n_rows)}
-    return xs, ys
+    lines: tuple[dict[int, np.ndarray], dict[int, np.ndarray]] = ({}, {})
+    for axis, coord, (a, _), (b, _) in _seam_lines(grid, edges, gid, values):
+        lines[axis][coord] = np.flatnonzero((a[1:] != a[:-1]) | (b[1:] != b[:-1])) + 1
+    return lines
 
 
 def seam_pairs(grid: BlockGrid, edges: list, gid: list, values: list, connectivity: int) -> SeamPairs:
@@ -245,9 +259,6 @@ def seam_pairs(grid: BlockGrid, edges: list, gid: list, values: list, connectivi
     W = grid.width
     out_a, out_b, out_s, out_k = [], [], [], []
 
-    def side(index: int, which: int) -> tuple[np.ndarray, np.ndarray]:
-        return _edge_ids(edges[index][which], gid[index], values[index])
-
     def emit(ga, va, gb, vb, key):
         ok = (ga >= 0) & (gb >= 0)
         out_a.append(ga[ok])
@@ -255,30 +266,21 @@ def seam_pairs(grid: BlockGrid, edges: list, gid: list, values: list, connectivi
         out_s.append(va[ok] == vb[ok])
         out_k.append(key[ok])
 
-    # vertical seams: column X is the first column of block column c
-    for c in range(1, grid.n_cols):
-        X = c * grid.block_size
-        parts = [side(r * grid.n_cols + c - 1, 3) for r in range(grid.n_rows)]
-        lg, lv = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        parts = [side(r * grid.n_cols + c, 2) for r in range(grid.n_rows)]
-        rg, rv = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        y = np.arange(grid.height, dtype=np.int64)
-        emit(rg, rv, lg, lv, (y * W + X) * 4 + LEFT)  # pixel (y, X) compared with its left neighbour
-        if connectivity == 8:
-            emit(rg[1:], rv[1:], lg[:-1], lv[:-1], (y[1:] * W + X) * 4 + UP_LEFT)
-            emit(lg[1:], lv[1:], rg[:-1], rv[:-1], (y[1:] * W + X - 1) * 4 + UP_RIGHT)
-    # horizontal seams: row Y is the first row of block row r
-    for r in range(1, grid.n_rows):
-        Y = r * grid.block_size
-        parts = [side((r - 1) * grid.n_cols + c, 1) for c in range(grid.n_cols)]
-        tg, tv = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        parts = [side(r * grid.n_cols + c, 0) for c in range(grid.n_cols)]
-        bg, bv = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        x = np.arange(W, dtype=np.int64)
-        emit(bg, bv, tg, tv, (Y * W + x) * 4 + UP)
-        if connectivity == 8:
-            emit(bg[1:], bv[1:], tg[:-1], tv[:-1], (Y * W + x[1:]) * 4 + UP_LEFT)
-            emit(bg[:-1], bv[:-1], tg[1:], tv[1:], (Y * W + x[:-1]) * 4 + UP_RIGHT)
+    for axis, coord, (ga, va), (gb, vb) in _seam_lines(grid, edges, gid, values):
+        if axis == 0:  # vertical seam: column X = coord is the first column of a block column
+            X, (lg, lv), (rg, rv) = coord, (ga, va), (gb, vb)
+            y = np.arange(grid.height, dtype=np.int64)
+            emit(rg, rv, lg, lv, (y * W + X) * 4 + LEFT)  # pixel (y, X) compared with its left neighbour
+            if connectivity == 8:
+                emit(rg[1:], rv[1:], lg[:-1], lv[:-1], (y[1:] * W + X) * 4 + UP_LEFT)
+                emit(lg[1:], lv[1:], rg[:-1], rv[:-1], (y[1:] * W + X - 1) * 4 + UP_RIGHT)
+        else:  # horizontal seam: row Y = coord is the first row of a block row
+            Y, (tg, tv), (bg, bv) = coord, (ga, va), (gb, vb)
+            x = np.arange(W, dtype=np.int64)
+            emit(bg, bv, tg, tv, (Y * W + x) * 4 + UP)
+            if connectivity == 8:
+                emit(bg[1:], bv[1:], tg[:-1], tv[:-1], (Y * W + x[1:]) * 4 + UP_LEFT)
+                emit(bg[:-1], bv[:-1], tg[1:], tv[1:], (Y * W + x[:-1]) * 4 + UP_RIGHT)
     if not out_a:
         z = np.zeros(0, np.int64)
         return SeamPairs(z, z, np.zeros(0, bool), z)

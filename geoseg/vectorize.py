@@ -685,14 +685,15 @@ def merge_task(spec: VectorizeSpec, *blocks: BlockResult) -> MergeResult:
     counts = np.array([b.n_labels for b in blocks], dtype=np.int64)
     base = np.concatenate([[0], np.cumsum(counts)])
     gid = [base[i] + np.arange(counts[i], dtype=np.int64) for i in range(len(blocks))]
-    seams = seam_pairs(spec.grid, [b.edges for b in blocks], gid, [b.values for b in blocks], spec.connectivity)
+    edges, values = [b.edges for b in blocks], [b.values for b in blocks]
+    seams = seam_pairs(spec.grid, edges, gid, values, spec.connectivity)
     nodes = np.concatenate([base[i] + b.open_labels for i, b in enumerate(blocks)]) if blocks else np.zeros(0, np.int64)
     if nodes.size == 0:
         return MergeResult(0, 0, [], summaries)
     geoms = densify_seams(np.concatenate([b.open_geoms for b in blocks]),
-                          *seam_breakpoints(spec.grid, [b.edges for b in blocks], gid))
+                          *seam_breakpoints(spec.grid, edges, gid, values))
     ids = np.concatenate([b.open_ids for b in blocks])
-    gvalues = np.concatenate([b.values for b in blocks])
+    gvalues = np.concatenate(values)
     piece_base = np.concatenate([[0], np.cumsum([b.open_labels.size for b in blocks])])
     holes = np.concatenate([b.open_holes for b in blocks])
     hole_owner = np.concatenate([piece_base[i] + b.open_hole_owner for i, b in enumerate(blocks)])
