@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,12 @@ def validate_item(item: dict) -> None:
     """Assert that ``item`` is a valid STAC 1.1.0 Item for the bundled schemas."""
     errors = stac_errors(item)
     assert not errors, "\n".join(errors)
+
+
+@pytest.fixture()
+def out(run_dir, tmp_path) -> Path:
+    """A private copy of the requesting module's ``run_dir`` fixture (a finished run folder), so tests
+    that add or change files do not see each other's."""
+    dst = tmp_path / "out"
+    shutil.copytree(run_dir, dst)
+    return dst

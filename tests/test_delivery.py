@@ -44,14 +44,6 @@ def run_dir(tmp_path_factory, linear_model) -> Path:
     return d / "out"
 
 
-@pytest.fixture()
-def out(run_dir, tmp_path) -> Path:
-    """A private copy of the run folder, so tests that add sidecars do not see each other's files."""
-    dst = tmp_path / "out"
-    shutil.copytree(run_dir, dst)
-    return dst
-
-
 def model_classes(out: Path) -> list[ClassInfo]:
     rec = json.loads((out / "run.json").read_text())
     return [ClassInfo(**c) for c in rec["classes"]]

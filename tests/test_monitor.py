@@ -6,6 +6,7 @@ file name; the AOI is a GeoPackage polygon.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -189,19 +190,25 @@ def test_crash_resume_gives_identical_results(tmp_path, step):
         assert len(json.loads(src.tags()["GEOSEG_APPLIED"])) == len(DATES)
 
 
-def test_lock_contention_exits_75(tmp_path):
-    cfg = _project(tmp_path)
-    lock = tmp_path / "out" / "aoi1" / ".lock"
-    lock.parent.mkdir(parents=True)
-    fd = os.open(lock, os.O_CREAT | os.O_RDWR)
+@contextlib.contextmanager
+def _aoi_locked(folder: Path):
+    """Hold an AOI folder's lock (as a concurrent run would) for the duration of the block."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_CREAT | os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def test_lock_contention_exits_75(tmp_path):
+    cfg = _project(tmp_path)
+    with _aoi_locked(tmp_path / "out" / "aoi1"):
         r = _cli(cfg)
         assert r.returncode == EXIT_LOCKED == 75
         assert "locked" in r.stderr and "--wait" in r.stderr
         assert not (tmp_path / "out" / "aoi1" / "state.tif").exists()
-    finally:
-        os.close(fd)
     r = _cli(cfg)
     assert r.returncode == 0 and json.loads(r.stdout)["scenes_processed"] == len(DATES)
 
@@ -366,14 +373,8 @@ def test_one_locked_aoi_does_not_block_the_others(tmp_path):
                      geometry=[box(x0 + 2 * RES, y1 - 38 * RES, x0 + 38 * RES, y1 - 2 * RES),
                                box(x0 + 20 * RES, y1 - 30 * RES, x0 + 30 * RES, y1 - 20 * RES)],
                      crs="EPSG:32633").to_file(tmp_path / "aois.gpkg", engine="pyogrio")
-    lock = tmp_path / "out" / "aoi1" / ".lock"
-    lock.parent.mkdir(parents=True)
-    fd = os.open(lock, os.O_CREAT | os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with _aoi_locked(tmp_path / "out" / "aoi1"):
         r = _cli(cfg)
-    finally:
-        os.close(fd)
     assert r.returncode == 75
     s = json.loads(r.stdout)
     assert s["status"] == "locked" and s["locked_aois"] == ["aoi1"]

@@ -38,14 +38,6 @@ def run_dir(tmp_path_factory, linear_model) -> Path:
     return d / "out"
 
 
-@pytest.fixture()
-def out(run_dir, tmp_path) -> Path:
-    """A private copy of the run folder."""
-    dst = tmp_path / "out"
-    shutil.copytree(run_dir, dst)
-    return dst
-
-
 def record(out: Path) -> dict:
     return json.loads((out / "run.json").read_text())
 

@@ -9,29 +9,15 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from affine import Affine
 
+from conftest import CRS, ORIGIN, RES, write_raster
 from geoseg.errors import InputError, OutputExistsError, ParameterError
 from geoseg.training.config import TrainConfig, build_config, parse_loss
 
-CRS = "EPSG:32633"
-X0, Y0, RES = 500_000.0, 5_100_000.0, 10.0
+X0, Y0 = ORIGIN
 BANDS = ["B2", "B3", "B4"]
 CLASSES = [{"value": 1, "name": "water", "color": "#419BDF"}, {"value": 2, "name": "trees", "color": "#397D49"},
            {"value": 5, "name": "built", "color": "#C4281B"}]
-
-
-def _write(path: Path, data: np.ndarray, nodata=None, descriptions=None) -> Path:
-    data = data if data.ndim == 3 else data[None]
-    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                   dtype=data.dtype.name, crs=CRS, transform=Affine(RES, 0, X0, 0, -RES, Y0))
-    if nodata is not None:
-        profile["nodata"] = nodata
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-        if descriptions:
-            dst.descriptions = tuple(descriptions)
-    return path
 
 
 def _scene(seed: int, h: int = 48, w: int = 48) -> tuple[np.ndarray, np.ndarray]:
@@ -58,8 +44,8 @@ def dataset(tmp_path_factory) -> Path:
             img[:, :4, :4] = 0
             lab[10:12, :] = 255
             lab[20, 20] = 7
-        _write(d / "image.tif", img, nodata=0, descriptions=BANDS)
-        _write(d / "label.tif", lab, nodata=255)
+        write_raster(d / "image.tif", img, nodata=0, descriptions=BANDS)
+        write_raster(d / "label.tif", lab, nodata=255)
     return root
 
 
@@ -194,7 +180,7 @@ def test_vector_labels_rasterize_onto_the_right_pixels(tmp_path):
     from geoseg.training.data import IGNORE, Pair, load_scene
 
     img, _ = _scene(0, 20, 30)
-    image = _write(tmp_path / "image.tif", img, nodata=0, descriptions=BANDS)
+    image = write_raster(tmp_path / "image.tif", img, nodata=0, descriptions=BANDS)
 
     def px(r0, r1, c0, c1):  # pixel rows r0..r1-1, cols c0..c1-1 as a polygon in EPSG:32633
         return box(X0 + c0 * RES, Y0 - r1 * RES, X0 + c1 * RES, Y0 - r0 * RES)
