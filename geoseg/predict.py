@@ -43,7 +43,7 @@ def _deliver(out: Path, lc: Product, prob: Product | None, conf: Product | None,
     from .rat import write_rat
     from .report import write_report
     from .stac import write_stac_item
-    from .style import embed_gpkg_style, write_percent_qml, write_qml
+    from .style import write_percent_qml, write_qml
 
     write_qml(lc.final, card.classes)
     write_rat(lc.final, card.classes)
@@ -51,8 +51,6 @@ def _deliver(out: Path, lc: Product, prob: Product | None, conf: Product | None,
         write_percent_qml(prob.final, label="probability")
     if conf:
         write_percent_qml(conf.final, label="confidence")
-    if vres is not None and vres.format == "gpkg":
-        embed_gpkg_style(vres.output, vres.layer, card.classes)
     write_quicklook(lc.final, out / "quicklook.png", card.classes, class_pixels=class_pixels)
     write_report(out, pending=["item.json"])
     return write_stac_item(out)  # last: it records checksums of every other file

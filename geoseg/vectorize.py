@@ -170,11 +170,35 @@ class ClassRaster:
     nodata: float | None
     use_mask: bool
     class_names: dict[int, str]
+    colors: dict[int, str] = field(default_factory=dict)  # "#RRGGBB" per value of the colour table, if any
 
 
 def _class_names(src: rasterio.DatasetReader, band: int) -> dict[int, str]:
     """``CLASS_<value>`` tags (dataset, then band), as written by ``geoseg predict``."""
     return class_names_from_tags(src.tags(), src.tags(band))
+
+
+def _colors(src: rasterio.DatasetReader, band: int) -> dict[int, str]:
+    """The band's colour table as ``{value: "#RRGGBB"}`` (empty without one)."""
+    try:
+        cmap = src.colormap(band)
+    except ValueError:  # no colour table
+        return {}
+    return {int(v): "#{:02X}{:02X}{:02X}".format(*rgba[:3]) for v, rgba in cmap.items()}
+
+
+def _style_categories(info: ClassRaster, names: dict[int, str], present: np.ndarray,
+                      selected: tuple[int, ...] | None) -> list:
+    """The polygon layer's style: one category per named or present class (within ``selected``),
+    coloured as in the raster's colour table; empty when the raster has none."""
+    from .style import Category
+
+    values = set(names) | {int(v) for v in present}
+    if selected is not None:
+        values &= set(selected)
+    if not info.colors or not values <= set(info.colors):
+        return []
+    return [Category(v, names.get(v, f"class_{v}"), info.colors[v]) for v in sorted(values)]
 
 
 def open_class_raster(path: str | os.PathLike, band: int = 1) -> ClassRaster:
@@ -201,6 +225,7 @@ def open_class_raster(path: str | os.PathLike, band: int = 1) -> ClassRaster:
                 nodata=src.nodata,
                 use_mask=MaskFlags.all_valid not in flags,
                 class_names=_class_names(src, band),
+                colors=_colors(src, band),
             )
     except RasterioIOError:
         raise InputFileError(f"{path} is not a readable raster; give a class GeoTIFF such as landcover.tif") from None
@@ -1221,6 +1246,11 @@ def vectorize_raster(
             for r in rows:
                 wr.writerow([r.value, r.name, r.count, f"{r.area_ha:.4f}", f"{r.share:.3f}"])
         tmp_json.write_text(json.dumps(record, indent=2) + "\n")
+        categories = _style_categories(info, names, present, selected) if fmt.key == "gpkg" else []
+        if categories:  # QGIS opens the layer styled like the raster (default style in layer_styles)
+            from .style import embed_gpkg_style
+
+            embed_gpkg_style(tmp_out, layer_name or "", categories)
         os.replace(tmp_out, out)
         os.replace(tmp_csv, csv_path)
         os.replace(tmp_json, json_path)

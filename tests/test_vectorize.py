@@ -633,3 +633,32 @@ def test_label_components_matches_gdal_polygon_count():
         n = sum(1 for _ in rasterio.features.shapes(a.astype(np.int32), mask=valid, connectivity=conn))
         assert lab.count == n
         assert lab.sizes.sum() == valid.sum()
+
+
+def test_gpkg_carries_the_rasters_palette_as_its_default_qgis_style(tmp_path):
+    """A class raster with a colour table (geoseg's landcover.tif) gives a GeoPackage whose default style
+    (layer_styles) is categorized on `class` with the raster's colours and class names; without a colour
+    table no style is invented."""
+    import sqlite3
+    import xml.etree.ElementTree as ET
+
+    data = noisy()
+    src = write_classes(tmp_path / "lc.tif", data)
+    plain = read(vec(src, tmp_path / "plain.gpkg", block_size=16).output)
+    assert "layer_styles" not in {n for n, _ in pyogrio.list_layers(tmp_path / "plain.gpkg")}
+    colours = {0: (65, 155, 223, 255), 1: (57, 125, 73, 255), 2: (196, 40, 27, 255), 3: (165, 155, 143, 255)}
+    with rasterio.open(src, "r+") as dst:
+        dst.write_colormap(1, colours)
+    res = vec(src, tmp_path / "styled.gpkg", block_size=16)
+    assert len(read(res.output)) == len(plain)  # the features are unchanged
+    with sqlite3.connect(res.output) as con:
+        rows = con.execute("SELECT f_table_name, useAsDefault, styleQML FROM layer_styles").fetchall()
+    assert len(rows) == 1 and rows[0][:2] == ("styled", 1)
+    renderer = ET.fromstring(rows[0][2].split("\n", 1)[1]).find("renderer-v2")
+    assert renderer.get("type") == "categorizedSymbol" and renderer.get("attr") == "class"
+    cats = [(int(c.get("value")), c.get("label")) for c in renderer.findall("categories/category")]
+    values = sorted(set(NAMES) | set(np.unique(data[data != 255]).tolist()))
+    assert cats == [(v, NAMES.get(v, f"class_{v}")) for v in values]
+    symbols = {s.get("name"): s.find(".//prop[@k='color']").get("v") for s in renderer.findall("symbols/symbol")}
+    by_value = {int(c.get("value")): symbols[c.get("symbol")] for c in renderer.findall("categories/category")}
+    assert by_value == {v: ",".join(map(str, colours[v])) for v in values}  # the raster's colour table
