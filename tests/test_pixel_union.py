@@ -1,0 +1,65 @@
+"""geoseg.pixel_union: the ring-relinking union of edge-matched pixel polygons."""
+
+import numpy as np
+import pytest
+import shapely
+from geoseg.pixel_union import union_pixel_polygons
+from geoseg.vector_graph import label_components
+
+
+def canon(g):
+    return shapely.normalize(shapely.simplify(shapely.normalize(g), 0))
+
+
+def pixel_squares(mask):
+    rows, cols = np.nonzero(mask)
+    return shapely.box(cols, rows, cols + 1, rows + 1)
+
+
+def largest_region(seed, shape=(24, 24), p=0.58):
+    """The largest 4-connected region of a random pixel set: holes, pinches (diagonal touches)."""
+    rng = np.random.default_rng(seed)
+    on = rng.random(shape) < p
+    lab = label_components(on.astype(np.uint8), on, 4)
+    return lab.labels == int(np.argmax(lab.sizes))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_union_of_pixel_squares_equals_geos_union(seed):
+    region = largest_region(seed)
+    squares = pixel_squares(region)
+    got = union_pixel_polygons(squares)
+    assert got is not None and got.geom_type == "Polygon" and got.is_valid
+    want = shapely.union_all(squares)
+    assert shapely.equals_exact(canon(got), canon(want), tolerance=0)
+    assert got.area == region.sum()
+    # no collinear vertices left: simplify(0) keeps every vertex
+    assert shapely.get_num_coordinates(got) == shapely.get_num_coordinates(shapely.simplify(got, 0))
+
+
+def test_hole_touching_the_shell_at_a_point_is_a_separate_ring():
+    region = np.zeros((6, 6), bool)
+    region[1:5, 1:5] = True
+    region[1, 1] = False  # a notch in the outline ...
+    region[2, 2] = False  # ... and a hole pixel touching it diagonally
+    got = union_pixel_polygons(pixel_squares(region))
+    assert got.is_valid and len(got.interiors) == 1
+    assert shapely.touches(shapely.Polygon(got.interiors[0]), shapely.Polygon(got.exterior).boundary)
+    assert shapely.equals(got, shapely.union_all(pixel_squares(region)))
+
+
+def test_extra_holes_are_added():
+    region = np.ones((6, 6), bool)
+    hole = shapely.LinearRing([(2, 2), (4, 2), (4, 4), (2, 4)])
+    got = union_pixel_polygons(pixel_squares(region), np.array([hole]))
+    assert len(got.interiors) == 1 and got.area == 36 - 4
+
+
+@pytest.mark.parametrize("pieces", [
+    [shapely.box(0, 0, 1.5, 1), shapely.box(1.5, 0, 3, 1)],  # not on the pixel grid
+    [shapely.box(0, 0, 1, 1), shapely.box(3, 0, 4, 1)],  # two regions: two shells
+    [shapely.box(0, 0, 2, 1), shapely.box(1, 0, 3, 1)],  # overlapping pieces
+    [shapely.LineString([(0, 0), (1, 1)])],  # not polygons
+])
+def test_input_it_does_not_handle_gives_none(pieces):
+    assert union_pixel_polygons(np.array(pieces, dtype=object)) is None
