@@ -8,12 +8,14 @@ SIZE x SIZE pixels on a 10 m UTM grid, then runs, each in its own child process:
 * ``baseline`` - read the whole band, ``rasterio.features.sieve`` (same minimum mapping unit),
   ``rasterio.features.shapes`` over the whole array, shapely, attributes, one GPKG write.
 
-Both write a GeoPackage with the same attributes.  Peak RSS is the child's
-``ru_maxrss``, or the sampled sum over it and its worker processes when that is larger.  The outputs are compared (count, area per class,
-and geometry equality on a sample of polygons matched by their first pixel).
+Both write a GeoPackage with the same attributes.  Peak memory is the PSS summed over the child
+and its worker processes, sampled every 20 ms (or the child's ``ru_maxrss`` when that is larger).
+The outputs are compared (count, area per class, and geometry equality on a sample of polygons
+matched by their first pixel).
 
     .venv/bin/python benchmarks/vectorize.py                    # 10000 x 10000, 0.5 ha MMU
     .venv/bin/python benchmarks/vectorize.py --size 3000 --min-area 0
+    .venv/bin/python benchmarks/vectorize.py --sizes 10000,20000,40000   # memory vs raster size
 """
 
 from __future__ import annotations
@@ -118,11 +120,12 @@ def child_baseline(args) -> dict:
 
 
 class TreeMemory:
-    """Samples, from outside, the summed RSS of a process and its worker processes (every 20 ms).
+    """Samples, from outside, the memory of a process and its worker processes (every 20 ms).
 
     ``ru_maxrss`` is per process: with worker processes the memory in use at once is their sum.
-    Forked workers share their parent's pages copy-on-write; RSS counts such pages in each
-    process, so the sum errs on the high side.
+    Forked workers share their parent's pages copy-on-write and RSS counts such pages in every
+    process, so the summed RSS errs on the high side; the summed PSS (proportional set size:
+    each shared page split among the processes sharing it) is the physical memory in use.
     """
 
     def __init__(self, pid: int) -> None:
@@ -130,7 +133,7 @@ class TreeMemory:
 
         import psutil
 
-        self.peak_kb = 0
+        self.peak_rss_kb = self.peak_pss_kb = 0
         self._me = psutil.Process(pid)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -140,22 +143,25 @@ class TreeMemory:
         import psutil
 
         while not self._stop.wait(0.02):
-            total = 0
+            rss = pss = 0
             try:
                 procs = [self._me, *self._me.children(recursive=True)]
             except psutil.Error:  # the process has ended
                 return
             for p in procs:
                 try:
-                    total += p.memory_info().rss
+                    info = p.memory_full_info()
                 except psutil.Error:  # a worker that just ended
-                    pass
-            self.peak_kb = max(self.peak_kb, total // 1024)
+                    continue
+                rss += info.rss
+                pss += getattr(info, "pss", info.rss)
+            self.peak_rss_kb = max(self.peak_rss_kb, rss // 1024)
+            self.peak_pss_kb = max(self.peak_pss_kb, pss // 1024)
 
-    def stop(self) -> int:
+    def stop(self) -> tuple[int, int]:
         self._stop.set()
         self._thread.join()
-        return self.peak_kb
+        return self.peak_rss_kb, self.peak_pss_kb
 
 
 def run_child(variant: str, args, raster: Path, out: Path, scheduler: str = "threads") -> dict:
@@ -167,13 +173,16 @@ def run_child(variant: str, args, raster: Path, out: Path, scheduler: str = "thr
     tree = TreeMemory(proc.pid)  # sampled from here, so the run itself has no extra thread
     out, err = proc.communicate()
     wall = time.perf_counter() - t0
-    tree_kb = tree.stop()
+    rss_kb, pss_kb = tree.stop()
     if proc.returncode != 0:
         raise SystemExit(f"{variant} failed:\n{err[-3000:]}")
     res = json.loads(out.strip().splitlines()[-1])
     res["wall_s"] = wall
     res["ru_maxrss_mb"] = res["peak_rss_mb"]
-    res["peak_rss_mb"] = max(res["peak_rss_mb"], tree_kb / 1024)  # summed over worker processes
+    res["summed_rss_mb"] = rss_kb / 1024
+    # the reported peak: the summed PSS over the process tree, or the largest single process's
+    # ru_maxrss when that is higher (a peak between two 20 ms samples)
+    res["peak_rss_mb"] = max(res["peak_rss_mb"], pss_kb / 1024)
     return res
 
 
@@ -206,9 +215,59 @@ def compare(a_path: Path, b_path: Path, width: int, sample: int = 3000) -> dict:
     return out
 
 
+def largest_polygon(path: Path) -> tuple[int, float]:
+    """(vertices of the largest output polygon, its share of all vertices)."""
+    import pyogrio
+    import shapely
+
+    n = shapely.get_num_coordinates(pyogrio.read_dataframe(path, columns=[]).geometry.values)
+    return int(n.max()), float(n.max() / n.sum())
+
+
+def run_size(args, work: Path, size: int) -> dict:
+    raster = work / f"classes_{size}.tif"
+    raster_mib = size ** 2 / 2 ** 20
+    t0 = time.perf_counter()
+    meta = build_raster(raster, size)
+    print(f"\nraster: {size} x {size} uint8 ({size ** 2 / 1e6:.0f} Mpx, {raster_mib:.0f} MiB in memory), "
+          f"{meta['cells']} cells from {meta['source_labels']} Dynamic World labels, built in "
+          f"{time.perf_counter() - t0:.1f} s")
+    g = run_child("geoseg", args, raster, work / "geoseg.gpkg", args.scheduler)
+    largest, share = largest_polygon(work / "geoseg.gpkg")
+    row = {"size": size, "raster_mib": raster_mib, "geoseg": g, "largest_vertices": largest, "largest_share": share}
+    runs = [("geoseg vectorize", g)]
+    if size <= args.baseline_max:
+        row["baseline"] = b = run_child("baseline", args, raster, work / "baseline.gpkg")
+        runs.append(("single-pass GDAL", b))
+    for name, r in runs:
+        print(f"{name:<18} {r['work_s']:8.1f} s work {r['wall_s']:8.1f} s wall {r['cpu_s']:8.1f} s CPU "
+              f"{r['peak_rss_mb']:8.0f} MiB peak memory {r['features']:>9} polygons")
+    print(f"geoseg details: {json.dumps({k: v for k, v in g.items() if k not in ('work_s', 'wall_s', 'cpu_s')})}")
+    print(f"largest polygon: {largest} vertices, {share:.0%} of all output vertices (it is built whole in memory)")
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        print(f"note: load average {load:.1f} on {os.cpu_count()} CPUs: other work shared the cores, so wall "
+              "times are pessimistic; compare CPU seconds")
+    ratio = f"geoseg peak memory = {g['peak_rss_mb'] / raster_mib:.2f}x the raster's in-memory size"
+    if "baseline" in row:
+        b = row["baseline"]
+        print(f"ratio geoseg/baseline: time {g['work_s'] / b['work_s']:.2f}x, CPU {g['cpu_s'] / b['cpu_s']:.2f}x, "
+              f"peak memory {g['peak_rss_mb'] / b['peak_rss_mb']:.2f}x; {ratio}")
+        print(f"equal output: {json.dumps(compare(work / 'geoseg.gpkg', work / 'baseline.gpkg', size))}")
+    else:
+        print(f"{ratio} (baseline skipped above --baseline-max {args.baseline_max})")
+    for f in (raster, work / "geoseg.gpkg", work / "baseline.gpkg"):
+        if not args.workdir and f.exists():
+            f.unlink()
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=10_000)
+    ap.add_argument("--sizes", help="comma-separated sizes for a scaling run, e.g. 10000,20000,40000")
+    ap.add_argument("--baseline-max", type=int, default=20_000,
+                    help="skip the single-pass baseline above this size (it needs ~12x the raster in memory)")
     ap.add_argument("--min-area", default="0.5ha", help="minimum mapping unit for both variants ('0' = none)")
     ap.add_argument("--block-size", type=int, default=2048)
     ap.add_argument("--workers", type=int, default=2)
@@ -241,28 +300,20 @@ def main() -> None:
     else:
         tmp = tempfile.TemporaryDirectory(prefix="geoseg-bench-")
         work = Path(tmp.name)
-    raster = work / f"classes_{args.size}.tif"
-    t0 = time.perf_counter()
-    meta = build_raster(raster, args.size)
-    print(f"raster: {args.size} x {args.size} uint8 ({args.size ** 2 / 1e6:.0f} Mpx, "
-          f"{args.size ** 2 / 2 ** 20:.0f} MiB in memory), {meta['cells']} cells from {meta['source_labels']} "
-          f"Dynamic World labels, built in {time.perf_counter() - t0:.1f} s")
+    sizes = [int(v) for v in str(args.sizes or args.size).split(",")]
     print(f"MMU: {args.min_area or 'none'}; geoseg: block {args.block_size}, {args.workers} workers, "
-          f"{args.scheduler}; CPUs: {os.cpu_count()}")
-    g = run_child("geoseg", args, raster, work / "geoseg.gpkg", args.scheduler)
-    b = run_child("baseline", args, raster, work / "baseline.gpkg")
-    for name, r in (("geoseg vectorize", g), ("single-pass GDAL", b)):
-        print(f"{name:<18} {r['work_s']:8.1f} s work {r['wall_s']:8.1f} s wall {r['cpu_s']:8.1f} s CPU "
-              f"{r['peak_rss_mb']:8.0f} MiB peak RSS {r['features']:>9} polygons")
-    print(f"geoseg details: {json.dumps({k: v for k, v in g.items() if k not in ('work_s', 'wall_s', 'cpu_s')})}")
-    load = os.getloadavg()[0]
-    if load > (os.cpu_count() or 1):
-        print(f"note: load average {load:.1f} on {os.cpu_count()} CPUs: other work shared the cores, so wall "
-              "times are pessimistic; compare CPU seconds")
-    print(f"ratio geoseg/baseline: time {g['work_s'] / b['work_s']:.2f}x, CPU {g['cpu_s'] / b['cpu_s']:.2f}x, peak RSS "
-          f"{g['peak_rss_mb'] / b['peak_rss_mb']:.2f}x; geoseg peak RSS = "
-          f"{g['peak_rss_mb'] / (args.size ** 2 / 2 ** 20):.2f}x the raster's in-memory size")
-    print(f"equal output: {json.dumps(compare(work / 'geoseg.gpkg', work / 'baseline.gpkg', args.size))}")
+          f"{args.scheduler}; CPUs: {os.cpu_count()}; peak memory = summed PSS of the process tree")
+    table = []
+    for size in sizes:
+        table.append(run_size(args, work, size))
+    if len(table) > 1:
+        print("\nsize      raster MiB  geoseg s  geoseg MiB  x raster  largest polygon (share of vertices)  "
+              "GDAL s  GDAL MiB")
+        for row in table:
+            g, b = row["geoseg"], row.get("baseline")
+            print(f"{row['size']:>6}²  {row['raster_mib']:>10.0f}  {g['work_s']:>8.1f}  {g['peak_rss_mb']:>10.0f}  "
+                  f"{g['peak_rss_mb'] / row['raster_mib']:>8.2f}  {row['largest_vertices']:>12} ({row['largest_share']:.0%})"
+                  f"{'':>18}" + (f"{b['work_s']:>7.1f}  {b['peak_rss_mb']:>8.0f}" if b else "      -         -"))
     if tmp is not None:
         tmp.cleanup()
 

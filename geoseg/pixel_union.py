@@ -28,19 +28,38 @@ than one shell, a ring through the same vertex twice); the caller then falls bac
 
 from __future__ import annotations
 
+import struct
+from dataclasses import dataclass
+
 import numpy as np
 import shapely
 
-__all__ = ["union_pixel_polygons"]
+__all__ = ["PixelRings", "pixel_rings", "relink", "union_pixel_polygons", "polygon_of_rings", "normalized",
+           "measure", "multipolygon_wkb"]
 
 
-def _ring_arrays(pieces: np.ndarray):
-    """(integer x, y of each ring vertex without the closing one, ring index of each, ring offsets,
-    whether each ring is its polygon's exterior), read straight from the coordinates (no ring copies)."""
-    parts = shapely.get_parts(pieces)
+@dataclass(frozen=True)
+class PixelRings:
+    """The rings of pixel polygons as flat arrays: integer vertices, each ring open (no closing vertex)."""
+
+    x: np.ndarray  # int32
+    y: np.ndarray  # int32
+    off: np.ndarray  # ring r is vertices off[r]:off[r + 1]
+    exterior: np.ndarray  # whether ring r is its polygon's exterior
+
+    @property
+    def n_rings(self) -> int:
+        return self.off.size - 1
+
+
+def pixel_rings(pieces: np.ndarray) -> PixelRings | None:
+    """The rings of polygons with integer vertices, read straight from their coordinates (no ring
+    copies); None if a part is not a polygon or a vertex is not an integer in int32 range."""
+    parts = shapely.get_parts(np.asarray(pieces, dtype=object))
     if parts.size == 0 or (shapely.get_type_id(parts) != 3).any():
         return None
     _, xy, (ring_off, poly_off) = shapely.to_ragged_array(parts)
+    del parts
     if xy.size and (xy.min() < 0 or xy.max() >= 2**31 - 1 or not np.array_equal(xy, np.round(xy))):
         return None
     n_rings = ring_off.size - 1
@@ -48,14 +67,13 @@ def _ring_arrays(pieces: np.ndarray):
     keep[ring_off[1:] - 1] = False  # the closing vertex repeats the first
     x = xy[keep, 0].astype(np.int32)
     y = xy[keep, 1].astype(np.int32)
-    del xy
+    del xy, keep
     off = ring_off - np.arange(n_rings + 1)
     if (np.diff(off) < 3).any():
         return None
-    ring_of = np.repeat(np.arange(n_rings, dtype=np.int32), np.diff(off))
     exterior = np.zeros(n_rings, dtype=bool)
     exterior[poly_off[:-1]] = True
-    return x, y, ring_of, off, exterior
+    return PixelRings(x, y, off, exterior)
 
 
 def _signed_areas(x: np.ndarray, y: np.ndarray, nxt: np.ndarray, ring_of: np.ndarray, n_rings: int) -> np.ndarray:
@@ -70,12 +88,34 @@ def union_pixel_polygons(pieces: np.ndarray, holes: np.ndarray | None = None) ->
     ``holes``: more interior rings for the result (rings strictly inside it), added as they are.
     None when the input is outside what this handles; see the module docstring.
     """
-    arrays = _ring_arrays(np.asarray(pieces, dtype=object))
-    if arrays is None:
+    rings = pixel_rings(pieces)
+    joined = relink(rings) if rings is not None else None
+    if joined is None:
         return None
-    x, y, ring_of, off, exterior = arrays
-    n_rings = off.size - 1
+    return polygon_of_rings(joined, holes)
+
+
+def polygon_of_rings(rings: list[np.ndarray], holes: np.ndarray | None = None) -> shapely.Polygon:
+    """A Polygon of open integer rings (shell first), plus optional hole geometries (LinearRings)."""
+    closed = [np.vstack([r, r[:1]]).astype(np.float64) for r in rings]
+    inner = shapely.linearrings(np.concatenate(closed[1:]), indices=np.repeat(np.arange(len(closed) - 1),
+                                                                             [len(r) for r in closed[1:]])) \
+        if len(closed) > 1 else np.empty(0, dtype=object)
+    if holes is not None and len(holes):
+        inner = np.concatenate([inner, np.asarray(holes, dtype=object)])
+    return shapely.polygons(closed[0], holes=inner if len(inner) else None)
+
+
+def relink(rings: PixelRings) -> list[np.ndarray] | None:
+    """The rings of the union of edge-matched pixel polygons (steps 1-4 of the module docstring).
+
+    Returns open rings of integer vertices without collinear vertices, the shell first (counter-
+    clockwise) and then the holes (clockwise); None when the input is outside what this handles.
+    """
+    x, y, off, exterior = rings.x, rings.y, rings.off, rings.exterior
+    n_rings = rings.n_rings
     n = x.size
+    ring_of = np.repeat(np.arange(n_rings, dtype=np.int32), np.diff(off))
     idx = np.arange(n)
     nxt = idx + 1
     nxt[off[1:] - 1] = off[:-1]  # each ring's last vertex links back to its first
@@ -184,33 +224,93 @@ def union_pixel_polygons(pieces: np.ndarray, holes: np.ndarray | None = None) ->
             c = succ[c]
         if c != c0 or len(set(visited)) != len(visited):  # not a simple closed ring
             return None
-        rings_xy.append(_closed_without_collinear(np.concatenate(pieces_xy)))
+        rings_xy.append(_without_collinear(np.concatenate(pieces_xy)))
     for r in np.flatnonzero(intact).tolist():
-        rings_xy.append(_closed_without_collinear(np.column_stack([x[off[r]:off[r + 1]], y[off[r]:off[r + 1]]])))
-    areas = np.array([_shoelace(r) for r in rings_xy])
+        rings_xy.append(_without_collinear(np.column_stack([x[off[r]:off[r + 1]], y[off[r]:off[r + 1]]])))
+    areas = np.array([_shoelace2(r) for r in rings_xy])
     shells = np.flatnonzero(areas > 0)
     if shells.size != 1:
         return None
     shell = rings_xy.pop(int(shells[0]))
-    inner = shapely.linearrings(np.concatenate(rings_xy), indices=np.repeat(np.arange(len(rings_xy)),
-                                                                            [len(r) for r in rings_xy])) \
-        if rings_xy else np.empty(0, dtype=object)
-    del rings_xy
-    if holes is not None and len(holes):
-        inner = np.concatenate([inner, np.asarray(holes, dtype=object)])
-    return shapely.polygons(shell, holes=inner if len(inner) else None)
+    return [shell, *rings_xy]
 
 
-def _closed_without_collinear(ring: np.ndarray) -> np.ndarray:
-    """An open ring of integer vertices -> closed float ring without vertices on a straight line
-    between their neighbours (where seams were, and the seam breakpoints of densify_seams)."""
+def _without_collinear(ring: np.ndarray) -> np.ndarray:
+    """An open ring of integer vertices without the vertices on a straight line between their
+    neighbours (where seams were, and the seam breakpoints of densify_seams)."""
     d_out = np.roll(ring, -1, axis=0) - ring  # segment leaving each vertex
     d_in = np.roll(d_out, 1, axis=0)  # segment arriving at it
     turn = d_in[:, 0].astype(np.int64) * d_out[:, 1] - d_in[:, 1].astype(np.int64) * d_out[:, 0]
-    ring = ring[turn != 0].astype(np.float64)
-    return np.vstack([ring, ring[:1]])
+    return ring[turn != 0]
 
 
-def _shoelace(ring: np.ndarray) -> float:
-    x, y = ring[:-1, 0], ring[:-1, 1]
-    return float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+def _shoelace2(ring: np.ndarray) -> int:
+    """Twice the signed area of an open ring of integer vertices (exact; > 0: counter-clockwise)."""
+    x, y = ring[:, 0].astype(np.int64), ring[:, 1].astype(np.int64)
+    return int(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+
+
+# --------------------------------------------------------------------------------------------
+# finishing a polygon given as rings: GEOS' normal form, measures and WKB, all in numpy
+# --------------------------------------------------------------------------------------------
+
+
+def normalized(rings: list[np.ndarray]) -> list[np.ndarray]:
+    """Shell and holes (open integer rings, shell first) in the order GEOS' ``normalize`` writes a
+    Polygon: every ring starts at its smallest vertex (x, then y), the shell clockwise and the
+    holes counter-clockwise, the holes sorted in descending order (by vertex count, then by
+    vertices), so the WKB equals ``shapely.normalize`` of the same polygon."""
+
+    def ring(r: np.ndarray, clockwise: bool) -> np.ndarray:
+        r = np.roll(r, -int(np.lexsort((r[:, 1], r[:, 0]))[0]), axis=0)
+        if (_shoelace2(r) > 0) == clockwise:  # counter-clockwise, but clockwise wanted (or vice versa)
+            r = np.concatenate([r[:1], r[:0:-1]])
+        return r
+
+    shell = ring(rings[0], True)
+    holes = [ring(h, False) for h in rings[1:]]
+    if len(holes) > 1:
+        # distinct holes of a valid polygon never share their first two vertices, so these keys decide
+        k = np.array([(len(h), h[0, 0], h[0, 1], h[1, 0], h[1, 1]) for h in holes], dtype=np.int64)
+        order = np.lexsort(k.T[::-1])[::-1]
+        holes = [holes[i] for i in order]
+    return [shell, *holes]
+
+
+def measure(rings: list[np.ndarray], transform) -> tuple[float, float]:
+    """(area, perimeter) in the units of the affine ``transform`` (a, b, c, d, e, f) of a polygon
+    given as open integer rings, shell first; the area is exact in pixels, then scaled."""
+    a, b, _, d, e, _ = transform
+    pixels = abs(_shoelace2(rings[0])) - sum(abs(_shoelace2(h)) for h in rings[1:])
+    length = 0.0
+    for r in rings:
+        dx = (np.roll(r[:, 0], -1) - r[:, 0]).astype(np.float64)
+        dy = (np.roll(r[:, 1], -1) - r[:, 1]).astype(np.float64)
+        length += float(np.hypot(dx * a + dy * b, dx * d + dy * e).sum())
+    return pixels / 2 * abs(a * e - b * d), length
+
+
+def multipolygon_wkb(rings: list[np.ndarray], transform) -> bytearray:
+    """Little-endian WKB of the MultiPolygon with one polygon of these open integer rings (shell
+    first), each vertex mapped through the affine ``transform`` with GDAL's evaluation order
+    (``c + x * a + y * b``), as ``shapely.to_wkb`` would write it.  Written into one buffer."""
+    a, b, c, d, e, f = transform
+    size = 1 + 4 + 4 + 1 + 4 + 4 + sum(4 + 16 * (len(r) + 1) for r in rings)
+    out = bytearray(size)
+    struct.pack_into("<BIIBII", out, 0, 1, 6, 1, 1, 3, len(rings))
+    pos = 18
+    for r in rings:
+        n = len(r) + 1
+        struct.pack_into("<I", out, pos, n)
+        xy = np.frombuffer(out, dtype="<f8", count=2 * n, offset=pos + 4).reshape(n, 2)
+        for i in range(0, n, _CHUNK):  # in slices: no full-size temporaries for a huge shell
+            j = min(n, i + _CHUNK)
+            x = r[np.arange(i, j) % len(r), 0].astype(np.float64)  # vertex n - 1 closes the ring
+            y = r[np.arange(i, j) % len(r), 1].astype(np.float64)
+            xy[i:j, 0] = c + x * a + y * b
+            xy[i:j, 1] = f + x * d + y * e
+        pos += 4 + 16 * n
+    return out
+
+
+_CHUNK = 1 << 20

@@ -55,9 +55,9 @@ from . import __version__
 from .errors import (EmptySceneError, InputError, InputFileError, NotGeoreferencedError, OutputError,
                      OutputExistsError, ParameterError)
 from .output import GPKG_DATASET_OPTIONS, ensure_writable_dir
-from .pixel_union import union_pixel_polygons
+from .pixel_union import measure, multipolygon_wkb, normalized, pixel_rings, polygon_of_rings, relink
 from .raster import class_names_from_tags, configure_gdal_cache
-from .vector_graph import (BlockGrid, apply_sieve, block_edges, label_components, plan_sieve, scan_block,
+from .vector_graph import (BlockGrid, SieveScan, apply_sieve, block_edges, label_components, plan_sieve, scan_block,
                            seam_breakpoints, seam_pairs, union_components)
 
 __all__ = ["vectorize_raster", "VectorizeResult", "ClassSummary", "FORMATS", "parse_area", "parse_length",
@@ -563,8 +563,8 @@ def _save_npz(path: str, **arrays: np.ndarray) -> None:
 
 
 def _packed(prefix: str, geoms: np.ndarray) -> dict[str, np.ndarray]:
-    """Geometries as one WKB byte array and the length of each."""
-    wkb = shapely.to_wkb(geoms)
+    """Geometries (or their WKB, bytes-like) as one WKB byte array and the length of each."""
+    wkb = geoms if len(geoms) and not isinstance(geoms[0], shapely.Geometry) else shapely.to_wkb(geoms)
     lengths = np.fromiter((len(b) for b in wkb), dtype=np.int64, count=len(wkb))
     return {f"{prefix}_blob": np.frombuffer(b"".join(wkb), dtype=np.uint8), f"{prefix}_len": lengths}
 
@@ -580,29 +580,37 @@ def _staging_path(spec: VectorizeSpec, kind: str, index: int) -> str:
     return os.path.join(spec.staging, f"{kind}-{index:07d}.npz")
 
 
-def sieve_scan_task(spec: VectorizeSpec, index: int):
-    """Pass 1 of the sieve on one block.  The block's components as runs (as big as the block) go
-    to the staging folder, not into the result: the plan gathers every block's scan, and dask
-    keeps the scans in the main process until the last polygonize task has run."""
+def sieve_scan_task(spec: VectorizeSpec, index: int) -> str:
+    """Pass 1 of the sieve on one block, staged to disk; returns the file.
+
+    Nothing of it travels through dask: the scans of all blocks are as many numbers as the
+    raster has patches, and dask would keep them in the main process until the last polygonize
+    task had run (and send them to every worker again)."""
     values, valid = read_block(spec, index)
     r, c, _, _ = spec.grid.window(index)
     scan = scan_block(values, valid, r, c, spec.width, spec.sieve_pixels, spec.connectivity)
-    _save_npz(_staging_path(spec, "runs", index), first=scan.first, run_pos=scan.run_pos, run_label=scan.run_label)
-    scan.first = scan.run_pos = scan.run_label = None
-    return scan
+    path = _staging_path(spec, "scan", index)
+    arrays = {f.name: getattr(scan, f.name) for f in dataclasses.fields(scan) if f.name != "edges"}
+    _save_npz(path, **arrays, **{f"edge_{k}": e for k, e in enumerate(scan.edges)})
+    return path
 
 
-def _with_runs(spec: VectorizeSpec, index: int, scan):
-    with np.load(_staging_path(spec, "runs", index), allow_pickle=False) as z:
-        return dataclasses.replace(scan, first=z["first"], run_pos=z["run_pos"], run_label=z["run_label"])
+def _load_scan(path: str, runs: bool) -> SieveScan:
+    """A staged scan; ``runs``: with the block's patches as runs (only the polygonize task needs them)."""
+    with np.load(path, allow_pickle=False) as z:
+        skip = () if runs else ("first", "run_pos", "run_label")
+        fields = {f.name: None if f.name in skip else z[f.name] for f in dataclasses.fields(SieveScan)
+                  if f.name != "edges"}
+        return SieveScan(edges=tuple(z[f"edge_{k}"] for k in range(4)), **fields)  # type: ignore[arg-type]
 
 
-def sieve_plan_task(spec: VectorizeSpec, *scans):
-    return plan_sieve(spec.grid, list(scans), spec.sieve_pixels, spec.connectivity)
-
-
-def sieve_part(plan, index: int) -> tuple[np.ndarray, np.ndarray]:
-    return plan.pieces[index], plan.new_values[index]
+def sieve_plan_task(spec: VectorizeSpec, *scans: str) -> tuple[int, int]:
+    """Pass 2 of the sieve over every block's staged scan; each block's part of the plan is staged
+    beside it.  Returns (patches that change value, small patches)."""
+    plan = plan_sieve(spec.grid, [_load_scan(p, runs=False) for p in scans], spec.sieve_pixels, spec.connectivity)
+    for i, (pieces, new_values) in enumerate(zip(plan.pieces, plan.new_values)):
+        _save_npz(_staging_path(spec, "sieve", i), pieces=pieces, new_values=new_values)
+    return plan.changed_components, plan.small_components
 
 
 @dataclass
@@ -650,19 +658,19 @@ def _finish(spec: VectorizeSpec, geoms_px: np.ndarray,
     return g, area, perimeter
 
 
-def polygonize_task(spec: VectorizeSpec, index: int, sieve: tuple[np.ndarray, np.ndarray] | None = None,
-                    scan=None) -> BlockResult:
-    """Sieve (if planned), label, polygonize one block; stage its final polygons and its open pieces."""
+def polygonize_task(spec: VectorizeSpec, index: int, sieved: object = None) -> BlockResult:
+    """Sieve (if planned: ``sieved`` is the plan task's result), label, polygonize one block; stage
+    its final polygons and its open pieces."""
     grid = spec.grid
     r0, c0, h, w = grid.window(index)
     values, valid = read_block(spec, index)
-    if sieve is not None:
-        if scan is not None:
-            scan = _with_runs(spec, index, scan)
-        values, lab = apply_sieve(values, valid, spec.connectivity, sieve[0], sieve[1],
-                                  scan.adj_a if scan is not None else None, scan.adj_b if scan is not None else None,
-                                  scan.labels(values.shape) if scan is not None else None)
-        del scan
+    if spec.sieve_pixels > 1:
+        scan = _load_scan(_staging_path(spec, "scan", index), runs=True)
+        with np.load(_staging_path(spec, "sieve", index), allow_pickle=False) as z:
+            pieces, new_values = z["pieces"], z["new_values"]
+        values, lab = apply_sieve(values, valid, spec.connectivity, pieces, new_values, scan.adj_a, scan.adj_b,
+                                  scan.labels(values.shape))
+        del scan, pieces, new_values
     else:
         lab = label_components(values, valid, spec.connectivity)
     n = lab.count
@@ -741,6 +749,9 @@ class MergeResult:
 
 #: Vertices of merged polygons finished and staged at once (bounds the merge's extra memory).
 MERGE_BATCH_VERTICES = 2_000_000
+#: Merged polygons with at least this many vertices are finished in numpy, straight to WKB
+#: (the same bytes as GEOS' way, with a fraction of its memory); smaller ones in GEOS batches.
+NUMPY_FINISH_VERTICES = 100_000
 
 
 def merge_task(spec: VectorizeSpec, *blocks: BlockResult) -> MergeResult:
@@ -792,31 +803,79 @@ def merge_task(spec: VectorizeSpec, *blocks: BlockResult) -> MergeResult:
                                            holes[hole_bounds[k]:hole_bounds[k + 1]]))
         n_held += pieces.size
         peak = max(peak, n_held)
+        del pieces, holes
         done = []
         for g in np.unique(here[last[here] == pos]).tolist():
             parts = held.pop(g)
             n_held -= len(parts)
-            clean = False
-            geoms = np.array([p[2] for p in parts], dtype=object)
-            inner = np.concatenate([p[3] for p in parts])
-            geom = None
-            if geoms.size > 1 and spec.connectivity == 4 and not spec.simplify_px:
-                # light: relinks the rings (geoseg.pixel_union); no collinear vertices left
-                geom = union_pixel_polygons(geoms, inner)
-                clean = geom is not None
-                relinked += clean
-            if geom is None:
-                # the pieces form an edge-matched coverage (densify_seams): a linear-time union suffices
-                geom = geoms[0] if geoms.size == 1 else shapely.coverage_union_all(geoms)
-                geos_unions += geoms.size > 1
-                geom = add_holes(geom, inner)
-            done.append((min(p[0] for p in parts), parts[0][1], geom, clean))
-        for item in sorted(done, key=lambda d: d[0]):  # id order within a block
-            stager.add(*item)
-        del done, pieces, holes
+            done.append(_join(spec, parts))  # empties parts
+            relinked += done[-1].relinked
+            geos_unions += done[-1].geos
+        done.sort(key=lambda j: j.id)  # id order within a block
+        while done:
+            stager.add(done.pop(0))
         _trim_heap()
     stager.flush()
     return MergeResult(n_groups, n, stager.staged, peak, relinked, geos_unions)
+
+
+@dataclass
+class _Joined:
+    """One merged polygon: finished (WKB in the raster CRS, area, perimeter) or a pixel-coordinate
+    geometry still to finish (``clean``: without collinear vertices)."""
+
+    id: int
+    value: int
+    geom: Any = None
+    clean: bool = False
+    wkb: bytes | bytearray | None = None
+    area: float = 0.0
+    perimeter: float = 0.0
+    relinked: bool = False
+    geos: bool = False
+
+    @property
+    def vertices(self) -> int:
+        return len(self.wkb) // 16 if self.wkb is not None else int(shapely.get_num_coordinates(self.geom))
+
+
+def _join(spec: VectorizeSpec, parts: list) -> _Joined:
+    """Union of one group's pieces ``[(id, value, piece, inner holes)]`` (the list is emptied).
+
+    4-connected, unsimplified pieces are joined by relinking their rings
+    (:mod:`geoseg.pixel_union`); large results in a projected CRS are finished in numpy straight
+    to WKB, so a polygon as large as the scene costs a few arrays of its vertices rather than
+    several GEOS copies.  Otherwise, or if the relinking declines, GEOS' coverage union does it.
+    """
+    joined = _Joined(min(p[0] for p in parts), parts[0][1])
+    geoms = np.array([p[2] for p in parts], dtype=object)
+    holes = np.concatenate([p[3] for p in parts])
+    parts.clear()
+    rings = None
+    if geoms.size > 1 and spec.connectivity == 4 and not spec.simplify_px:
+        found = pixel_rings(geoms)
+        rings = relink(found) if found is not None else None
+        del found
+    if rings is None:
+        # the pieces form an edge-matched coverage (densify_seams): a linear-time union suffices
+        geom = geoms[0] if geoms.size == 1 else shapely.coverage_union_all(geoms)
+        joined.geom, joined.geos = add_holes(geom, holes), geoms.size > 1
+        return joined
+    del geoms
+    joined.relinked = True
+    xy, ring = shapely.get_coordinates(holes, return_index=True)  # closed rings of integer vertices
+    cuts = np.flatnonzero(np.diff(ring)) + 1
+    rings += [h[:-1].astype(np.int32) for h in np.split(xy, cuts)] if xy.size else []
+    del xy, ring, holes
+    if spec.area.kind != "projected" or sum(len(r) for r in rings) < NUMPY_FINISH_VERTICES:
+        # small (batched GEOS is faster), or areas need the local equal-area CRS: finish with GEOS
+        joined.geom, joined.clean = polygon_of_rings(rings), True
+        return joined
+    rings = normalized(rings)
+    area, perimeter = measure(rings, spec.transform)
+    joined.area, joined.perimeter = area * spec.area.factor ** 2, perimeter * spec.area.factor
+    joined.wkb = multipolygon_wkb(rings, spec.transform)
+    return joined
 
 
 class _MergeStager:
@@ -825,30 +884,37 @@ class _MergeStager:
     def __init__(self, spec: VectorizeSpec) -> None:
         self.spec = spec
         self.staged: list[str] = []
-        self._ids: list[int] = []
-        self._values: list[int] = []
-        self._geoms: list = []
-        self._clean: list[bool] = []
+        self._items: list[_Joined] = []
         self._vertices = 0
 
-    def add(self, id_: int, value: int, geom, clean: bool) -> None:
-        """``clean``: ``geom`` has no collinear vertices (no need to look for them)."""
-        self._ids.append(id_)
-        self._values.append(value)
-        self._geoms.append(geom)
-        self._clean.append(clean)
-        self._vertices += int(shapely.get_num_coordinates(geom))
+    def add(self, item: _Joined) -> None:
+        self._items.append(item)
+        self._vertices += item.vertices
         if self._vertices >= MERGE_BATCH_VERTICES:
             self.flush()
 
     def flush(self) -> None:
-        if self._geoms:
-            g, area, perimeter = _finish(self.spec, np.array(self._geoms, dtype=object), ~np.array(self._clean))
-            path = os.path.join(self.spec.staging, f"merged-{len(self.staged):05d}.npz")
-            _stage(path, np.array(self._ids, dtype=np.int64), np.array(self._values, dtype=np.int64), g, area,
-                   perimeter)
-            self.staged.append(path)
-        self._ids, self._values, self._geoms, self._clean, self._vertices = [], [], [], [], 0
+        items, self._items, self._vertices = self._items, [], 0
+        if not items:
+            return
+        todo = [k for k, j in enumerate(items) if j.wkb is None]
+        if todo:  # pixel-coordinate geometries: finish them (canonical form, CRS, measures) with GEOS
+            geoms = np.array([items[k].geom for k in todo], dtype=object)
+            clean = np.array([items[k].clean for k in todo])
+            for k in todo:
+                items[k].geom = None
+            g, area, perimeter = _finish(self.spec, geoms, ~clean)
+            del geoms
+            for k, w, a, p in zip(todo, shapely.to_wkb(g), area, perimeter):
+                items[k].wkb, items[k].area, items[k].perimeter = w, float(a), float(p)
+            del g
+        path = os.path.join(self.spec.staging, f"merged-{len(self.staged):05d}.npz")
+        wkb = np.empty(len(items), dtype=object)
+        wkb[:] = [j.wkb for j in items]
+        _stage(path, np.array([j.id for j in items], dtype=np.int64), np.array([j.value for j in items], dtype=np.int64),
+               wkb, np.array([j.area for j in items]), np.array([j.perimeter for j in items]))
+        self.staged.append(path)
+        del items, wkb
         _trim_heap()
 
 
@@ -868,13 +934,10 @@ def _run_graph(spec: VectorizeSpec, scheduler: str, workers: int, progress) -> l
 
     n = len(spec.grid)
     plan = None
-    parts: list = [None] * n
-    scans: list = [None] * n
-    if spec.sieve_pixels > 1:
+    if spec.sieve_pixels > 1:  # scans and plan are staged files; only paths and counts go through dask
         scans = [delayed(sieve_scan_task, pure=True)(spec, i, dask_key_name=f"sieve-scan-{i}") for i in range(n)]
         plan = delayed(sieve_plan_task, pure=True)(spec, *scans, dask_key_name="sieve-plan")
-        parts = [delayed(sieve_part, pure=True)(plan, i, dask_key_name=f"sieve-part-{i}") for i in range(n)]
-    blocks = [delayed(polygonize_task, pure=True)(spec, i, parts[i], scans[i], dask_key_name=f"polygonize-{i}")
+    blocks = [delayed(polygonize_task, pure=True)(spec, i, plan, dask_key_name=f"polygonize-{i}")
               for i in range(n)]
 
     class _Ticks(Callback):

@@ -63,3 +63,24 @@ def test_extra_holes_are_added():
 ])
 def test_input_it_does_not_handle_gives_none(pieces):
     assert union_pixel_polygons(np.array(pieces, dtype=object)) is None
+
+
+UTM_TRANSFORM = (10.0, 0.0, 400_000.0, 0.0, -10.0, 5_200_000.0)
+ROTATED = (7.0, 2.5, 300_000.5, -1.5, -9.0, 4_100_000.25)
+
+
+@pytest.mark.parametrize("transform", [UTM_TRANSFORM, ROTATED])
+@pytest.mark.parametrize("seed", range(8))
+def test_numpy_finishing_equals_shapely(seed, transform):
+    """normalized + multipolygon_wkb write the bytes that GEOS normalize + the affine + to_wkb write;
+    measure gives GEOS' area and length of the transformed polygon."""
+    from geoseg.pixel_union import measure, multipolygon_wkb, normalized, pixel_rings, relink
+    from geoseg.vectorize import pixel_to_crs, to_multipolygons
+
+    squares = pixel_squares(largest_region(seed, shape=(30, 30)))
+    rings = normalized(relink(pixel_rings(squares)))
+    poly = union_pixel_polygons(squares)
+    want = pixel_to_crs(shapely.normalize(to_multipolygons(np.array([poly]))), transform)[0]
+    assert bytes(multipolygon_wkb(rings, transform)) == shapely.to_wkb(want)
+    area, length = measure(rings, transform)
+    assert area == pytest.approx(want.area, rel=1e-12) and length == pytest.approx(want.length, rel=1e-12)

@@ -181,6 +181,18 @@ def test_blocks_equal_single_pass(tmp_path, name, block_size):
     assert_same_as_single_pass(read(r.output), data, valid)
 
 
+@pytest.mark.parametrize("name", sorted(PATTERNS))
+def test_merged_polygons_finished_in_numpy_are_byte_identical(tmp_path, name, monkeypatch):
+    """Large merged polygons are finished in numpy (geoseg.pixel_union) instead of GEOS: same output."""
+    data = PATTERNS[name]()
+    src = write_classes(tmp_path / "lc.tif", data)
+    geos = read(vec(src, tmp_path / "geos.gpkg", block_size=16, scheduler="threads").output)
+    monkeypatch.setattr("geoseg.vectorize.NUMPY_FINISH_VERTICES", 0)
+    numpy_ = read(vec(src, tmp_path / "numpy.gpkg", block_size=16, scheduler="threads").output)
+    assert (numpy_.drop(columns="geometry") == geos.drop(columns="geometry")).all().all()
+    assert (shapely.to_wkb(numpy_.geometry.values) == shapely.to_wkb(geos.geometry.values)).all()
+
+
 @pytest.mark.parametrize("name", ["checkerboard", "noisy", "corner_holes"])
 def test_blocks_equal_single_pass_8_connected(tmp_path, name):
     data = PATTERNS[name]()
