@@ -9,7 +9,7 @@ SIZE x SIZE pixels on a 10 m UTM grid, then runs, each in its own child process:
   ``rasterio.features.shapes`` over the whole array, shapely, attributes, one GPKG write.
 
 Both write a GeoPackage with the same attributes.  Peak memory is the PSS summed over the child
-and its worker processes, sampled every 20 ms (or the child's ``ru_maxrss`` when that is larger).
+and its worker processes, sampled every 100 ms (or the child's ``ru_maxrss`` when that is larger).
 The outputs are compared (count, area per class, and geometry equality on a sample of polygons
 matched by their first pixel).
 
@@ -120,7 +120,7 @@ def child_baseline(args) -> dict:
 
 
 class TreeMemory:
-    """Samples, from outside, the memory of a process and its worker processes (every 20 ms).
+    """Samples, from outside, the memory of a process and its worker processes (every 100 ms).
 
     ``ru_maxrss`` is per process: with worker processes the memory in use at once is their sum.
     Forked workers share their parent's pages copy-on-write and RSS counts such pages in every
@@ -142,7 +142,7 @@ class TreeMemory:
     def _run(self) -> None:
         import psutil
 
-        while not self._stop.wait(0.02):
+        while not self._stop.wait(0.1):  # reading PSS walks the page tables: not too often
             rss = pss = 0
             try:
                 procs = [self._me, *self._me.children(recursive=True)]
@@ -181,7 +181,7 @@ def run_child(variant: str, args, raster: Path, out: Path, scheduler: str = "thr
     res["ru_maxrss_mb"] = res["peak_rss_mb"]
     res["summed_rss_mb"] = rss_kb / 1024
     # the reported peak: the summed PSS over the process tree, or the largest single process's
-    # ru_maxrss when that is higher (a peak between two 20 ms samples)
+    # ru_maxrss when that is higher (a peak between two samples)
     res["peak_rss_mb"] = max(res["peak_rss_mb"], pss_kb / 1024)
     return res
 

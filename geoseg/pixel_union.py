@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
-__all__ = ["PixelRings", "pixel_rings", "relink", "union_pixel_polygons", "polygon_of_rings", "normalized",
+__all__ = ["PixelRings", "pixel_rings", "piece_rings", "concat_rings", "rings_geometry", "open_rings", "relink", "union_pixel_polygons", "polygon_of_rings", "normalized",
            "measure", "multipolygon_wkb"]
 
 
@@ -74,6 +74,50 @@ def pixel_rings(pieces: np.ndarray) -> PixelRings | None:
     exterior = np.zeros(n_rings, dtype=bool)
     exterior[poly_off[:-1]] = True
     return PixelRings(x, y, off, exterior)
+
+
+def piece_rings(pieces: np.ndarray) -> list[PixelRings] | None:
+    """:func:`pixel_rings` of each piece separately (compact copies: 8 bytes per vertex, where a
+    GEOS polygon takes several times that); None if any piece is not a pixel polygon."""
+    pieces = np.asarray(pieces, dtype=object)
+    parts, part_of = shapely.get_parts(pieces, return_index=True)
+    rings = pixel_rings(parts)
+    if rings is None:
+        return None
+    ring_piece = np.repeat(part_of, np.diff(np.append(np.flatnonzero(rings.exterior), rings.n_rings)))
+    bounds = np.searchsorted(ring_piece, np.arange(pieces.size + 1))
+    out = []
+    for k in range(pieces.size):
+        r0, r1 = bounds[k], bounds[k + 1]
+        v0, v1 = rings.off[r0], rings.off[r1]
+        out.append(PixelRings(rings.x[v0:v1].copy(), rings.y[v0:v1].copy(), rings.off[r0:r1 + 1] - v0,
+                              rings.exterior[r0:r1].copy()))
+    return out
+
+
+def concat_rings(items: list[PixelRings]) -> PixelRings:
+    """One :class:`PixelRings` of several."""
+    shift = np.cumsum([0] + [it.x.size for it in items[:-1]])
+    return PixelRings(np.concatenate([it.x for it in items]), np.concatenate([it.y for it in items]),
+                      np.concatenate([[0]] + [it.off[1:] + s for it, s in zip(items, shift)]),
+                      np.concatenate([it.exterior for it in items]))
+
+
+def rings_geometry(rings: PixelRings) -> shapely.MultiPolygon:
+    """The MultiPolygon of :class:`PixelRings` (each exterior starts a polygon), as GEOS geometry."""
+    xy = np.column_stack([rings.x, rings.y]).astype(np.float64)
+    coords = np.insert(xy, rings.off[1:], xy[rings.off[:-1]], axis=0)  # close every ring
+    ring_off = rings.off + np.arange(rings.n_rings + 1)
+    poly_off = np.append(np.flatnonzero(rings.exterior), rings.n_rings)
+    geom = shapely.from_ragged_array(shapely.GeometryType.MULTIPOLYGON, coords,
+                                     (ring_off, poly_off, np.array([0, poly_off.size - 1])))
+    return geom[0]
+
+
+def open_rings(rings: PixelRings) -> list[np.ndarray]:
+    """The rings of one polygon as open (n, 2) integer arrays without collinear vertices, shell first."""
+    return [_without_collinear(np.column_stack([rings.x[a:b], rings.y[a:b]]))
+            for a, b in zip(rings.off[:-1], rings.off[1:])]
 
 
 def _signed_areas(x: np.ndarray, y: np.ndarray, nxt: np.ndarray, ring_of: np.ndarray, n_rings: int) -> np.ndarray:
@@ -116,7 +160,8 @@ def relink(rings: PixelRings) -> list[np.ndarray] | None:
     n_rings = rings.n_rings
     n = x.size
     ring_of = np.repeat(np.arange(n_rings, dtype=np.int32), np.diff(off))
-    idx = np.arange(n)
+    itype = np.int32 if n < 2**31 - 1 else np.int64
+    idx = np.arange(n, dtype=itype)
     nxt = idx + 1
     nxt[off[1:] - 1] = off[:-1]  # each ring's last vertex links back to its first
 
@@ -129,9 +174,11 @@ def relink(rings: PixelRings) -> list[np.ndarray] | None:
         new_pos = idx.copy()
         r = ring_of[sel]
         new_pos[sel] = off[r + 1] - 1 - (idx[sel] - off[r])
-        order = np.empty(n, dtype=np.int64)
+        order = np.empty(n, dtype=itype)
         order[new_pos] = idx
+        del new_pos, sel, r
         x, y = x[order], y[order]
+        del order
 
     # vertex keys, and the vertices that more than one ring passes
     stride = int(x.max()) + 2
@@ -143,11 +190,12 @@ def relink(rings: PixelRings) -> list[np.ndarray] | None:
     del repeated, idx
 
     # 2. segments shared by two pieces (both ends are junctions): cancel both directions
-    s_key, e_key = key, key[nxt]
+    s_key = key
     cand = np.flatnonzero(junction & junction[nxt])
     cancelled = np.zeros(n, dtype=bool)
     if cand.size:
-        lo, hi = np.minimum(s_key[cand], e_key[cand]), np.maximum(s_key[cand], e_key[cand])
+        e_key = key[nxt[cand]]
+        lo, hi = np.minimum(s_key[cand], e_key), np.maximum(s_key[cand], e_key)
         order = np.lexsort((hi, lo))
         lo, hi, c = lo[order], hi[order], cand[order]
         same = (lo[1:] == lo[:-1]) & (hi[1:] == hi[:-1])

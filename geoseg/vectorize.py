@@ -55,7 +55,8 @@ from . import __version__
 from .errors import (EmptySceneError, InputError, InputFileError, NotGeoreferencedError, OutputError,
                      OutputExistsError, ParameterError)
 from .output import GPKG_DATASET_OPTIONS, ensure_writable_dir
-from .pixel_union import measure, multipolygon_wkb, normalized, pixel_rings, polygon_of_rings, relink
+from .pixel_union import (PixelRings, concat_rings, measure, multipolygon_wkb, normalized, open_rings, piece_rings,
+                          polygon_of_rings, relink, rings_geometry)
 from .raster import class_names_from_tags, configure_gdal_cache
 from .vector_graph import (BlockGrid, SieveScan, apply_sieve, block_edges, label_components, plan_sieve, scan_block,
                            seam_breakpoints, seam_pairs, union_components)
@@ -571,9 +572,11 @@ def _packed(prefix: str, geoms: np.ndarray) -> dict[str, np.ndarray]:
 
 def _unpacked(z, prefix: str) -> np.ndarray:
     """The WKB of each geometry (object array of bytes) from :func:`_packed` arrays."""
-    blob, lengths = z[f"{prefix}_blob"].tobytes(), z[f"{prefix}_len"]
+    blob, lengths = z[f"{prefix}_blob"], z[f"{prefix}_len"]
     ends = np.cumsum(lengths)
-    return np.array([blob[a:b] for a, b in zip(ends - lengths, ends)], dtype=object)
+    out = np.empty(lengths.size, dtype=object)
+    out[:] = [blob[a:b].tobytes() for a, b in zip(ends - lengths, ends)]  # no copy of the whole blob
+    return out
 
 
 def _staging_path(spec: VectorizeSpec, kind: str, index: int) -> str:
@@ -781,8 +784,9 @@ def merge_task(spec: VectorizeSpec, *blocks: BlockResult) -> MergeResult:
     last = np.zeros(n_groups, dtype=np.int64)  # position of the last block with a piece of each group
     np.maximum.at(last, group, np.repeat(np.arange(len(blocks)), counts))
     stager = _MergeStager(spec)
-    held: dict[int, list] = {}  # group -> [(id, piece, holes)]
+    held: dict[int, list] = {}  # group -> [(id, value, piece, holes)]
     peak = n_held = relinked = geos_unions = 0
+    relinkable = spec.connectivity == 4 and not spec.simplify_px
     for pos, blk in enumerate(blocks):
         if not counts[pos] or blk.open_staged is None:
             continue
@@ -797,13 +801,19 @@ def merge_task(spec: VectorizeSpec, *blocks: BlockResult) -> MergeResult:
         hole_order = np.argsort(owner, kind="stable")
         holes = holes[hole_order]
         hole_bounds = np.searchsorted(owner[hole_order], np.arange(pieces.size + 1))
+        n_pieces = pieces.size
+        # held compactly (8 bytes per vertex) where the rings can be relinked; GEOS otherwise
+        compact = piece_rings(pieces) if relinkable else None
+        if compact is not None:
+            pieces = compact
+            holes = _open_integer_rings(holes)
         here = group[base[pos]:base[pos + 1]]
         for k, g in enumerate(here.tolist()):
             held.setdefault(g, []).append((int(ids[k]), int(blk.values[k]), pieces[k],
                                            holes[hole_bounds[k]:hole_bounds[k + 1]]))
-        n_held += pieces.size
+        n_held += n_pieces
         peak = max(peak, n_held)
-        del pieces, holes
+        del pieces, holes, compact
         done = []
         for g in np.unique(here[last[here] == pos]).tolist():
             parts = held.pop(g)
@@ -839,34 +849,45 @@ class _Joined:
         return len(self.wkb) // 16 if self.wkb is not None else int(shapely.get_num_coordinates(self.geom))
 
 
+def _open_integer_rings(rings: np.ndarray) -> list[np.ndarray]:
+    """LinearRings with integer vertices -> open (n, 2) int32 arrays."""
+    xy, ring = shapely.get_coordinates(rings, return_index=True)
+    if xy.size == 0:
+        return []
+    return [r[:-1].astype(np.int32) for r in np.split(xy, np.flatnonzero(np.diff(ring)) + 1)]
+
+
 def _join(spec: VectorizeSpec, parts: list) -> _Joined:
     """Union of one group's pieces ``[(id, value, piece, inner holes)]`` (the list is emptied).
 
-    4-connected, unsimplified pieces are joined by relinking their rings
-    (:mod:`geoseg.pixel_union`); large results in a projected CRS are finished in numpy straight
-    to WKB, so a polygon as large as the scene costs a few arrays of its vertices rather than
-    several GEOS copies.  Otherwise, or if the relinking declines, GEOS' coverage union does it.
+    Pieces held as :class:`~geoseg.pixel_union.PixelRings` (4-connected, unsimplified) are joined
+    by relinking their rings; large results in a projected CRS are then finished in numpy
+    straight to WKB, so a polygon as large as the scene costs a few arrays of its vertices rather
+    than several GEOS copies.  Otherwise, or if the relinking declines, GEOS' coverage union does it.
     """
     joined = _Joined(min(p[0] for p in parts), parts[0][1])
-    geoms = np.array([p[2] for p in parts], dtype=object)
-    holes = np.concatenate([p[3] for p in parts])
+    pieces = [p[2] for p in parts]
+    holes = [h for p in parts for h in p[3]]
     parts.clear()
     rings = None
-    if geoms.size > 1 and spec.connectivity == 4 and not spec.simplify_px:
-        found = pixel_rings(geoms)
-        rings = relink(found) if found is not None else None
-        del found
+    if all(isinstance(p, PixelRings) for p in pieces):
+        if len(pieces) == 1:
+            rings = open_rings(pieces[0])
+        else:
+            rings = relink(concat_rings(pieces))
+            joined.relinked = rings is not None
     if rings is None:
         # the pieces form an edge-matched coverage (densify_seams): a linear-time union suffices
+        geoms = np.array([rings_geometry(p) if isinstance(p, PixelRings) else p for p in pieces], dtype=object)
+        del pieces
+        if holes and not isinstance(holes[0], shapely.Geometry):
+            holes = [shapely.LinearRing(h) for h in holes]
         geom = geoms[0] if geoms.size == 1 else shapely.coverage_union_all(geoms)
-        joined.geom, joined.geos = add_holes(geom, holes), geoms.size > 1
+        joined.geom, joined.geos = add_holes(geom, np.array(holes, dtype=object)), geoms.size > 1
         return joined
-    del geoms
-    joined.relinked = True
-    xy, ring = shapely.get_coordinates(holes, return_index=True)  # closed rings of integer vertices
-    cuts = np.flatnonzero(np.diff(ring)) + 1
-    rings += [h[:-1].astype(np.int32) for h in np.split(xy, cuts)] if xy.size else []
-    del xy, ring, holes
+    del pieces
+    rings += holes
+    del holes
     if spec.area.kind != "projected" or sum(len(r) for r in rings) < NUMPY_FINISH_VERTICES:
         # small (batched GEOS is faster), or areas need the local equal-area CRS: finish with GEOS
         joined.geom, joined.clean = polygon_of_rings(rings), True

@@ -193,6 +193,16 @@ def test_merged_polygons_finished_in_numpy_are_byte_identical(tmp_path, name, mo
     assert (shapely.to_wkb(numpy_.geometry.values) == shapely.to_wkb(geos.geometry.values)).all()
 
 
+def test_geos_fallback_when_relinking_declines(tmp_path, monkeypatch):
+    """If geoseg.pixel_union.relink declines a group, GEOS joins the (compactly held) pieces instead."""
+    data = PATTERNS["noisy"]()
+    src = write_classes(tmp_path / "lc.tif", data)
+    monkeypatch.setattr("geoseg.vectorize.relink", lambda rings: None)
+    r = vec(src, tmp_path / "lc.gpkg", block_size=16, scheduler="threads")
+    assert r.extra["relinked_unions"] == 0 and r.extra["geos_unions"] > 0
+    assert_same_as_single_pass(read(r.output), data, data != 255)
+
+
 @pytest.mark.parametrize("name", ["checkerboard", "noisy", "corner_holes"])
 def test_blocks_equal_single_pass_8_connected(tmp_path, name):
     data = PATTERNS[name]()
