@@ -9,16 +9,22 @@ The Python API behind ``geoseg vectorize``.  How it works (see docs/vectorize.md
 2. *Polygonize* one task per block: connected components of the (sieved) block are labelled and
    GDAL polygonizes the label image in pixel coordinates, so every vertex is an integer and pieces
    from different blocks meet exactly.  Polygons that do not touch an inner block edge are final:
-   they are transformed to the raster CRS, measured and spilled to a staging file at once.
-3. *Merge* (after the block tasks, in a thread): pieces touching an inner block edge are joined
-   across seams with a union-find over the pixel pairs on both sides of each seam (same class =
-   same polygon) and each group is unioned into one polygon.  The result equals a single-pass
+   they are transformed to the raster CRS, measured and spilled to a staging file at once; the
+   others (open pieces) are staged for the merge.
+3. *Merge* (after the block tasks, in a thread), streaming: a union-find over the pixel pairs
+   on both sides of each seam (same class = same polygon; only the blocks' edge labels are
+   needed) gives each output polygon's group of pieces and the last block holding one.  The
+   blocks' staged pieces are then read in block order and each group is joined as soon as its
+   last block has been read, by relinking rings (:mod:`geoseg.pixel_union`; GEOS' coverage union
+   for 8-connectivity, simplified pieces or a declined relink).  The result equals a single-pass
    polygonize of the whole raster (same polygons, same vertices up to order).
 4. The main process streams the staging files into the output format (a temporary file renamed
    into place at the end) while the merge runs, then the merged polygons, and writes the
    per-class summary beside it.
 
-Memory per task is bounded by the block size; the merge holds only the pieces touching seams.
+Memory per task is bounded by the block size; the tasks stage their arrays and pieces on disk and
+return paths and edge labels; the merge holds the groups still open at the current block.  What
+grows with the scene is the largest output polygon (built whole: it is one feature).
 No torch here; dask only in :func:`_run_graph`.
 """
 
