@@ -821,19 +821,29 @@ def _crash_point(step: str) -> None:
 
 
 @contextlib.contextmanager
-def aoi_lock(folder: Path, wait: bool) -> Iterator[None]:
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+def _file_lock(path: Path, wait: bool) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if needed) for the duration of the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             raise MonitorLockedError(
-                f"another geoseg monitor run holds {folder / '.lock'}; it will pick up new scenes too, or "
+                f"another geoseg monitor run holds {path}; it will pick up new scenes too, or "
                 "rerun later or with --wait") from None
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def aoi_lock(folder: Path, wait: bool) -> Iterator[None]:
+    """The AOI folder's lock: one run at a time works on an AOI."""
+    return _file_lock(folder / ".lock", wait)
+
+
+#: Guards OUT/catalog.json and OUT/report.html: runs on different AOIs rewrite them one at a time.
+INDEX_LOCK = ".index.lock"
 
 
 def _obs_name(scene: Scene) -> str:
@@ -1064,13 +1074,15 @@ def _write_index(cfg: MonitorConfig, run_id: str) -> None:
     from .report import monitor_index_html
     from .stac import CATALOG_NAME, dumps, monitor_catalog
 
-    for p in cfg.output.glob(".*.tmp*"):  # a killed run's temporaries (no lock here: only old ones)
-        with contextlib.suppress(OSError):
-            if time.time() - p.stat().st_mtime > 600:
+    # Under the index lock, each writer reads the AOI items as they are when it writes, so the last
+    # index written includes every AOI run that finished before it (each such run writes one after).
+    with _file_lock(cfg.output / INDEX_LOCK, wait=True):
+        for p in cfg.output.glob(".*.tmp*"):  # a killed run's temporaries (we hold the lock)
+            with contextlib.suppress(OSError):
                 p.unlink()
-    ids = [a.id for a in cfg.aois]
-    _write_text(cfg.output / CATALOG_NAME, dumps(monitor_catalog(cfg.output, ids)))
-    _write_text(cfg.output / INDEX_NAME, monitor_index_html(cfg.output, ids, run_id=run_id))
+        ids = [a.id for a in cfg.aois]
+        _write_text(cfg.output / CATALOG_NAME, dumps(monitor_catalog(cfg.output, ids)))
+        _write_text(cfg.output / INDEX_NAME, monitor_index_html(cfg.output, ids, run_id=run_id))
 
 
 def run_monitor(config: str | os.PathLike | MonitorConfig, *, wait: bool = False, aoi_ids: Sequence[str] | None = None

@@ -541,3 +541,25 @@ def test_alert_style_gfw_qml_and_report(tmp_path):
     before = (aoi / "report.html").read_bytes()
     assert run_monitor(cfg)["status"] == "nothing new"
     assert (aoi / "report.html").read_bytes() == before
+
+
+def test_index_writes_wait_for_the_index_lock(tmp_path):
+    """OUT/catalog.json and OUT/report.html are rewritten under OUT/.index.lock (concurrent runs on
+    different AOIs would otherwise race on them)."""
+    import threading
+
+    from geoseg.monitor import INDEX_LOCK, _write_index, load_config
+
+    cfg = load_config(_project(tmp_path))
+    cfg.output.mkdir(parents=True, exist_ok=True)
+    done = threading.Event()
+    fd = os.open(cfg.output / INDEX_LOCK, os.O_CREAT | os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as another run writing the index would
+        writer = threading.Thread(target=lambda: (_write_index(cfg, "run-x"), done.set()))
+        writer.start()
+        assert not done.wait(0.5) and not (cfg.output / "report.html").exists()
+    finally:
+        os.close(fd)
+    writer.join(30)
+    assert done.is_set() and (cfg.output / "report.html").exists() and (cfg.output / "catalog.json").exists()
