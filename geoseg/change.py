@@ -344,7 +344,7 @@ def _loss_polygons(change_path: str, work_dir: Path, final_tmp: Path, *, min_are
         warnings.simplefilter("ignore", UserWarning)
         vres = vectorize_raster(change_path, raw, layer=LOSS_LAYER, classes=["forest_loss"],
                                 connectivity=connectivity, block_size=max(block_size, 256), workers=workers,
-                                scheduler=scheduler, overwrite=True, progress=False)
+                                scheduler=scheduler, overwrite=True, progress=False, style=False)  # a temporary
     inv = ~Affine(*transform[:6])
     a, b, c, d, e, f = inv.a, inv.b, inv.c, inv.d, inv.e, inv.f
 

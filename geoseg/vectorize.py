@@ -1278,6 +1278,7 @@ def vectorize_raster(
     scheduler: str = "processes",
     overwrite: bool = False,
     progress: bool | None = None,
+    style: bool = True,
 ) -> VectorizeResult:
     """Vectorize the class raster ``raster`` into ``output`` (GPKG, GeoParquet, FlatGeobuf or GeoJSON).
 
@@ -1291,7 +1292,8 @@ def vectorize_raster(
     ``scheduler``: ``processes`` (default) runs blocks truly in parallel in forked workers (GDAL's
     polygonize, as rasterio exposes it, holds the GIL), or on threads where forking is not safe
     (see :func:`fork_is_safe`); ``threads`` avoids starting processes (tiny rasters);
-    ``synchronous`` runs everything in this thread.
+    ``synchronous`` runs everything in this thread.  ``style``: give a GeoPackage the raster's
+    palette as its default QGIS style (when the raster has a colour table).
     """
     from .progress import make_progress
 
@@ -1433,7 +1435,7 @@ def vectorize_raster(
             for r in rows:
                 wr.writerow([r.value, r.name, r.count, f"{r.area_ha:.4f}", f"{r.share:.3f}"])
         tmp_json.write_text(json.dumps(record, indent=2) + "\n")
-        categories = _style_categories(info, names, present, selected) if fmt.key == "gpkg" else []
+        categories = _style_categories(info, names, present, selected) if fmt.key == "gpkg" and style else []
         if categories:  # QGIS opens the layer styled like the raster (default style in layer_styles)
             from .style import embed_gpkg_style
 

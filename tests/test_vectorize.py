@@ -686,3 +686,6 @@ def test_gpkg_carries_the_rasters_palette_as_its_default_qgis_style(tmp_path):
     symbols = {s.get("name"): s.find(".//prop[@k='color']").get("v") for s in renderer.findall("symbols/symbol")}
     by_value = {int(c.get("value")): symbols[c.get("symbol")] for c in renderer.findall("categories/category")}
     assert by_value == {v: ",".join(map(str, colours[v])) for v in values}  # the raster's colour table
+    # style=False (geoseg change's temporary polygons): no layer_styles table
+    vec(src, tmp_path / "unstyled.gpkg", block_size=16, style=False)
+    assert "layer_styles" not in {n for n, _ in pyogrio.list_layers(tmp_path / "unstyled.gpkg")}
