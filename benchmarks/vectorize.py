@@ -91,7 +91,8 @@ def child_baseline(args) -> dict:
     import rasterio.features
     import shapely
 
-    from geoseg.vectorize import parse_area, shapes_to_polygons, to_multipolygons
+    from geoseg.vector_tasks import shapes_to_polygons, to_multipolygons
+    from geoseg.vectorize import parse_area
 
     with rasterio.open(args.raster) as src:
         a = src.read(1)

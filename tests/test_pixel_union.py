@@ -75,7 +75,7 @@ def test_numpy_finishing_equals_shapely(seed, transform):
     """normalized + multipolygon_wkb write the bytes that GEOS normalize + the affine + to_wkb write;
     measure gives GEOS' area and length of the transformed polygon."""
     from geoseg.pixel_union import measure, multipolygon_wkb, normalized, pixel_rings, relink
-    from geoseg.vectorize import pixel_to_crs, to_multipolygons
+    from geoseg.vector_tasks import pixel_to_crs, to_multipolygons
 
     squares = pixel_squares(largest_region(seed, shape=(30, 30)))
     rings = normalized(relink(pixel_rings(squares)))

@@ -187,7 +187,7 @@ def test_merged_polygons_finished_in_numpy_are_byte_identical(tmp_path, name, mo
     data = PATTERNS[name]()
     src = write_classes(tmp_path / "lc.tif", data)
     geos = read(vec(src, tmp_path / "geos.gpkg", block_size=16, scheduler="threads").output)
-    monkeypatch.setattr("geoseg.vectorize.NUMPY_FINISH_VERTICES", 0)
+    monkeypatch.setattr("geoseg.vector_tasks.NUMPY_FINISH_VERTICES", 0)
     numpy_ = read(vec(src, tmp_path / "numpy.gpkg", block_size=16, scheduler="threads").output)
     assert (numpy_.drop(columns="geometry") == geos.drop(columns="geometry")).all().all()
     assert (shapely.to_wkb(numpy_.geometry.values) == shapely.to_wkb(geos.geometry.values)).all()
@@ -197,7 +197,7 @@ def test_geos_fallback_when_relinking_declines(tmp_path, monkeypatch):
     """If geoseg.pixel_union.relink declines a group, GEOS joins the (compactly held) pieces instead."""
     data = PATTERNS["noisy"]()
     src = write_classes(tmp_path / "lc.tif", data)
-    monkeypatch.setattr("geoseg.vectorize.relink", lambda rings: None)
+    monkeypatch.setattr("geoseg.vector_tasks.relink", lambda rings: None)
     r = vec(src, tmp_path / "lc.gpkg", block_size=16, scheduler="threads")
     assert r.extra["relinked_unions"] == 0 and r.extra["geos_unions"] > 0
     assert_same_as_single_pass(read(r.output), data, data != 255)
