@@ -248,8 +248,17 @@ def add_holes(geom, holes: np.ndarray):
         p = parts[0]
         return shapely.Polygon(p.exterior, [*p.interiors, *holes])
     shells = shapely.polygons(shapely.get_exterior_ring(parts))
-    inside = shapely.polygons(holes)
-    owner = np.array([int(np.flatnonzero(shapely.contains(shells, shapely.point_on_surface(h)))[0]) for h in inside])
+    # the innermost part around the whole hole: with 8-connectivity a part can lie in another's hole
+    # (then that hole covers the part, and a point inside the hole may lie in the part)
+    shell_i, hole_i = shapely.STRtree(shapely.polygons(holes)).query(shells, predicate="covers")
+    order = np.lexsort((shapely.area(shells)[shell_i], hole_i))  # per hole, the smallest shell first
+    shell_i, hole_i = shell_i[order], hole_i[order]
+    first = np.ones(hole_i.size, dtype=bool)
+    first[1:] = hole_i[1:] != hole_i[:-1]
+    owner = np.full(holes.size, -1, dtype=np.int64)
+    owner[hole_i[first]] = shell_i[first]
+    if (owner < 0).any():  # cannot happen for holes of these parts
+        raise RuntimeError("a hole lies outside every part of its polygon")
     new = [shapely.Polygon(p.exterior, [*p.interiors, *holes[owner == k]]) for k, p in enumerate(parts)]
     return shapely.MultiPolygon(new)
 
@@ -458,7 +467,9 @@ def polygonize_task(spec: VectorizeSpec, index: int, sieved: object = None) -> B
         if spec.simplify_px:
             # Coverage simplification of the whole block: shared edges are simplified once, the
             # block border (and nodata) stays put so pieces still meet their neighbours across seams.
-            polys = shapely.segmentize(polys, 1.0)
+            # a vertex at every pixel corner along each edge; GEOS interpolates them (14.999999999999998
+            # for 15), and both sides of a seam must get the same numbers: round them back to integers
+            polys = shapely.transform(shapely.segmentize(polys, 1.0), np.rint)
             polys = shapely.coverage_simplify(polys, spec.simplify_px, simplify_boundary=False)
         geoms[labels] = polys
         del polys, items

@@ -215,6 +215,23 @@ def test_blocks_equal_single_pass_8_connected(tmp_path, name):
         assert len(df) < len(single_pass(data, valid, 4))  # 8-connectivity really joined diagonals
 
 
+def test_8_connected_island_in_a_hole_keeps_its_own_hole(tmp_path):
+    """8-connectivity: an island joined to the surrounding polygon by a diagonal chain sits in one of
+    its holes and has a hole itself.  Putting the set-aside holes back must give the island's hole to
+    the island (the innermost part around it), not to the outer part (a hole in a hole: invalid;
+    found on real data)."""
+    data = np.ones((64, 64), np.uint8)  # the polygon spans all four 32-px blocks
+    data[4:21, 4:21] = 0  # a hole inside block 0, clear of its border
+    data[6:17, 6:17] = 1  # an island in it ...
+    data[4, 4] = data[5, 5] = 1  # ... joined to the outer part diagonally only
+    data[10:13, 10:13] = 2  # the island's own hole
+    src = write_classes(tmp_path / "lc.tif", data)
+    r = vec(src, tmp_path / "lc.gpkg", block_size=32, connectivity=8, scheduler="threads")
+    df = read(r.output)
+    assert r.extra["merged_polygons"] >= 1
+    assert_same_as_single_pass(df, data, data != 255, connectivity=8)
+
+
 def test_polygon_spanning_all_blocks_is_one_feature_with_holes(tmp_path):
     data = spanning()
     src = write_classes(tmp_path / "lc.tif", data)
@@ -410,6 +427,25 @@ def test_simplified_coverage_has_no_gaps_or_overlaps(tmp_path, name, tolerance):
     # the footprint (raster valid area) is unchanged: no gap opened at the edges or at nodata
     footprint = shapely.union_all(plain.geometry.values)
     assert shapely.symmetric_difference(shapely.union_all(g), footprint).area < 1e-6
+
+
+def test_simplified_pieces_stay_edge_matched_on_long_seams(tmp_path):
+    """Stripes cross a seam and are cut into two below it, so a piece above meets two pieces below
+    along seam edges of 22-123 px.  GEOS' segmentize writes points like 14.999999999999998 on such
+    edges, where the other side has 15.0: the sides no longer matched and the merged polygons came
+    out invalid (found on real data; fixed by rounding the segmentized pixel vertices)."""
+    widths = [22, 23, 25, 26, 29, 35, 38, 39, 41, 43, 45, 47, 49, 51, 55, 59, 67, 71, 77, 83, 89, 97, 101, 123]
+    cols = np.concatenate([np.full(w, 1 + k % 2, np.uint8) for k, w in enumerate(widths)])
+    data = np.tile(cols, (64, 1))
+    starts = np.concatenate([[0], np.cumsum(widths)[:-1]])
+    data[32:48, starts + np.array(widths) // 3] = 3  # below the seam at row 32 every stripe is cut in two
+    src = write_classes(tmp_path / "lc.tif", data, names={v: f"c{v}" for v in range(4)})
+    plain = read(vec(src, tmp_path / "plain.gpkg", block_size=32, scheduler="threads").output)
+    r = vec(src, tmp_path / "simple.gpkg", block_size=32, simplify="2px", scheduler="threads")
+    df = read(r.output)
+    assert r.extra["merged_polygons"] >= len(widths)
+    assert shapely.is_valid(df.geometry.values).all()
+    assert len(df) == len(plain) and (shapely.get_num_geometries(df.geometry.values) == 1).all()
 
 
 # --------------------------------------------------------------------------------------------
