@@ -418,8 +418,21 @@ def _finish(spec: VectorizeSpec, geoms_px: np.ndarray,
     g[mask] = canonical(geoms_px[mask])
     g[~mask] = shapely.normalize(to_multipolygons(geoms_px[~mask]))
     g = pixel_to_crs(g, spec.transform)
+    if spec.simplify_px or not north_up(spec.transform):
+        # Diagonal edges (simplified) or a rotated grid: where a polygon's parts (or a hole and its
+        # shell) touch at a point that lies inside an edge, not at a vertex, the transformed point
+        # can land a rounding error across that edge (seen on a real label in degrees). Repair such
+        # polygons by uniting their own parts: the point set, and the coverage, stay.
+        bad = ~shapely.is_valid(g)
+        if bad.any():
+            g[bad] = shapely.normalize(to_multipolygons(shapely.make_valid(g[bad], method="structure")))
     area, perimeter = spec.area.measure(g)
     return g, area, perimeter
+
+
+def north_up(transform: Sequence[float]) -> bool:
+    """No rotation or shear: pixel rows and columns map to constant y and x (exactly, in floats)."""
+    return transform[1] == 0 and transform[3] == 0
 
 
 def polygonize_task(spec: VectorizeSpec, index: int, sieved: object = None) -> BlockResult:
@@ -651,8 +664,10 @@ def _join(spec: VectorizeSpec, parts: list) -> _Joined:
     del pieces
     rings += holes
     del holes
-    if spec.area.kind != "projected" or sum(len(r) for r in rings) < NUMPY_FINISH_VERTICES:
-        # small (batched GEOS is faster), or areas need the local equal-area CRS: finish with GEOS
+    if (spec.area.kind != "projected" or not north_up(spec.transform)
+            or sum(len(r) for r in rings) < NUMPY_FINISH_VERTICES):
+        # small (batched GEOS is faster), areas need the local equal-area CRS, or a rotated grid
+        # (whose transformed polygons _finish checks): finish with GEOS
         joined.geom, joined.clean = polygon_of_rings(rings), True
         return joined
     rings = normalized(rings)
