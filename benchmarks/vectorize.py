@@ -193,7 +193,7 @@ def compare(a_path: Path, b_path: Path, width: int, sample: int = 3000) -> dict:
 
     a = pyogrio.read_dataframe(a_path)
     b = pyogrio.read_dataframe(b_path)
-    out = {"features_equal": len(a) == len(b)}
+    out = {"features_equal": len(a) == len(b), "invalid_geoseg": int((~shapely.is_valid(a.geometry.values)).sum())}
     sa = a.groupby("class")["area_m2"].sum()
     sb = b.groupby("class")["area_m2"].sum()
     out["class_area_max_rel_diff"] = float((abs(sa - sb) / sb).max())
