@@ -597,9 +597,9 @@ def merge_task(spec: VectorizeSpec, *blocks: BlockResult) -> MergeResult:
             done.append(_join(spec, parts))  # empties parts
             relinked += done[-1].relinked
             geos_unions += done[-1].geos
-        done.sort(key=lambda j: j.id)  # id order within a block
+        done.sort(key=lambda j: j.id, reverse=True)  # id order within a block (popped from the end)
         while done:
-            stager.add(done.pop(0))
+            stager.add(done.pop())
         trim_heap()
     stager.flush()
     return MergeResult(n_groups, n, stager.staged, peak, relinked, geos_unions)
