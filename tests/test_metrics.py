@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from geoseg.metrics import ConfusionMatrix, compute_metrics, confusion_counts, metrics_from_arrays
+from geoseg.metrics import ConfusionMatrix, confusion_counts, metrics_from_arrays
 
 NAN = math.nan
 

@@ -80,7 +80,6 @@ def test_probabilities_blend_to_single_pass_values(tmp_path, linear_model):
 def test_georeference_and_cog_structure(tmp_path, linear_model):
     h, w = 600, 700
     scene, cls = pattern_scene(h, w)
-    from affine import Affine
 
     transform = Affine(10.0, 0.0, 423_456.0, 0.0, -10.0, 5_123_456.0)
     src = write_raster(tmp_path / "s.tif", scene, transform=transform, descriptions=BANDS4)

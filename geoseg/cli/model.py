@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..errors import ModelPackageError, ParameterError
+from ..errors import ParameterError
 from ..model.card import ModelCard, Normalization, parse_classes, read_class_file
 from .options import overwrite_option, run_command
 

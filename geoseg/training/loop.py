@@ -205,7 +205,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
           log: Callable[[str], None] | None = print) -> TrainResult:
     """Train a model as ``cfg`` says; write checkpoints/logs to ``cfg.work_path`` and the package to ``cfg.output``."""
     say = log or (lambda s: None)
-    t_start = time.perf_counter()
     cfg.validate()
     output, work = Path(cfg.output), cfg.work_path
     _prepare_work(work, output, resume, overwrite)
@@ -225,7 +224,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         for v, c in s.unlisted.items():
             unlisted[v] = unlisted.get(v, 0) + c
     if unlisted:
-        say(f"warning: label values not in the class list were ignored: "
+        say("warning: label values not in the class list were ignored: "
             + ", ".join(f"{v} ({c} px)" for v, c in sorted(unlisted.items())))
     train_sc, val_sc, split_desc = split_scenes(scenes, cfg)
     if not val_sc:
