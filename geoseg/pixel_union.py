@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import shapely
@@ -311,23 +312,57 @@ def _shoelace2(ring: np.ndarray) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def _batches(rings: list[np.ndarray], limit: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """Runs of consecutive rings of about ``limit`` vertices together (a bigger ring alone), as
+    (first ring, end ring, their vertices concatenated as int64, ring offsets into them)."""
+    start, total = 0, 0
+    for i in range(len(rings) + 1):
+        if i == len(rings) or (total and total + len(rings[i]) > limit):
+            batch = rings[start:i]
+            off = np.concatenate([[0], np.cumsum([len(r) for r in batch])])
+            yield start, i, np.concatenate(batch).astype(np.int64), off
+            start, total = i, 0
+        if i < len(rings):
+            total += len(rings[i])
+
+
+def _next_in_ring(off: np.ndarray) -> np.ndarray:
+    """Index of the next vertex of the same ring, for open rings concatenated at offsets ``off``."""
+    nxt = np.arange(1, off[-1] + 1)
+    nxt[off[1:] - 1] = off[:-1]
+    return nxt
+
+
 def normalized(rings: list[np.ndarray]) -> list[np.ndarray]:
     """Shell and holes (open integer rings, shell first) in the order GEOS' ``normalize`` writes a
     Polygon: every ring starts at its smallest vertex (x, then y), the shell clockwise and the
     holes counter-clockwise, the holes sorted in descending order (by vertex count, then by
-    vertices), so the WKB equals ``shapely.normalize`` of the same polygon."""
-
-    def ring(r: np.ndarray, clockwise: bool) -> np.ndarray:
-        r = np.roll(r, -int(np.lexsort((r[:, 1], r[:, 0]))[0]), axis=0)
-        if (_shoelace2(r) > 0) == clockwise:  # counter-clockwise, but clockwise wanted (or vice versa)
-            r = np.concatenate([r[:1], r[:0:-1]])
-        return r
-
-    shell = ring(rings[0], True)
-    holes = [ring(h, False) for h in rings[1:]]
+    vertices), so the WKB equals ``shapely.normalize`` of the same polygon.  Vectorised over
+    batches of rings (a scene-spanning polygon has tens of thousands of holes)."""
+    out: list[np.ndarray] = []
+    keys = []  # per ring: vertex count, first and second vertex (the hole order)
+    for first, _, xy, off in _batches(rings, _BATCH):
+        lens = np.diff(off)
+        x, y = xy[:, 0], xy[:, 1]
+        order_key = x * (int(y.max()) + 1) + y  # (x, then y) as one number; vertices of a ring are distinct
+        at_min = order_key == np.repeat(np.minimum.reduceat(order_key, off[:-1]), lens)
+        smallest = np.flatnonzero(at_min) - off[:-1]  # per ring: where its smallest vertex is
+        nxt = _next_in_ring(off)
+        ccw = np.add.reduceat(x * y[nxt] - x[nxt] * y, off[:-1]) > 0
+        clockwise = np.zeros(lens.size, dtype=bool)
+        if first == 0:
+            clockwise[0] = True  # the shell
+        back = np.repeat(ccw == clockwise, lens)  # these rings run the wrong way: walk them backwards
+        j = np.arange(off[-1]) - np.repeat(off[:-1], lens)
+        k, n = np.repeat(smallest, lens), np.repeat(lens, lens)
+        src = np.repeat(off[:-1], lens) + np.where(back, (k - j) % n, (k + j) % n)
+        ring_xy = xy[src].astype(np.int32)
+        keys.append(np.column_stack([lens, ring_xy[off[:-1]], ring_xy[off[:-1] + 1]]))
+        out += np.split(ring_xy, off[1:-1])
+    shell, holes = out[0], out[1:]
     if len(holes) > 1:
         # distinct holes of a valid polygon never share their first two vertices, so these keys decide
-        k = np.array([(len(h), h[0, 0], h[0, 1], h[1, 0], h[1, 1]) for h in holes], dtype=np.int64)
+        k = np.concatenate(keys)[1:]
         order = np.lexsort(k.T[::-1])[::-1]
         holes = [holes[i] for i in order]
     return [shell, *holes]
@@ -337,13 +372,18 @@ def measure(rings: list[np.ndarray], transform) -> tuple[float, float]:
     """(area, perimeter) in the units of the affine ``transform`` (a, b, c, d, e, f) of a polygon
     given as open integer rings, shell first; the area is exact in pixels, then scaled."""
     a, b, _, d, e, _ = transform
-    pixels = abs(_shoelace2(rings[0])) - sum(abs(_shoelace2(h)) for h in rings[1:])
+    shell2 = holes2 = 0  # twice the areas in pixels, exact (int64 sums)
     length = 0.0
-    for r in rings:
-        dx = (np.roll(r[:, 0], -1) - r[:, 0]).astype(np.float64)
-        dy = (np.roll(r[:, 1], -1) - r[:, 1]).astype(np.float64)
+    for first, _, xy, off in _batches(rings, _BATCH):
+        x, y = xy[:, 0], xy[:, 1]
+        nxt = _next_in_ring(off)
+        twice = np.abs(np.add.reduceat(x * y[nxt] - x[nxt] * y, off[:-1]))
+        if first == 0:  # the shell is the very first ring
+            shell2, twice = int(twice[0]), twice[1:]
+        holes2 += int(twice.sum())
+        dx, dy = (x[nxt] - x).astype(np.float64), (y[nxt] - y).astype(np.float64)
         length += float(np.hypot(dx * a + dy * b, dx * d + dy * e).sum())
-    return pixels / 2 * abs(a * e - b * d), length
+    return (shell2 - holes2) / 2 * abs(a * e - b * d), length
 
 
 def multipolygon_wkb(rings: list[np.ndarray], transform) -> bytearray:
@@ -354,19 +394,24 @@ def multipolygon_wkb(rings: list[np.ndarray], transform) -> bytearray:
     size = 1 + 4 + 4 + 1 + 4 + 4 + sum(4 + 16 * (len(r) + 1) for r in rings)
     out = bytearray(size)
     struct.pack_into("<BIIBII", out, 0, 1, 6, 1, 1, 3, len(rings))
+    view = memoryview(out)
     pos = 18
-    for r in rings:
-        n = len(r) + 1
-        struct.pack_into("<I", out, pos, n)
-        xy = np.frombuffer(out, dtype="<f8", count=2 * n, offset=pos + 4).reshape(n, 2)
-        for i in range(0, n, _CHUNK):  # in slices: no full-size temporaries for a huge shell
-            j = min(n, i + _CHUNK)
-            x = r[np.arange(i, j) % len(r), 0].astype(np.float64)  # vertex n - 1 closes the ring
-            y = r[np.arange(i, j) % len(r), 1].astype(np.float64)
-            xy[i:j, 0] = c + x * a + y * b
-            xy[i:j, 1] = f + x * d + y * e
-        pos += 4 + 16 * n
+    for _, _, xy, off in _batches(rings, _BATCH):
+        closed = np.insert(np.arange(off[-1]), off[1:], off[:-1])  # each ring, then its first vertex again
+        x, y = xy[closed, 0].astype(np.float64), xy[closed, 1].astype(np.float64)
+        coords = np.empty((closed.size, 2), dtype="<f8")
+        coords[:, 0] = c + x * a + y * b
+        coords[:, 1] = f + x * d + y * e
+        del x, y, closed
+        raw = memoryview(coords).cast("B")
+        for start, end in zip(off[:-1] + np.arange(off.size - 1), off[1:] + np.arange(1, off.size)):
+            n = int(end - start)
+            struct.pack_into("<I", out, pos, n)
+            view[pos + 4:pos + 4 + 16 * n] = raw[16 * start:16 * end]
+            pos += 4 + 16 * n
     return out
 
 
-_CHUNK = 1 << 20
+#: Vertices per batch of rings in the finishing functions (bounds their temporaries; a bigger
+#: ring is a batch of its own: about 100 bytes per vertex of it, briefly).
+_BATCH = 1 << 18
