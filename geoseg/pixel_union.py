@@ -43,7 +43,7 @@ from typing import Iterator
 import numpy as np
 import shapely
 
-__all__ = ["PixelRings", "pixel_rings", "piece_rings", "concat_rings", "rings_geometry", "open_rings", "relink",
+__all__ = ["PixelRings", "pixel_rings", "piece_rings", "concat_rings", "rings_geometry", "open_rings", "relink", "relink_groups",
            "union_pixel_polygons", "polygon_of_rings", "normalized", "measure", "multipolygon_wkb"]
 
 
@@ -165,6 +165,14 @@ def relink(rings: PixelRings) -> list[np.ndarray] | None:
     Returns open rings of integer vertices without collinear vertices, the shell first (counter-
     clockwise) and then the holes (clockwise); None when the input is outside what this handles.
     """
+    return relink_groups(rings, np.zeros(rings.n_rings, dtype=np.int64), 1)[0]
+
+
+def relink_groups(rings: PixelRings, ring_group: np.ndarray, n_groups: int) -> list[list[np.ndarray] | None]:
+    """:func:`relink` of several groups at once: ``ring_group`` says which group (0..n_groups-1)
+    each ring belongs to; returns one result per group (None: declined).  Vertex keys include the
+    group, so groups never join, and the per-call cost is paid once for all (a block completes
+    thousands of small groups)."""
     x, y, off, exterior = rings.x, rings.y, rings.off, rings.exterior
     n_rings = rings.n_rings
     n = x.size
@@ -189,14 +197,22 @@ def relink(rings: PixelRings) -> list[np.ndarray] | None:
         x, y = x[order], y[order]
         del order
 
-    # vertex keys, and the vertices that more than one ring passes
-    stride = int(x.max()) + 2
-    key = y.astype(np.int64) * stride + x
+    # vertex keys (group, y, x), and the vertices that more than one ring of a group passes
+    stride, rows = int(x.max()) + 2, int(y.max()) + 2
+    if n_groups * rows * stride >= 2**62:
+        return [relink(part) for part in _split_groups(rings, ring_group, n_groups)]
+    ring_group = np.asarray(ring_group, dtype=np.int64)
+    key = (ring_group[ring_of] * rows + y) * stride + x
     sorted_keys = np.sort(key)
     repeated = sorted_keys[1:][sorted_keys[1:] == sorted_keys[:-1]]
     del sorted_keys
     junction = np.isin(key, repeated)
     del repeated, idx
+
+    def one_by_one() -> list[list[np.ndarray] | None]:  # a check failed: find the group(s) that fail
+        if n_groups == 1:
+            return [None]
+        return [relink(part) for part in _split_groups(rings, ring_group, n_groups)]
 
     # 2. segments shared by two pieces (both ends are junctions): cancel both directions
     s_key = key
@@ -209,19 +225,17 @@ def relink(rings: PixelRings) -> list[np.ndarray] | None:
         lo, hi, c = lo[order], hi[order], cand[order]
         same = (lo[1:] == lo[:-1]) & (hi[1:] == hi[:-1])
         if (same[1:] & same[:-1]).any():  # a segment in three rings: not a coverage
-            return None
+            return one_by_one()
         pair = np.flatnonzero(same)
         a, b = c[pair], c[pair + 1]
         if (s_key[a] == s_key[b]).any():  # two pieces overlap along a segment (same direction)
-            return None
+            return one_by_one()
         cancelled[a] = cancelled[b] = True
 
     # 3. chains: from a junction vertex along kept segments to the next junction vertex
     start = np.flatnonzero(junction & ~cancelled)  # positions where a chain begins (segment kept)
     intact = np.ones(n_rings, dtype=bool)
     intact[ring_of[junction]] = False
-    if start.size == 0 and intact.sum() != 1:
-        return None
     # the end of each chain: the next junction position in the same ring (cyclically)
     jpos = np.flatnonzero(junction)
     ring_j = ring_of[jpos]
@@ -247,7 +261,7 @@ def relink(rings: PixelRings) -> list[np.ndarray] | None:
     hi_i = np.searchsorted(sk, end_key, side="right")
     count = hi_i - lo_i
     if (count == 0).any():
-        return None
+        return one_by_one()
     single = count == 1
     succ[single] = by_start[lo_i[single]]
     for c in np.flatnonzero(~single).tolist():
@@ -257,14 +271,16 @@ def relink(rings: PixelRings) -> list[np.ndarray] | None:
         turn = np.arctan2(dx * oy - dy * ox, dx * ox + dy * oy)  # > 0 left, < 0 right
         succ[c] = cands[np.argmin(turn)]
     if np.unique(succ).size != n_ch:  # not a one-to-one linking
-        return None
+        return one_by_one()
 
-    # 4. walk the cycles and assemble the rings
-    rings_xy: list[np.ndarray] = []
+    # 4. walk the cycles and assemble each group's rings
+    out: list[list[np.ndarray] | None] = [[] for _ in range(n_groups)]
+    chain_group = ring_group[ring_of[start]]
     seen = np.zeros(n_ch, dtype=bool)
     for c0 in range(n_ch):
         if seen[c0]:
             continue
+        g = int(chain_group[c0])
         pieces_xy = []
         visited = []
         c = c0
@@ -279,17 +295,37 @@ def relink(rings: PixelRings) -> list[np.ndarray] | None:
                 seg = np.concatenate([np.arange(s, off[r + 1]), np.arange(off[r], e)])
             pieces_xy.append(np.column_stack([x[seg], y[seg]]))
             c = succ[c]
+        if out[g] is None:
+            continue
         if c != c0 or len(set(visited)) != len(visited):  # not a simple closed ring
-            return None
-        rings_xy.append(_without_collinear(np.concatenate(pieces_xy)))
+            out[g] = None
+            continue
+        out[g].append(_without_collinear(np.concatenate(pieces_xy)))
     for r in np.flatnonzero(intact).tolist():
-        rings_xy.append(_without_collinear(np.column_stack([x[off[r]:off[r + 1]], y[off[r]:off[r + 1]]])))
-    areas = np.array([_shoelace2(r) for r in rings_xy])
-    shells = np.flatnonzero(areas > 0)
-    if shells.size != 1:
-        return None
-    shell = rings_xy.pop(int(shells[0]))
-    return [shell, *rings_xy]
+        g = int(ring_group[r])
+        if out[g] is not None:
+            out[g].append(_without_collinear(np.column_stack([x[off[r]:off[r + 1]], y[off[r]:off[r + 1]]])))
+    for g, group_rings in enumerate(out):
+        if group_rings is None:
+            continue
+        shells = [i for i, r in enumerate(group_rings) if _shoelace2(r) > 0]
+        if len(shells) != 1:
+            out[g] = None
+            continue
+        group_rings.insert(0, group_rings.pop(shells[0]))
+    return out
+
+
+def _split_groups(rings: PixelRings, ring_group: np.ndarray, n_groups: int) -> list[PixelRings]:
+    """One :class:`PixelRings` per group (rings of a group need not be consecutive)."""
+    parts = []
+    for g in range(n_groups):
+        sel = np.flatnonzero(ring_group == g)
+        parts.append(concat_rings([PixelRings(rings.x[rings.off[r]:rings.off[r + 1]],
+                                              rings.y[rings.off[r]:rings.off[r + 1]],
+                                              np.array([0, rings.off[r + 1] - rings.off[r]]),
+                                              rings.exterior[r:r + 1]) for r in sel]))
+    return parts
 
 
 def _without_collinear(ring: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window as RioWindow
 
 from .pixel_union import (PixelRings, concat_rings, measure, multipolygon_wkb, normalized, open_rings, piece_rings,
-                          polygon_of_rings, relink, rings_geometry)
+                          polygon_of_rings, relink_groups, rings_geometry)
 from .raster import configure_gdal_cache
 from .vector_graph import (BlockGrid, SieveScan, apply_sieve, block_edges, label_components, plan_sieve, scan_block,
                            seam_breakpoints, seam_pairs, union_components)
@@ -590,13 +590,11 @@ def merge_task(spec: VectorizeSpec, *blocks: BlockResult) -> MergeResult:
         n_held += n_pieces
         peak = max(peak, n_held)
         del pieces, holes, compact
-        done = []
-        for g in np.unique(here[last[here] == pos]).tolist():
-            parts = held.pop(g)
-            n_held -= len(parts)
-            done.append(_join(spec, parts))  # empties parts
-            relinked += done[-1].relinked
-            geos_unions += done[-1].geos
+        groups = [held.pop(g) for g in np.unique(here[last[here] == pos]).tolist()]
+        n_held -= sum(len(parts) for parts in groups)
+        done = _join_all(spec, groups)  # empties the lists
+        relinked += sum(j.relinked for j in done)
+        geos_unions += sum(j.geos for j in done)
         done.sort(key=lambda j: j.id, reverse=True)  # id order within a block (popped from the end)
         while done:
             stager.add(done.pop())
@@ -633,25 +631,34 @@ def _open_integer_rings(rings: np.ndarray) -> list[np.ndarray]:
     return [r[:-1].astype(np.int32) for r in np.split(xy, np.flatnonzero(np.diff(ring)) + 1)]
 
 
-def _join(spec: VectorizeSpec, parts: list) -> _Joined:
+def _join_all(spec: VectorizeSpec, groups: list[list]) -> list[_Joined]:
+    """:func:`_join` of the groups a block completes; the ones held as
+    :class:`~geoseg.pixel_union.PixelRings` are relinked in one call (the lists are emptied)."""
+    todo = [i for i, parts in enumerate(groups) if len(parts) > 1 and all(isinstance(p[2], PixelRings) for p in parts)]
+    relinked: dict[int, list | None] = {}
+    if todo:
+        pieces = [p[2] for i in todo for p in groups[i]]
+        ring_group = np.concatenate([np.full(p[2].n_rings, k) for k, i in enumerate(todo) for p in groups[i]])
+        relinked = dict(zip(todo, relink_groups(concat_rings(pieces), ring_group, len(todo))))
+        del pieces
+    return [_join(spec, parts, relinked.get(i)) for i, parts in enumerate(groups)]
+
+
+def _join(spec: VectorizeSpec, parts: list, rings: list | None = None) -> _Joined:
     """Union of one group's pieces ``[(id, value, piece, inner holes)]`` (the list is emptied).
 
-    Pieces held as :class:`~geoseg.pixel_union.PixelRings` (4-connected, unsimplified) are joined
-    by relinking their rings; large results in a projected CRS are then finished in numpy
-    straight to WKB, so a polygon as large as the scene costs a few arrays of its vertices rather
-    than several GEOS copies.  Otherwise, or if the relinking declines, GEOS' coverage union does it.
+    ``rings``: the group's union already relinked (:func:`~geoseg.pixel_union.relink_groups`, for
+    4-connected, unsimplified pieces held as PixelRings); large results in a projected CRS are then
+    finished in numpy straight to WKB, so a polygon as large as the scene costs a few arrays of its
+    vertices rather than several GEOS copies.  Otherwise, or if the relinking declined, GEOS'
+    coverage union does it.
     """
-    joined = _Joined(min(p[0] for p in parts), parts[0][1])
+    joined = _Joined(min(p[0] for p in parts), parts[0][1], relinked=rings is not None)
     pieces = [p[2] for p in parts]
     holes = [h for p in parts for h in p[3]]
     parts.clear()
-    rings = None
-    if all(isinstance(p, PixelRings) for p in pieces):
-        if len(pieces) == 1:
-            rings = open_rings(pieces[0])
-        else:
-            rings = relink(concat_rings(pieces))
-            joined.relinked = rings is not None
+    if rings is None and len(pieces) == 1 and isinstance(pieces[0], PixelRings):
+        rings = open_rings(pieces[0])
     if rings is None:
         # the pieces form an edge-matched coverage (densify_seams): a linear-time union suffices
         geoms = np.array([rings_geometry(p) if isinstance(p, PixelRings) else p for p in pieces], dtype=object)

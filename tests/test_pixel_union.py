@@ -84,3 +84,19 @@ def test_numpy_finishing_equals_shapely(seed, transform):
     assert bytes(multipolygon_wkb(rings, transform)) == shapely.to_wkb(want)
     area, length = measure(rings, transform)
     assert area == pytest.approx(want.area, rel=1e-12) and length == pytest.approx(want.length, rel=1e-12)
+
+
+def test_groups_relinked_together_equal_each_alone():
+    """relink_groups keys vertices by group: groups that share vertices (touch diagonally, even overlap
+    as pixel sets) come out exactly as relinked one by one."""
+    from geoseg.pixel_union import concat_rings, piece_rings, relink, relink_groups
+
+    regions = [largest_region(seed, shape=(20, 20)) for seed in range(5)]
+    per_group = [piece_rings(pixel_squares(r)) for r in regions]  # each group: its pixel squares
+    alone = [relink(concat_rings(pieces)) for pieces in per_group]
+    everything = concat_rings([p for pieces in per_group for p in pieces])
+    ring_group = np.concatenate([np.full(p.n_rings, g) for g, pieces in enumerate(per_group) for p in pieces])
+    together = relink_groups(everything, ring_group, len(regions))
+    for a, b in zip(alone, together):
+        assert a is not None and b is not None and len(a) == len(b)
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))

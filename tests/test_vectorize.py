@@ -195,10 +195,10 @@ def test_merged_polygons_finished_in_numpy_are_byte_identical(tmp_path, name, mo
 
 
 def test_geos_fallback_when_relinking_declines(tmp_path, monkeypatch):
-    """If geoseg.pixel_union.relink declines a group, GEOS joins the (compactly held) pieces instead."""
+    """If geoseg.pixel_union.relink_groups declines a group, GEOS joins the (compactly held) pieces instead."""
     data = PATTERNS["noisy"]()
     src = write_classes(tmp_path / "lc.tif", data)
-    monkeypatch.setattr("geoseg.vector_tasks.relink", lambda rings: None)
+    monkeypatch.setattr("geoseg.vector_tasks.relink_groups", lambda rings, ring_group, n: [None] * n)
     r = vec(src, tmp_path / "lc.gpkg", block_size=16, scheduler="threads")
     assert r.extra["relinked_unions"] == 0 and r.extra["geos_unions"] > 0
     assert_same_as_single_pass(read(r.output), data, data != 255)
