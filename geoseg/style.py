@@ -81,20 +81,11 @@ def raster_qml(classes: Sequence[ClassInfo], nodata: int | None = NODATA) -> str
         f'label={quoteattr(c.name)} alpha="255"/>'
         for c in cls
     )
-    transparency = (
-        "        <rasterTransparency>\n"
-        "          <singleValuePixelList>\n"
-        f'            <pixelListEntry min="{nodata}" max="{nodata}" percentTransparent="100"/>\n'
-        "          </singleValuePixelList>\n"
-        "        </rasterTransparency>"
-        if nodata is not None else "        <rasterTransparency/>"
-    )
+    transparency = _transparent(nodata, nodata) if nodata is not None else "        <rasterTransparency/>"
     return f"""{DOCTYPE}
 <qgis version="{QGIS_VERSION}" styleCategories="AllStyleCategories" hasScaleBasedVisibilityFlag="0">
   <pipe>
-    <provider>
-      <resampling enabled="false" maxOversampling="2" zoomedInResamplingMethod="nearestNeighbour" zoomedOutResamplingMethod="nearestNeighbour"/>
-    </provider>
+{_NEAREST_PROVIDER}
     <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">
 {transparency}
 {MIN_MAX_ORIGIN}
@@ -121,6 +112,12 @@ def write_qml(raster_path: str | os.PathLike, classes: Sequence[ClassInfo], noda
 
 #: colour stops (percent, #RRGGBB) of the percent-raster ramp (matplotlib's viridis at 0, 25, 50, 75, 100)
 PERCENT_RAMP = ((0, "#440154"), (25, "#3B528B"), (50, "#21918C"), (75, "#5EC962"), (100, "#FDE725"))
+
+
+#: QGIS provider block: no resampling, nearest neighbour (classes and date codes must not be blended).
+_NEAREST_PROVIDER = ('    <provider>\n      <resampling enabled="false" maxOversampling="2" '
+                     'zoomedInResamplingMethod="nearestNeighbour" zoomedOutResamplingMethod="nearestNeighbour"/>\n'
+                     '    </provider>')
 
 
 def _num(x: float) -> str:
@@ -455,10 +452,8 @@ def gfw_qml() -> str:
         for v, c, a, lab in GFW_RANGES
     )
     transparency = _transparent(0, 0)  # no alert
-    provider = ("    <provider>\n      <resampling enabled=\"false\" maxOversampling=\"2\" "
-                "zoomedInResamplingMethod=\"nearestNeighbour\" zoomedOutResamplingMethod=\"nearestNeighbour\"/>\n"
-                "    </provider>\n")
-    return _pseudocolor_qml(1, "0", "39999", items, transparency, ramp="DISCRETE", mode=2, provider=provider)
+    return _pseudocolor_qml(1, "0", "39999", items, transparency, ramp="DISCRETE", mode=2,
+                            provider=_NEAREST_PROVIDER + "\n")
 
 
 def write_gfw_qml(raster_path: str | os.PathLike) -> str:
