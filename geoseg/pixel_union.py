@@ -64,7 +64,11 @@ class PixelRings:
 def pixel_rings(pieces: np.ndarray) -> PixelRings | None:
     """The rings of polygons with integer vertices, read straight from their coordinates (no ring
     copies); None if a part is not a polygon or a vertex is not an integer in int32 range."""
-    parts = shapely.get_parts(np.asarray(pieces, dtype=object))
+    return _rings_of_parts(shapely.get_parts(np.asarray(pieces, dtype=object)))
+
+
+def _rings_of_parts(parts: np.ndarray) -> PixelRings | None:
+    """:func:`pixel_rings` of single polygons (the parts of the pieces)."""
     if parts.size == 0 or (shapely.get_type_id(parts) != 3).any():
         return None
     _, xy, (ring_off, poly_off) = shapely.to_ragged_array(parts)
@@ -90,7 +94,7 @@ def piece_rings(pieces: np.ndarray) -> list[PixelRings] | None:
     GEOS polygon takes several times that); None if any piece is not a pixel polygon."""
     pieces = np.asarray(pieces, dtype=object)
     parts, part_of = shapely.get_parts(pieces, return_index=True)
-    rings = pixel_rings(parts)
+    rings = _rings_of_parts(parts)
     if rings is None:
         return None
     ring_piece = np.repeat(part_of, np.diff(np.append(np.flatnonzero(rings.exterior), rings.n_rings)))
@@ -197,10 +201,15 @@ def relink_groups(rings: PixelRings, ring_group: np.ndarray, n_groups: int) -> l
         x, y = x[order], y[order]
         del order
 
+    def one_by_one() -> list[list[np.ndarray] | None]:  # a check failed: find the group(s) that fail
+        if n_groups == 1:
+            return [None]
+        return [relink(part) for part in _split_groups(rings, ring_group, n_groups)]
+
     # vertex keys (group, y, x), and the vertices that more than one ring of a group passes
     stride, rows = int(x.max()) + 2, int(y.max()) + 2
-    if n_groups * rows * stride >= 2**62:
-        return [relink(part) for part in _split_groups(rings, ring_group, n_groups)]
+    if n_groups * rows * stride >= 2**62:  # keys would overflow: fewer groups per call
+        return one_by_one()
     ring_group = np.asarray(ring_group, dtype=np.int64)
     key = (ring_group[ring_of] * rows + y) * stride + x
     sorted_keys = np.sort(key)
@@ -208,11 +217,6 @@ def relink_groups(rings: PixelRings, ring_group: np.ndarray, n_groups: int) -> l
     del sorted_keys
     junction = np.isin(key, repeated)
     del repeated, idx
-
-    def one_by_one() -> list[list[np.ndarray] | None]:  # a check failed: find the group(s) that fail
-        if n_groups == 1:
-            return [None]
-        return [relink(part) for part in _split_groups(rings, ring_group, n_groups)]
 
     # 2. segments shared by two pieces (both ends are junctions): cancel both directions
     s_key = key
@@ -348,15 +352,15 @@ def _shoelace2(ring: np.ndarray) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _batches(rings: list[np.ndarray], limit: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+def _batches(rings: list[np.ndarray], limit: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Runs of consecutive rings of about ``limit`` vertices together (a bigger ring alone), as
-    (first ring, end ring, their vertices concatenated as int64, ring offsets into them)."""
+    (index of the first ring, their vertices concatenated as int64, ring offsets into them)."""
     start, total = 0, 0
     for i in range(len(rings) + 1):
         if i == len(rings) or (total and total + len(rings[i]) > limit):
             batch = rings[start:i]
             off = np.concatenate([[0], np.cumsum([len(r) for r in batch])])
-            yield start, i, np.concatenate(batch).astype(np.int64), off
+            yield start, np.concatenate(batch).astype(np.int64), off
             start, total = i, 0
         if i < len(rings):
             total += len(rings[i])
@@ -377,7 +381,7 @@ def normalized(rings: list[np.ndarray]) -> list[np.ndarray]:
     batches of rings (a scene-spanning polygon has tens of thousands of holes)."""
     out: list[np.ndarray] = []
     keys = []  # per ring: vertex count, first and second vertex (the hole order)
-    for first, _, xy, off in _batches(rings, _BATCH):
+    for first, xy, off in _batches(rings, _BATCH):
         lens = np.diff(off)
         x, y = xy[:, 0], xy[:, 1]
         order_key = x * (int(y.max()) + 1) + y  # (x, then y) as one number; vertices of a ring are distinct
@@ -410,7 +414,7 @@ def measure(rings: list[np.ndarray], transform) -> tuple[float, float]:
     a, b, _, d, e, _ = transform
     shell2 = holes2 = 0  # twice the areas in pixels, exact (int64 sums)
     length = 0.0
-    for first, _, xy, off in _batches(rings, _BATCH):
+    for first, xy, off in _batches(rings, _BATCH):
         x, y = xy[:, 0], xy[:, 1]
         nxt = _next_in_ring(off)
         twice = np.abs(np.add.reduceat(x * y[nxt] - x[nxt] * y, off[:-1]))
@@ -432,7 +436,7 @@ def multipolygon_wkb(rings: list[np.ndarray], transform) -> bytearray:
     struct.pack_into("<BIIBII", out, 0, 1, 6, 1, 1, 3, len(rings))
     view = memoryview(out)
     pos = 18
-    for _, _, xy, off in _batches(rings, _BATCH):
+    for _, xy, off in _batches(rings, _BATCH):
         closed = np.insert(np.arange(off[-1]), off[1:], off[:-1])  # each ring, then its first vertex again
         x, y = xy[closed, 0].astype(np.float64), xy[closed, 1].astype(np.float64)
         coords = np.empty((closed.size, 2), dtype="<f8")

@@ -411,7 +411,7 @@ def _finish(spec: VectorizeSpec, geoms_px: np.ndarray,
     """Pixel-coordinate pieces -> MultiPolygons in the raster CRS, with area and perimeter in metres.
 
     ``collinear``: whether (all, or each of) the pieces may have collinear vertices to drop;
-    False for pieces straight from GDAL or from :func:`~geoseg.pixel_union.union_pixel_polygons`.
+    False for pieces straight from GDAL or rebuilt from relinked rings (:mod:`geoseg.pixel_union`).
     """
     mask = np.broadcast_to(np.asarray(collinear, dtype=bool), (len(geoms_px),))
     g = np.empty(len(geoms_px), dtype=object)

@@ -100,3 +100,16 @@ def test_groups_relinked_together_equal_each_alone():
     for a, b in zip(alone, together):
         assert a is not None and b is not None and len(a) == len(b)
         assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_a_declined_group_does_not_take_the_others_down():
+    """One group of overlapping pieces (not a coverage) in a batch: only that group gives None."""
+    from geoseg.pixel_union import concat_rings, piece_rings, relink, relink_groups
+
+    good = piece_rings(pixel_squares(largest_region(1, shape=(12, 12))))
+    bad = piece_rings(np.array([shapely.box(0, 0, 2, 1), shapely.box(1, 0, 3, 1)]))  # overlap along a segment
+    ring_group = np.concatenate([np.full(p.n_rings, g) for g, pieces in enumerate((good, bad)) for p in pieces])
+    got = relink_groups(concat_rings(good + bad), ring_group, 2)
+    want = relink(concat_rings(good))
+    assert got[1] is None and got[0] is not None
+    assert all(np.array_equal(a, b) for a, b in zip(got[0], want))
