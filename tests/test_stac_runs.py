@@ -21,7 +21,7 @@ import yaml
 from pyproj import Transformer
 from shapely.geometry import Point, shape
 
-from conftest import ORIGIN, RES, stac_errors, validate_item, write_raster
+from conftest import BANDS4, ORIGIN, RES, stac_errors, validate_item, write_raster
 from geoseg.change import CHANGE_CLASSES, OUTPUT_NAMES, detect_change
 from geoseg.errors import OutputExistsError
 from geoseg.monitor import run_monitor
@@ -376,7 +376,7 @@ def test_acquisition_time_flows_from_scene_tags_through_predict_into_change(tmp_
     from geoseg.predict import predict_scene
 
     scene, _ = pattern_scene(64, 80)
-    first = write_raster(tmp_path / "s1.tif", scene, descriptions=("B2", "B3", "B4", "B8"), DATE="20160927")
+    first = write_raster(tmp_path / "s1.tif", scene, descriptions=BANDS4, DATE="20160927")
     predict_scene(first, linear_model, tmp_path / "p1", progress=False)
     rec = json.loads((tmp_path / "p1" / "run.json").read_text())
     assert (rec["acquired"], rec["acquired_from"]) == ("2016-09-27T00:00:00Z", "input tag DATE")
@@ -386,7 +386,7 @@ def test_acquisition_time_flows_from_scene_tags_through_predict_into_change(tmp_
     with rasterio.open(tmp_path / "p1" / "landcover.tif") as src:
         assert src.tags()["ACQUISITION_DATETIME"] == "2016-09-27T00:00:00Z"
     # --acquired wins over the tags (a zone is converted to UTC); a scene without tags would use it alone
-    second = write_raster(tmp_path / "s2.tif", scene, descriptions=("B2", "B3", "B4", "B8"), DATE="20160927")
+    second = write_raster(tmp_path / "s2.tif", scene, descriptions=BANDS4, DATE="20160927")
     r = CliRunner().invoke(main, ["predict", str(second), "-m", str(linear_model), "-o", str(tmp_path / "p2"),
                                   "--acquired", "2018-03-28T10:17:13+02:00", "--quiet"])
     assert r.exit_code == 0, r.output
