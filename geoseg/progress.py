@@ -20,19 +20,23 @@ class NullProgress:
 
 
 class RichProgress:
+    """A rich bar redrawn on each step, from the caller's thread: no refresh thread, so
+    a process showing progress may still fork worker processes safely (vectorize's blocks)."""
+
     def __init__(self, total: int, description: str) -> None:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress as _P, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
 
         self._p = _P(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("eta"), TimeRemainingColumn(), TimeElapsedColumn(), transient=False,
+            TextColumn("eta"), TimeRemainingColumn(), TimeElapsedColumn(), transient=False, auto_refresh=False,
         )
         self._p.start()
         self._task = self._p.add_task(description, total=total)
 
     def advance(self, n: int) -> None:
         self._p.advance(self._task, n)
+        self._p.refresh()
 
     def close(self) -> None:
         self._p.stop()

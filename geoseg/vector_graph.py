@@ -118,6 +118,7 @@ def label_components(values: np.ndarray, valid: np.ndarray, connectivity: int = 
         fresh[:, 1:] &= start[1:, 1:] | start[:-1, 1:] | ~same[:, :-1]
         ea.append(run_of[:-1][fresh])
         eb.append(run_of[1:][fresh])
+        del same, fresh
         if connectivity == 8 and w > 1:
             d1 = valid[:-1, :-1] & valid[1:, 1:] & (values[:-1, :-1] == values[1:, 1:])
             ea.append(run_of[:-1, :-1][d1])
@@ -125,6 +126,7 @@ def label_components(values: np.ndarray, valid: np.ndarray, connectivity: int = 
             d2 = valid[:-1, 1:] & valid[1:, :-1] & (values[:-1, 1:] == values[1:, :-1])
             ea.append(run_of[:-1, 1:][d2])
             eb.append(run_of[1:, :-1][d2])
+    del start, flat_start, run_of  # the labels are rebuilt from the runs (one (h, w) int32 array at a time)
     if ea:
         a, b = np.concatenate(ea).astype(np.int64), np.concatenate(eb).astype(np.int64)
         if connectivity == 8 and a.size:
@@ -143,7 +145,7 @@ def label_components(values: np.ndarray, valid: np.ndarray, connectivity: int = 
     run_len = np.diff(np.append(run_pos, h * w))
     sizes = np.bincount(comp[run_valid], weights=run_len[run_valid], minlength=roots.size).astype(np.int64)
     run_label = comp.astype(np.int32)
-    labels = run_label[run_of]
+    labels = np.repeat(run_label, run_len).reshape(h, w)
     return Labels(labels, values.ravel()[run_pos[roots]].astype(np.int64), sizes, run_pos[roots].astype(np.int64),
                   run_pos, run_label)
 

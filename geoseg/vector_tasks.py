@@ -78,11 +78,21 @@ class AreaModel:
 
 
 def shapes_to_polygons(items: Iterable[tuple[dict, float]]) -> tuple[np.ndarray, np.ndarray]:
-    """GeoJSON-like polygons from ``rasterio.features.shapes`` -> (shapely polygons, values)."""
+    """GeoJSON-like polygons from ``rasterio.features.shapes`` -> (shapely polygons, values).
+
+    The vertex tuples go into float arrays every ``_SHAPES_BATCH`` vertices: a Python tuple of two
+    floats takes about 110 bytes, 7x its 16 bytes in an array."""
+    xy: list[np.ndarray] = []
     coords: list = []
     ring_sizes: list[int] = []
     rings_per: list[int] = []
     vals: list[float] = []
+
+    def pack() -> None:
+        xy.append(np.fromiter(itertools.chain.from_iterable(coords), dtype=np.float64,
+                              count=2 * len(coords)).reshape(-1, 2))
+        coords.clear()
+
     for geom, v in items:
         rings = geom["coordinates"]
         rings_per.append(len(rings))
@@ -90,12 +100,17 @@ def shapes_to_polygons(items: Iterable[tuple[dict, float]]) -> tuple[np.ndarray,
         for ring in rings:
             coords.extend(ring)
             ring_sizes.append(len(ring))
+        if len(coords) >= _SHAPES_BATCH:
+            pack()
     if not vals:
         return np.empty(0, dtype=object), np.zeros(0, np.int64)
-    xy = np.fromiter(itertools.chain.from_iterable(coords), dtype=np.float64, count=2 * len(coords)).reshape(-1, 2)
-    rings_arr = shapely.linearrings(xy, indices=np.repeat(np.arange(len(ring_sizes)), ring_sizes))
+    pack()
+    rings_arr = shapely.linearrings(np.concatenate(xy), indices=np.repeat(np.arange(len(ring_sizes)), ring_sizes))
     polys = shapely.polygons(rings_arr, indices=np.repeat(np.arange(len(rings_per)), rings_per))
     return polys, np.asarray(vals).astype(np.int64)
+
+
+_SHAPES_BATCH = 1 << 16
 
 
 def to_multipolygons(geoms: np.ndarray) -> np.ndarray:
@@ -503,7 +518,7 @@ def polygonize_task(spec: VectorizeSpec, index: int, sieved: object = None) -> B
     # edges by open piece: unselected and final pieces, like nodata, never join across a seam
     to_open = np.full(n + 1, -1, dtype=np.int32)  # label -1 reads the last slot
     to_open[opened] = np.arange(opened.size, dtype=np.int32)
-    return BlockResult(
+    result = BlockResult(
         index=index,
         values=lab.values[opened],
         edges=tuple(to_open[e] for e in edges),  # type: ignore[arg-type]
@@ -513,6 +528,9 @@ def polygonize_task(spec: VectorizeSpec, index: int, sieved: object = None) -> B
         staged=staged,
         open_staged=open_staged,
     )
+    lab = geoms = values = valid = mask = None  # noqa: F841 - freed before the heap is trimmed
+    trim_heap()  # a worker process keeps its heap between tasks, and may write the output next
+    return result
 
 
 @dataclass

@@ -40,10 +40,10 @@ import shutil
 import time
 import uuid
 import warnings
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import rasterio
@@ -55,10 +55,11 @@ from rasterio.errors import RasterioIOError
 from . import __version__
 from .errors import (EmptySceneError, InputError, InputFileError, NotGeoreferencedError, OutputError,
                      OutputExistsError, ParameterError)
-from .output import GPKG_DATASET_OPTIONS, ensure_writable_dir
+from .output import ensure_writable_dir
 from .raster import class_names_from_tags
 from .vector_tasks import (AreaModel, BlockResult, MergeResult, VectorizeSpec, merge_task, polygonize_task,
-                           sieve_plan_task, sieve_scan_task, trim_heap, unpacked)
+                           sieve_plan_task, sieve_scan_task)
+from .vector_write import SinkSpec, WriteResult, write_staged
 
 __all__ = ["vectorize_raster", "VectorizeResult", "ClassSummary", "FORMATS", "parse_area", "parse_length",
            "NotAClassRasterError", "MissingDependencyError"]
@@ -87,11 +88,6 @@ FORMATS: dict[str, Format] = {
     "geojson": Format("geojson", "GeoJSON", (".geojson", ".json"), "GeoJSON (RFC 7946, WGS84)"),
 }
 FORMAT_ALIASES = {"geopackage": "gpkg", "geoparquet": "parquet", "flatgeobuf": "fgb", "json": "geojson"}
-
-#: At most this many features, or about this many bytes of WKB, per append to the output.
-WRITE_CHUNK = 100_000
-WRITE_CHUNK_BYTES = 16 * 2**20
-
 
 # --------------------------------------------------------------------------------------------
 # option parsing
@@ -290,9 +286,10 @@ def pixel_size_m(info: ClassRaster, model: AreaModel) -> tuple[float, float]:
 SCHEDULERS = ("threads", "processes", "synchronous")
 
 
-def _run_graph(spec: VectorizeSpec, scheduler: str, workers: int, progress) -> list[BlockResult]:
+def _run_graph(spec: VectorizeSpec, scheduler: str, workers: int, progress,
+               pool: ProcessPoolExecutor | None = None) -> list[BlockResult]:
     """Run the block tasks (sieve scan, plan, polygonize); the seam merge runs after, see
-    :func:`vectorize_raster`."""
+    :func:`vectorize_raster`.  ``pool``: the worker processes for ``scheduler="processes"``."""
     import dask
     from dask.callbacks import Callback
     from dask.delayed import delayed
@@ -315,18 +312,44 @@ def _run_graph(spec: VectorizeSpec, scheduler: str, workers: int, progress) -> l
     import dask.multiprocessing
     import dask.threaded
 
-    if scheduler == "processes" and not fork_is_safe():
-        scheduler = "threads"  # see fork_is_safe
     # the scheduler function itself, so dask does not import distributed to look for a client
     get = {"threads": dask.threaded.get, "processes": dask.multiprocessing.get,
            "synchronous": dask.local.get_sync}[scheduler]
     kwargs: dict = {} if scheduler == "synchronous" else {"num_workers": workers}
-    with contextlib.ExitStack() as stack:
-        if scheduler == "processes":
-            kwargs["pool"] = stack.enter_context(_process_pool(workers))
-        with _Ticks():
-            done = dask.compute(*blocks, optimize_graph=False, scheduler=get, **kwargs)
+    if scheduler == "processes":
+        if pool is None:
+            raise ValueError("the processes scheduler needs a pool of worker processes")
+        kwargs["pool"] = pool
+    with _Ticks():
+        done = dask.compute(*blocks, optimize_graph=False, scheduler=get, **kwargs)
     return sorted(done, key=lambda b: b.index)
+
+
+def _merged(merge: Future, progress) -> MergeResult:
+    """The seam merge's result (it runs in a thread), ticking the progress bar's last step."""
+    try:
+        return merge.result()
+    finally:
+        progress.advance(1)
+        progress.close()
+
+
+def _write(writer: ProcessPoolExecutor | None, writes: list[Future], sink: SinkSpec, paths: list[str],
+           append: bool) -> Callable[[], WriteResult]:
+    """Start :func:`~geoseg.vector_write.write_staged` in the ``writer`` process (``lean``: no
+    dataframe libraries there); the returned call waits for its result.  Without a writer process,
+    the returned call writes."""
+    if writer is None:
+        return lambda: write_staged(sink, paths, append)
+    writes.append(writer.submit(write_staged, sink, paths, append, True))
+    return writes[-1].result
+
+
+def _writer_process() -> ProcessPoolExecutor:
+    """One forked worker process for the writer, started now (a pool forks when first used)."""
+    pool = _process_pool(1)
+    pool.submit(os.getpid).result()
+    return pool
 
 
 def fork_is_safe() -> bool:
@@ -336,7 +359,7 @@ def fork_is_safe() -> bool:
     GDAL's polygonize holds the GIL (rasterio builds every shape in Python), so only processes
     polygonize blocks in parallel, and forked ones start in milliseconds with every module
     already imported.  Forking a process in which other threads run (torch's or dask's pools
-    after ``geoseg predict``, a progress bar's refresh thread) can deadlock the child, and fresh
+    after ``geoseg predict``; geoseg's own progress bar has no refresh thread) can deadlock the child, and fresh
     interpreters (spawn, forkserver) re-import the caller's ``__main__``, which breaks scripts
     without an ``if __name__ == "__main__"`` guard: in those cases the blocks run on threads.
     """
@@ -351,130 +374,6 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
     import multiprocessing
 
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-
-
-# --------------------------------------------------------------------------------------------
-# writing
-# --------------------------------------------------------------------------------------------
-
-
-class _Sink:
-    """Appends GeoDataFrame chunks to one output file of a given format."""
-
-    def __init__(self, path: str, fmt: Format, layer: str, crs: CRS) -> None:
-        self.path, self.fmt, self.layer, self.crs = path, fmt, layer, crs
-        self.count = 0
-        self._started = False
-        self._parquet = None
-        if fmt.key == "parquet":
-            try:
-                import pyarrow  # noqa: F401
-                import pyarrow.parquet  # noqa: F401
-            except ImportError:
-                raise MissingDependencyError(
-                    "GeoParquet output needs the pyarrow package; install it (pip install pyarrow) "
-                    "or choose another format, e.g. -o landcover.gpkg"
-                ) from None
-
-    def write(self, table: dict) -> None:
-        """Append one chunk: a dict of attribute columns plus ``wkb`` (see :func:`_frame`)."""
-        if self.fmt.key == "parquet":
-            self._write_parquet(_geoframe(table, self.crs))
-        elif self.fmt.key == "geojson":
-            import pyogrio
-
-            kwargs: dict[str, Any] = {"driver": self.fmt.driver, "geometry_type": "MultiPolygon",
-                                      "append": self._started}
-            if not self._started:
-                kwargs["layer_options"] = {"RFC7946": "YES", "WRITE_NAME": "NO"}
-            pyogrio.write_dataframe(_geoframe(table, self.crs).to_crs("EPSG:4326"), self.path, **kwargs)
-        else:
-            # GeoPackage / FlatGeobuf: the staged WKB goes to GDAL as it is (no geometry objects,
-            # no GeoDataFrame); the same call pyogrio.write_dataframe would make
-            import pyogrio.raw
-
-            kwargs = {"layer": self.layer} if self.fmt.key == "gpkg" else {}
-            if self.fmt.key == "gpkg" and not self._started:
-                kwargs["dataset_options"] = GPKG_DATASET_OPTIONS
-            pyogrio.raw.write(self.path, table["wkb"], [table[c] for c in _COLUMNS], list(_COLUMNS),
-                              driver=self.fmt.driver, geometry_type="MultiPolygon", crs=self._ogr_crs(),
-                              append=self._started, **kwargs)
-        self._started = True
-        self.count += len(table["id"])
-
-    def _ogr_crs(self) -> str:
-        # as pyogrio.write_dataframe spells a GeoDataFrame's CRS
-        if not hasattr(self, "_crs_text"):
-            from pyproj import CRS as PCRS
-
-            pcrs = PCRS.from_user_input(self.crs.to_wkt())
-            epsg = pcrs.to_epsg()
-            self._crs_text = f"EPSG:{epsg}" if epsg else pcrs.to_wkt("WKT1_GDAL")
-        return self._crs_text
-
-    def _write_parquet(self, gdf) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.table(gdf.to_arrow(index=False, geometry_encoding="WKB"))
-        if self._parquet is None:
-            geo = _geoparquet_metadata(self.crs)
-            meta = dict(table.schema.metadata or {})
-            meta[b"geo"] = json.dumps(geo).encode()
-            self._schema = table.schema.with_metadata(meta)
-            self._parquet = pq.ParquetWriter(self.path, self._schema)
-        self._parquet.write_table(table.cast(self._schema))
-
-    def close(self) -> None:
-        if self._parquet is not None:
-            self._parquet.close()
-
-
-def _geoparquet_metadata(crs: CRS) -> dict:
-    from pyproj import CRS as PCRS
-
-    return {
-        "version": "1.0.0",
-        "primary_column": "geometry",
-        "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["MultiPolygon"],
-                                 "crs": PCRS.from_wkt(crs.to_wkt()).to_json_dict()}},
-    }
-
-
-_COLUMNS = ("id", "class", "class_name", "area_m2", "area_ha", "perimeter_m")
-
-
-def _frame(chunks: list[dict], names: dict[int, str], crs: CRS) -> dict:
-    """One output chunk: the attribute columns (numpy) and the geometries as WKB (object array)."""
-    ids = np.concatenate([c["id"] for c in chunks])
-    values = np.concatenate([c["value"] for c in chunks])
-    area = np.concatenate([c["area_m2"] for c in chunks])
-    perimeter = np.concatenate([c["perimeter_m"] for c in chunks])
-    uniq, inverse = np.unique(values, return_inverse=True)
-    class_name = np.array([names[int(v)] for v in uniq], dtype=object)[inverse.ravel()]
-    return {
-        "id": ids.astype(np.int64),
-        "class": values.astype(np.int64),
-        "class_name": class_name,
-        "area_m2": np.round(area, 3),
-        "area_ha": np.round(area / 1e4, 6),
-        "perimeter_m": np.round(perimeter, 3),
-        "wkb": np.concatenate([np.asarray(c["wkb"], dtype=object) for c in chunks]),
-    }
-
-
-def _geoframe(table: dict, crs: CRS):
-    import geopandas as gpd
-
-    return gpd.GeoDataFrame({c: table[c] for c in _COLUMNS},
-                            geometry=gpd.GeoSeries(shapely.from_wkb(table["wkb"]), crs=crs))
-
-
-def _staged_chunks(paths: Iterable[str]) -> Iterator[dict]:
-    for p in paths:
-        with np.load(p, allow_pickle=False) as z:
-            yield {"id": z["id"], "value": z["value"], "wkb": unpacked(z, "wkb"), "area_m2": z["area_m2"],
-                   "perimeter_m": z["perimeter_m"]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -547,6 +446,16 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _check_format_dependencies(fmt: Format) -> None:
+    import importlib.util
+
+    if fmt.key == "parquet" and importlib.util.find_spec("pyarrow") is None:  # found, not imported
+        raise MissingDependencyError(
+            "GeoParquet output needs the pyarrow package; install it (pip install pyarrow) "
+            "or choose another format, e.g. -o landcover.gpkg"
+        )
+
+
 def _select_classes(classes: Sequence[str | int] | str | None, names: dict[int, str]) -> tuple[int, ...] | None:
     if classes is None:
         return None
@@ -614,6 +523,7 @@ def vectorize_raster(
 
     t0 = time.perf_counter()
     fmt = resolve_format(output, format)
+    _check_format_dependencies(fmt)
     if connectivity not in (4, 8):
         raise ParameterError(f"connectivity {connectivity} must be 4 or 8")
     if int(block_size) < 1:
@@ -658,9 +568,20 @@ def vectorize_raster(
     bar = make_progress(n_blocks * (2 if sieve_pixels else 1) + 1, "blocks", progress)
     messages: list[str] = []
     merge_pool = ThreadPoolExecutor(1, thread_name_prefix="geoseg-merge")
+    writes: list[Future] = []
+    stack = contextlib.ExitStack()
     try:
         staging.mkdir()
-        blocks = _run_graph(spec, scheduler, n_workers, bar)
+        if scheduler == "processes" and not fork_is_safe():
+            scheduler = "threads"  # see fork_is_safe
+        if scheduler == "processes":
+            with _process_pool(n_workers) as pool:  # the workers end with the graph, and their memory
+                blocks = _run_graph(spec, scheduler, n_workers, bar, pool)
+            # one fresh process writes (forked now: no other thread runs yet)
+            writer = stack.enter_context(_writer_process()) if fork_is_safe() else None
+        else:
+            blocks = _run_graph(spec, scheduler, n_workers, bar)
+            writer = None
         if sum(b.valid_pixels for b in blocks) == 0:
             raise EmptySceneError(f"{info.path} has no valid pixel (all nodata); nothing to vectorize")
         present = np.unique(np.concatenate([b.present_values for b in blocks]))
@@ -676,54 +597,32 @@ def vectorize_raster(
                 f"band tag); named {', '.join('class_' + str(v) for v in missing)}"
             )
         crs = CRS.from_wkt(info.crs_wkt)
-        sink = _Sink(str(tmp_out), fmt, layer_name or "", crs)
-        stats: dict[int, list] = {int(v): [0, 0.0] for v in present}
-        # The seam merge runs in a thread (GEOS releases the GIL) while the final polygons of
-        # the blocks are written; the merged polygons follow, so the order is as before.  (Merging
-        # first, then writing, lowers the peak by about 50 MiB on a 10k² raster but took 1.2x the
-        # time on an idle 2-core machine.)
-        merge_future = merge_pool.submit(merge_task, spec, *blocks)
+        epsg = crs.to_epsg()
+        sink = SinkSpec(str(tmp_out), fmt.key, fmt.driver, layer_name or "", info.crs_wkt,
+                        f"EPSG:{epsg}" if epsg else crs.to_wkt(), names)
+        # The seam merge runs in a thread while the blocks' final polygons are written, the merged
+        # ones after them.  With worker processes, a freshly forked process writes: this one (which
+        # holds the merge) never loads the writer's libraries, and the writer loads pyogrio without
+        # pandas & co. (see geoseg.vector_write).  (Merging first, then writing, lowered the peak by
+        # about 50 MiB on a 10k² raster but took 1.2x the time on an idle 2-core machine.)
         block_paths = [b.staged for b in blocks if b.staged]
-        del blocks
-        merged_box: list[MergeResult] = []
-
-        def staged_paths() -> Iterator[str]:
-            yield from block_paths
-            try:
-                merged_box.append(merge_future.result())
-            finally:
-                bar.advance(1)
-                bar.close()
-            yield from merged_box[0].staged
-
-        paths = staged_paths()
-        pending: list[dict] = []
-        pending_n = pending_bytes = 0
-
-        def flush() -> None:
-            nonlocal pending, pending_n, pending_bytes
-            if pending:
-                sink.write(_frame(pending, names, crs))
-            pending, pending_n, pending_bytes = [], 0, 0
-            trim_heap()
-
-        for chunk in _staged_chunks(paths):
-            vals, inverse, counts = np.unique(chunk["value"], return_inverse=True, return_counts=True)
-            areas = np.bincount(inverse, weights=chunk["area_m2"], minlength=vals.size)
-            for v, cnt, area in zip(vals, counts, areas):
-                stats[int(v)][0] += int(cnt)
-                stats[int(v)][1] += float(area)
-            pending.append(chunk)
-            pending_n += len(chunk["id"])
-            pending_bytes += sum(len(w) for w in chunk["wkb"])
-            if pending_n >= WRITE_CHUNK or pending_bytes >= WRITE_CHUNK_BYTES:
-                flush()
-        if pending or not sink.count:
-            if not pending:  # an empty layer still gets created with its schema
-                pending = [{"id": np.zeros(0, np.int64), "value": np.zeros(0, np.int64), "wkb": [],
-                            "area_m2": np.zeros(0), "perimeter_m": np.zeros(0)}]
-            flush()
-        sink.close()
+        if fmt.key == "parquet":  # cannot be appended to: one write after the merge
+            merged = _merged(merge_pool.submit(merge_task, spec, *blocks), bar)
+            del blocks
+            parts = [_write(writer, writes, sink, block_paths + merged.staged, append=False)()]
+        else:
+            first = _write(writer, writes, sink, block_paths, append=False)
+            merge_future = merge_pool.submit(merge_task, spec, *blocks)
+            del blocks
+            parts = [first()]  # without a writer process, written here while the merge runs
+            merged = _merged(merge_future, bar)
+            parts.append(_write(writer, writes, sink, merged.staged, append=True)())
+        features = sum(p.count for p in parts)
+        stats: dict[int, list] = {int(v): [0, 0.0] for v in present}
+        for part in parts:
+            for v, (cnt, area) in part.stats.items():
+                stats[v][0] += cnt
+                stats[v][1] += area
         rows = summary_rows(stats, names)
         seconds = time.perf_counter() - t0
         record = {
@@ -738,7 +637,7 @@ def vectorize_raster(
                         "connectivity": connectivity, "simplify": None if tolerance is None else
                         {"value": tolerance[0], "unit": tolerance[1], "pixels": simplify_px},
                         "classes": list(selected) if selected is not None else None, "block_size": block_size},
-            "features": sink.count,
+            "features": features,
             "classes": [r.__dict__ for r in rows],
             "total_area_ha": sum(r.area_ha for r in rows),
             "seconds": round(seconds, 3),
@@ -759,6 +658,8 @@ def vectorize_raster(
         os.replace(tmp_csv, csv_path)
         os.replace(tmp_json, json_path)
     except BaseException:
+        for f in writes:  # a worker may still be writing: let it end before its file goes
+            f.cancel() or f.exception()
         for p in (tmp_out, tmp_csv, tmp_json):
             for extra in ("", "-wal", "-shm", "-journal"):
                 try:
@@ -768,13 +669,13 @@ def vectorize_raster(
         raise
     finally:
         merge_pool.shutdown(wait=True)  # the merge must end before its staging folder goes
+        stack.close()
         bar.close()  # (again: closing twice is harmless)
         shutil.rmtree(staging, ignore_errors=True)
-    merged = merged_box[0]
     for m in messages:
         warnings.warn(m, UserWarning, stacklevel=2)
     return VectorizeResult(
-        output=str(out), format=fmt.key, layer=layer_name, features=sink.count, summary=tuple(rows),
+        output=str(out), format=fmt.key, layer=layer_name, features=features, summary=tuple(rows),
         summary_csv=str(csv_path), summary_json=str(json_path), crs=crs.to_string(),
         area_crs=model.description, min_area_m2=min_area_m2, sieve_pixels=sieve_pixels, blocks=n_blocks,
         seconds=seconds, warnings=tuple(messages),

@@ -323,23 +323,24 @@ stop = threading.Event()
 if sys.argv[3] == "busy":  # another thread alive: forking would be unsafe
     threading.Thread(target=stop.wait, daemon=True).start()
 V.vectorize_raster(sys.argv[1], sys.argv[2], block_size=16, scheduler="processes", workers=2, min_area=300,
-                   progress=False)
+                   progress=sys.argv[3] == "progress")  # a progress bar must not start a thread
 stop.set()
 """
 
 
-@pytest.mark.parametrize("busy", ["alone", "busy"])
+@pytest.mark.parametrize("busy", ["alone", "busy", "progress"])
 def test_process_workers_are_forked_only_when_no_other_thread_runs(tmp_path, busy):
-    """Worker processes are forked when no other thread is alive; otherwise the blocks run on threads
-    (forking a multi-threaded process can deadlock; fresh interpreters would re-import the caller's
-    __main__).  Both give the threaded result, sieve included."""
+    """Worker processes are forked when no other thread is alive (the block workers, then one writer);
+    otherwise the blocks run on threads and this process writes (forking a multi-threaded process can
+    deadlock; fresh interpreters would re-import the caller's __main__).  Both give the threaded
+    result, sieve included."""
     src = write_classes(tmp_path / "lc.tif", noisy())
     out = tmp_path / "p.gpkg"
     run = subprocess.run([sys.executable, "-c", _POOL_SPY, str(src), str(out), busy], capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     pools = [line.split()[1] for line in run.stdout.splitlines() if line.startswith("POOL")]
-    assert pools == (["fork"] if busy == "alone" else [])
+    assert pools == (["fork", "fork"] if busy != "busy" else [])  # the block workers, then the writer
     ref = read(vec(src, tmp_path / "t.gpkg", block_size=16, scheduler="threads", min_area=300).output)
     got = read(out)
     want = {i: canon(g) for i, g in zip(ref["id"], ref.geometry.values)}
@@ -559,6 +560,47 @@ def test_mask_band_and_uint16_classes(tmp_path):
     assert df["area_m2"].sum() == pytest.approx(27 * 30 * 100)
 
 
+_WRITER_SPY = """
+import json, os, sys
+import geoseg.vectorize as V
+real = V.write_staged
+def spy(sink, paths, append, lean=False):
+    r = real(sink, paths, append, lean)
+    with open(sys.argv[3], "a") as fh:
+        fh.write(json.dumps({"pid": os.getpid(), "lean": lean, "pandas": "pandas" in sys.modules,
+                             "pyogrio": "pyogrio" in sys.modules}) + "\\n")
+    return r
+V.write_staged = spy
+V.vectorize_raster(sys.argv[1], sys.argv[2], block_size=16, scheduler="processes", workers=2, progress=False)
+print(json.dumps({"pid": os.getpid(), "pyogrio": "pyogrio" in sys.modules, "pandas": "pandas" in sys.modules}))
+"""
+
+
+def test_writer_process_loads_pyogrio_without_pandas(tmp_path):
+    """With worker processes, one forked process writes, with pyogrio loaded lean (no pandas & co.),
+    and the process that merges never imports pyogrio; the output is the threaded one."""
+    src = write_classes(tmp_path / "lc.tif", noisy())
+    log = tmp_path / "writes.jsonl"
+    run = subprocess.run([sys.executable, "-c", _WRITER_SPY, str(src), str(tmp_path / "p.gpkg"), str(log)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    main = json.loads(run.stdout.strip().splitlines()[-1])
+    writes = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(writes) == 2 and len({w["pid"] for w in writes}) == 1 and writes[0]["pid"] != main["pid"]
+    assert all(w["lean"] and w["pyogrio"] and not w["pandas"] for w in writes)
+    assert not main["pyogrio"] and not main["pandas"]
+    got, ref = read(tmp_path / "p.gpkg"), read(vec(src, tmp_path / "t.gpkg", block_size=16, scheduler="threads").output)
+    assert sorted(got["id"]) == sorted(ref["id"]) and got.crs == ref.crs
+
+
+def test_lean_pyogrio_leaves_pandas_importable(tmp_path):
+    code = ("import sys; from geoseg.vector_write import _import_pyogrio_without_dataframes as f; f(); "
+            "assert 'pandas' not in sys.modules and 'pyogrio.raw' in sys.modules; "
+            "import pandas, pyproj; print('ok')")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
+
+
 # --------------------------------------------------------------------------------------------
 # formats, CRS, summary
 # --------------------------------------------------------------------------------------------
@@ -568,9 +610,9 @@ def test_mask_band_and_uint16_classes(tmp_path):
 def test_formats_round_trip(tmp_path, ext, monkeypatch):
     if ext == "parquet":
         pytest.importorskip("pyarrow")
-    import geoseg.vectorize as V
+    import geoseg.vector_write as W
 
-    monkeypatch.setattr(V, "WRITE_CHUNK", 40)  # several appends
+    monkeypatch.setattr(W, "WRITE_CHUNK", 40)  # several appends
     data = noisy()
     src = write_classes(tmp_path / "lc.tif", data)
     r = vec(src, tmp_path / f"lc.{ext}", block_size=16, layer="cover")
@@ -652,30 +694,27 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["f.tif", "n.tif", "o.gpkg", "ok.tif"]
 
 
-def test_failure_leaves_no_partial_files(tmp_path, monkeypatch):
-    import geoseg.vectorize as V
+@pytest.mark.parametrize("scheduler", ["processes", "threads"])
+def test_failure_leaves_no_partial_files(tmp_path, monkeypatch, scheduler):
+    """A write that fails after some chunks were written (in a worker process, or here) leaves
+    nothing behind: no output, no summary, no staging folder."""
+    import geoseg.vector_write as W
 
     src = write_classes(tmp_path / "lc.tif", noisy())
     out = tmp_path / "out"
     out.mkdir()
+    monkeypatch.setattr(W, "WRITE_CHUNK", 10)
+    real = W._Sink.write
 
-    def boom(*a, **k):
-        raise RuntimeError("disk full")
+    def write_then_fail(self, table):
+        if self.count >= 20:  # two chunks are in the file
+            raise RuntimeError("disk full")
+        real(self, table)
 
-    monkeypatch.setattr(V, "WRITE_CHUNK", 10)
-    real = V._Sink.write
-    calls = []
-
-    def write_then_fail(self, gdf):
-        calls.append(1)
-        if len(calls) > 2:
-            boom()
-        real(self, gdf)
-
-    monkeypatch.setattr(V._Sink, "write", write_then_fail)
+    monkeypatch.setattr(W._Sink, "write", write_then_fail)
     with pytest.raises(RuntimeError, match="disk full"):
-        vec(src, out / "lc.gpkg", block_size=16)
-    assert len(calls) == 3 and os.listdir(out) == []
+        vec(src, out / "lc.gpkg", block_size=16, scheduler=scheduler, workers=2)
+    assert os.listdir(out) == []
 
 
 # --------------------------------------------------------------------------------------------
