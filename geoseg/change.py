@@ -237,13 +237,12 @@ class ChangeSpec:
 def _read(layer: Layer, spec: ChangeSpec, window: Window) -> tuple[np.ndarray, np.ndarray]:
     """(values, valid) of ``layer`` over ``window`` of the reference grid."""
     import rasterio
-    from rasterio.windows import Window as RioWindow
 
-    rw = RioWindow(window.col_off, window.row_off, window.width, window.height)
+    from .raster import read_band
+
     with rasterio.open(layer.path) as src:
         if not layer.warp:
-            data = src.read(layer.band, window=rw)
-            valid = src.read_masks(layer.band, window=rw) > 0 if layer.masked else np.ones(data.shape, bool)
+            data, valid = read_band(src, layer.band, window, layer.masked)
         else:
             from affine import Affine
             from rasterio.crs import CRS
@@ -254,8 +253,7 @@ def _read(layer: Layer, spec: ChangeSpec, window: Window) -> tuple[np.ndarray, n
             with WarpedVRT(src, crs=CRS.from_wkt(spec.crs_wkt), transform=Affine(*spec.transform),
                            width=spec.width, height=spec.height, resampling=Resampling[layer.resampling],
                            add_alpha=layer.nodata is None) as vrt:
-                data = vrt.read(layer.band, window=rw)
-                valid = vrt.read_masks(layer.band, window=rw) > 0
+                data, valid = read_band(vrt, layer.band, window, True)
     if np.issubdtype(data.dtype, np.floating):
         valid &= np.isfinite(data)
     return data, valid

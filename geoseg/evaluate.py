@@ -31,7 +31,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -41,32 +41,13 @@ from .errors import (EmptySceneError, GridMismatchError, InputError, InputFileEr
                      ParameterError)
 from .grid import Window
 from .output import ensure_writable_dir
-from .raster import class_names_from_tags, configure_gdal_cache, grid_differences
+from .raster import ClassRaster, class_names_from_tags, configure_gdal_cache, grid_differences, read_band
 from .metrics import ConfusionMatrix, Metrics, compute_metrics, confusion_counts
 
 DEFAULT_BLOCK_SIZE = 1024
 
 
 # -- inputs -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClassRaster:
-    """What evaluation needs to know of one single-band class raster (no open handles)."""
-
-    path: str
-    width: int
-    height: int
-    dtype: str
-    crs_wkt: str | None
-    transform: tuple[float, float, float, float, float, float]
-    nodata: float | None
-    masked: bool  # has nodata or a mask band: read masks
-    class_names: dict[int, str] = field(default_factory=dict)  # from CLASS_<value> band tags
-
-    @property
-    def georeferenced(self) -> bool:
-        return self.crs_wkt is not None and self.transform != (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
 def open_class_raster(path: str | os.PathLike, role: str, allow_ungeoreferenced: bool = False) -> ClassRaster:
@@ -151,15 +132,6 @@ class WindowCounts:
                             self.ignored + other.ignored)
 
 
-def _read(src, window: Window, masked: bool) -> tuple[np.ndarray, np.ndarray]:
-    from rasterio.windows import Window as RioWindow
-
-    rw = RioWindow(window.col_off, window.row_off, window.width, window.height)
-    data = src.read(1, window=rw)
-    valid = src.read_masks(1, window=rw) > 0 if masked else np.ones(data.shape, dtype=bool)
-    return data, valid
-
-
 def window_counts(spec: PairSpec, window: Window) -> WindowCounts:
     """Confusion matrix and excluded-pixel counts of one window of the prediction grid."""
     import rasterio
@@ -167,7 +139,7 @@ def window_counts(spec: PairSpec, window: Window) -> WindowCounts:
     configure_gdal_cache()
 
     with rasterio.open(spec.pred_path) as src:
-        pred, pred_valid = _read(src, window, spec.pred_masked)
+        pred, pred_valid = read_band(src, 1, window, spec.pred_masked)
     with rasterio.open(spec.truth_path) as src:
         if spec.align:
             from affine import Affine
@@ -180,9 +152,9 @@ def window_counts(spec: PairSpec, window: Window) -> WindowCounts:
             with WarpedVRT(src, crs=CRS.from_wkt(spec.crs_wkt), transform=Affine(*spec.transform),
                            width=spec.width, height=spec.height, resampling=Resampling.nearest,
                            add_alpha=add_alpha) as vrt:
-                truth, truth_valid = _read(vrt, window, True)
+                truth, truth_valid = read_band(vrt, 1, window, True)
         else:
-            truth, truth_valid = _read(src, window, spec.truth_masked)
+            truth, truth_valid = read_band(src, 1, window, spec.truth_masked)
     valid = pred_valid & truth_valid
     ignored = valid & np.isin(truth, spec.ignore) if spec.ignore else np.zeros(valid.shape, dtype=bool)
     cm = confusion_counts(truth, pred, valid & ~ignored)

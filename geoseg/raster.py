@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -59,11 +59,37 @@ class SceneInfo:
 
     @property
     def georeferenced(self) -> bool:
-        return self.crs_wkt is not None and self.transform != (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+        return _georeferenced(self.crs_wkt, self.transform)
 
     @property
     def window(self) -> Window:
         return Window(0, 0, self.height, self.width)
+
+
+@dataclass(frozen=True)
+class ClassRaster:
+    """One band of class codes (geoseg's landcover.tif or any integer raster), as evaluate and
+    vectorize inspect it: no open handles."""
+
+    path: str
+    width: int
+    height: int
+    dtype: str
+    crs_wkt: str | None
+    transform: tuple[float, float, float, float, float, float]
+    nodata: float | None
+    masked: bool  # has nodata or a mask band: read masks (read_band)
+    band: int = 1
+    class_names: dict[int, str] = field(default_factory=dict)  # from CLASS_<value> band tags
+    colors: dict[int, str] = field(default_factory=dict)  # "#RRGGBB" per value of the colour table, if any
+
+    @property
+    def georeferenced(self) -> bool:
+        return _georeferenced(self.crs_wkt, self.transform)
+
+
+def _georeferenced(crs_wkt: str | None, transform: tuple[float, ...]) -> bool:
+    return bool(crs_wkt) and tuple(transform) != (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
 #: Dataset tags naming when a scene was acquired, most specific first: geoseg's own products, GDAL's
@@ -191,6 +217,15 @@ def select_bands(info: SceneInfo, model_bands: Sequence[str], bands: Sequence[in
             f"--bands {','.join(map(str, bad))} out of range: the input has bands 1..{info.count}"
         )
     return bands
+
+
+def read_band(src: rasterio.DatasetReader, band: int, window: Window, masked: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, valid)`` of one band over ``window`` (inside the raster): valid per the dataset's
+    mask when ``masked`` (nodata or a mask band), else everywhere."""
+    rw = RioWindow(window.col_off, window.row_off, window.width, window.height)
+    data = src.read(band, window=rw)
+    valid = src.read_masks(band, window=rw) > 0 if masked else np.ones(data.shape, dtype=bool)
+    return data, valid
 
 
 def read_window(

@@ -22,11 +22,11 @@ import rasterio.features
 import shapely
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.windows import Window as RioWindow
 
+from .grid import Window
 from .pixel_union import (PixelRings, concat_rings, measure, multipolygon_wkb, normalized, open_rings, piece_rings,
                           polygon_of_rings, relink_groups, rings_geometry)
-from .raster import configure_gdal_cache
+from .raster import configure_gdal_cache, read_band
 from .vector_graph import (BlockGrid, SieveScan, apply_sieve, block_edges, label_components, plan_sieve, scan_block,
                            seam_breakpoints, seam_pairs, union_components)
 
@@ -307,7 +307,7 @@ class VectorizeSpec:
     width: int
     block_size: int
     transform: tuple[float, float, float, float, float, float]
-    use_mask: bool
+    masked: bool  # read the band's mask
     connectivity: int
     sieve_pixels: int  # 0: no sieve
     simplify_px: float | None
@@ -324,11 +324,8 @@ def read_block(spec: VectorizeSpec, index: int) -> tuple[np.ndarray, np.ndarray]
     """(values, valid) of block ``index``."""
     configure_gdal_cache()
     r, c, h, w = spec.grid.window(index)
-    win = RioWindow(c, r, w, h)
     with rasterio.open(spec.path) as src:
-        values = src.read(spec.band, window=win)
-        valid = src.read_masks(spec.band, window=win) > 0 if spec.use_mask else np.ones((h, w), dtype=bool)
-    return values, valid
+        return read_band(src, spec.band, Window(r, c, h, w), spec.masked)
 
 
 def _save_npz(path: str, **arrays: np.ndarray) -> None:

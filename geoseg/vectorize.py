@@ -56,7 +56,7 @@ from . import __version__
 from .errors import (EmptySceneError, InputError, InputFileError, NotGeoreferencedError, OutputError,
                      OutputExistsError, ParameterError)
 from .output import ensure_writable_dir
-from .raster import class_names_from_tags
+from .raster import ClassRaster, class_names_from_tags
 from .vector_tasks import (AreaModel, BlockResult, MergeResult, VectorizeSpec, merge_task, polygonize_task,
                            sieve_plan_task, sieve_scan_task)
 from .vector_write import SinkSpec, WriteResult, write_staged
@@ -156,21 +156,6 @@ def resolve_format(output: str | os.PathLike, fmt: str | None) -> Format:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ClassRaster:
-    path: str
-    band: int
-    width: int
-    height: int
-    dtype: str
-    crs_wkt: str
-    transform: tuple[float, float, float, float, float, float]
-    nodata: float | None
-    use_mask: bool
-    class_names: dict[int, str]
-    colors: dict[int, str] = field(default_factory=dict)  # "#RRGGBB" per value of the colour table, if any
-
-
 def _class_names(src: rasterio.DatasetReader, band: int) -> dict[int, str]:
     """``CLASS_<value>`` tags (dataset, then band), as written by ``geoseg predict``."""
     return class_names_from_tags(src.tags(), src.tags(band))
@@ -218,10 +203,10 @@ def open_class_raster(path: str | os.PathLike, band: int = 1) -> ClassRaster:
                 width=src.width,
                 height=src.height,
                 dtype=dtype,
-                crs_wkt=src.crs.to_wkt() if src.crs else "",
+                crs_wkt=src.crs.to_wkt() if src.crs else None,
                 transform=tuple(src.transform)[:6],  # type: ignore[arg-type]
                 nodata=src.nodata,
-                use_mask=MaskFlags.all_valid not in flags,
+                masked=MaskFlags.all_valid not in flags,
                 class_names=_class_names(src, band),
                 colors=_colors(src, band),
             )
@@ -561,7 +546,7 @@ def vectorize_raster(
 
     spec = VectorizeSpec(
         path=os.path.abspath(info.path), band=band, height=info.height, width=info.width, block_size=block_size,
-        transform=info.transform, use_mask=info.use_mask, connectivity=connectivity, sieve_pixels=sieve_pixels,
+        transform=info.transform, masked=info.masked, connectivity=connectivity, sieve_pixels=sieve_pixels,
         simplify_px=simplify_px, selected=selected, area=model, staging=str(staging),
     )
     n_blocks = len(spec.grid)
