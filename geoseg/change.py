@@ -44,7 +44,7 @@ from .errors import (EmptySceneError, GridMismatchError, InputError, InputFileEr
                      ParameterError)
 from .grid import BLOCK_ALIGN, Window, align_up
 from .output import GPKG_DATASET_OPTIONS
-from .raster import configure_gdal_cache, grid_differences
+from .raster import configure_gdal_cache, grid_differences, pixel_area_m2, read_band
 
 __all__ = ["detect_change", "ChangeResult", "ChangeSpec", "ChangeCounts", "PRESETS", "CHANGE_CLASSES",
            "parse_min_area", "change_block", "classify_change"]
@@ -237,8 +237,6 @@ class ChangeSpec:
 def _read(layer: Layer, spec: ChangeSpec, window: Window) -> tuple[np.ndarray, np.ndarray]:
     """(values, valid) of ``layer`` over ``window`` of the reference grid."""
     import rasterio
-
-    from .raster import read_band
 
     with rasterio.open(layer.path) as src:
         if not layer.warp:
@@ -457,22 +455,6 @@ def _probability_band(info, items: Sequence[str | int], role: str) -> int:
     )
 
 
-def _pixel_area_m2(info) -> float:
-    from rasterio.crs import CRS
-
-    a, b, c, d, e, f = info.transform
-    crs = CRS.from_wkt(info.crs_wkt)
-    if crs.is_projected:
-        return abs(a * e - b * d) * float(crs.linear_units_factor[1]) ** 2
-    from pyproj import Geod  # geographic CRS: the geodesic area of the centre pixel
-
-    lon = c + a * info.width / 2 + b * info.height / 2
-    lat = f + d * info.width / 2 + e * info.height / 2
-    ring_lon = [lon, lon + a, lon + a + b, lon + b]
-    ring_lat = [lat, lat + d, lat + d + e, lat + e]
-    return abs(Geod(ellps="WGS84").polygon_area_perimeter(ring_lon, ring_lat)[0])
-
-
 def detect_change(
     before: str | os.PathLike,
     after: str | os.PathLike,
@@ -633,7 +615,7 @@ def detect_change(
             product.cog, work, loss_tmp, min_area_ha=min_area_ha, connectivity=connectivity,
             transform=b_info.transform, crs_wkt=b_info.crs_wkt, workers=n_workers, scheduler=vec_scheduler,
             block_size=max(block_size, 2048))
-        pix_m2 = _pixel_area_m2(b_info)
+        pix_m2 = pixel_area_m2(b_info.crs_wkt, b_info.transform, b_info.width, b_info.height)
         seconds = time.perf_counter() - t0
         record = {
             "geoseg_version": __version__,

@@ -29,7 +29,7 @@ from .model.package import read_card, resolve
 from .output import (NODATA, Product, build_cog, check_output_dir, create_part, discard, landcover_product,
                      new_run_id, output_dir_lock, percent_product, remove_quietly)
 from .progress import make_progress
-from .raster import configure_gdal_cache, open_scene, parse_datetime, select_bands
+from .raster import configure_gdal_cache, open_scene, parse_datetime, pixel_area_m2, select_bands
 
 
 #: Files written beside the rasters for GIS users (see docs/delivery.md).
@@ -72,29 +72,6 @@ class PredictResult:
     pixel_area_m2: float | None
     seconds: float
     extra: dict = field(default_factory=dict)
-
-
-def _pixel_area_m2(info) -> float | None:
-    from rasterio.crs import CRS
-
-    if not info.crs_wkt:
-        return None
-    crs = CRS.from_wkt(info.crs_wkt)
-    a, b, _, d, e, _ = info.transform
-    area = abs(a * e - b * d)
-    if crs.is_projected:
-        return area * (crs.linear_units_factor[1] ** 2)
-    if crs.is_geographic:  # geodesic area of the scene's centre pixel: an approximation for small scenes
-        from pyproj import Geod
-
-        from affine import Affine
-
-        t = Affine(*info.transform)
-        c, r = info.width // 2, info.height // 2
-        corners = [t * (c, r), t * (c + 1, r), t * (c + 1, r + 1), t * (c, r + 1)]
-        lons, lats = zip(*corners)
-        return abs(Geod(ellps="WGS84").polygon_area_perimeter(lons, lats)[0])
-    return None
 
 
 def predict_scene(
@@ -273,7 +250,7 @@ def predict_scene(
                     "computed_pixels": plan.computed_pixels,
                     "class_pixels": class_pixels,
                     "nodata_pixels": nodata,
-                    "pixel_area_m2": _pixel_area_m2(info),
+                    "pixel_area_m2": pixel_area_m2(info.crs_wkt, info.transform, info.width, info.height),
                     "outputs": {p.name: os.path.basename(p.final) for p in products},
                     "seconds": round(seconds, 3),
                     "host": platform.node(),

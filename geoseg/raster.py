@@ -219,6 +219,28 @@ def select_bands(info: SceneInfo, model_bands: Sequence[str], bands: Sequence[in
     return bands
 
 
+def pixel_area_m2(crs_wkt: str | None, transform: Sequence[float], width: int, height: int) -> float | None:
+    """Area of one pixel in m²: exact in a projected CRS; in a geographic CRS the geodesic area of
+    the scene's centre pixel (an approximation that holds for scene-sized rasters); None without a CRS."""
+    from rasterio.crs import CRS
+
+    if not crs_wkt:
+        return None
+    crs = CRS.from_wkt(crs_wkt)
+    a, b, c, d, e, f = transform[:6]
+    if crs.is_projected:
+        return abs(a * e - b * d) * float(crs.linear_units_factor[1]) ** 2
+    if not crs.is_geographic:
+        return None
+    from pyproj import Geod
+
+    col, row = width // 2, height // 2
+    corners = [(col, row), (col + 1, row), (col + 1, row + 1), (col, row + 1)]
+    lons = [c + a * x + b * y for x, y in corners]
+    lats = [f + d * x + e * y for x, y in corners]
+    return abs(Geod(ellps="WGS84").polygon_area_perimeter(lons, lats)[0])
+
+
 def read_band(src: rasterio.DatasetReader, band: int, window: Window, masked: bool) -> tuple[np.ndarray, np.ndarray]:
     """``(values, valid)`` of one band over ``window`` (inside the raster): valid per the dataset's
     mask when ``masked`` (nodata or a mask band), else everywhere."""
