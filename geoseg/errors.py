@@ -13,6 +13,7 @@ Exit codes (documented in the README):
 3   bad input data (scene, bands, georeference, empty scene)
 4   bad or corrupt model package
 5   output problem (exists without --overwrite, not writable)
+71  a worker process was killed, e.g. out of memory (EX_OSERR: free memory or use fewer/smaller tasks)
 75  the output is locked by another running geoseg job (EX_TEMPFAIL: retry later)
 ==  ==========================================================
 """
@@ -72,6 +73,12 @@ class OutputError(GeosegError, OSError):
 
 class OutputExistsError(OutputError, FileExistsError):
     """An output exists and ``overwrite`` was not requested."""
+
+
+class WorkerLostError(GeosegError, RuntimeError):
+    """A worker process ended abruptly (killed by a signal, e.g. the out-of-memory killer)."""
+
+    exit_code = 71
 
 
 class OutputLockedError(OutputError, BlockingIOError):

@@ -41,6 +41,7 @@ import time
 import uuid
 import warnings
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -54,7 +55,7 @@ from rasterio.errors import RasterioIOError
 
 from . import __version__
 from .errors import (EmptySceneError, InputError, InputFileError, NotGeoreferencedError, OutputError,
-                     OutputExistsError, ParameterError)
+                     OutputExistsError, ParameterError, WorkerLostError)
 from .output import ensure_writable_dir
 from .raster import ClassRaster, class_names_from_tags
 from .vector_tasks import (AreaModel, BlockResult, MergeResult, VectorizeSpec, merge_task, polygonize_task,
@@ -328,6 +329,16 @@ def _write(writer: ProcessPoolExecutor | None, writes: list[Future], sink: SinkS
         return lambda: write_staged(sink, paths, append)
     writes.append(writer.submit(write_staged, sink, paths, append, True))
     return writes[-1].result
+
+
+def _remove_partial(*paths: Path) -> None:
+    """Remove temporary outputs (and SQLite's side files of a GeoPackage) after a failure."""
+    for p in paths:
+        for extra in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.unlink(str(p) + extra)
+            except FileNotFoundError:
+                pass
 
 
 def _writer_process() -> ProcessPoolExecutor:
@@ -642,15 +653,15 @@ def vectorize_raster(
         os.replace(tmp_out, out)
         os.replace(tmp_csv, csv_path)
         os.replace(tmp_json, json_path)
-    except BaseException:
+    except BaseException as exc:
         for f in writes:  # a worker may still be writing: let it end before its file goes
             f.cancel() or f.exception()
-        for p in (tmp_out, tmp_csv, tmp_json):
-            for extra in ("", "-wal", "-shm", "-journal"):
-                try:
-                    os.unlink(str(p) + extra)
-                except FileNotFoundError:
-                    pass
+        _remove_partial(tmp_out, tmp_csv, tmp_json)
+        if isinstance(exc, BrokenProcessPool):
+            raise WorkerLostError(
+                "a vectorize worker process was killed (usually out of memory); free memory, or lower "
+                f"--workers (was {n_workers}) or --block-size (was {block_size})"
+            ) from None
         raise
     finally:
         merge_pool.shutdown(wait=True)  # the merge must end before its staging folder goes

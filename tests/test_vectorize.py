@@ -694,10 +694,9 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["f.tif", "n.tif", "o.gpkg", "ok.tif"]
 
 
-@pytest.mark.parametrize("scheduler", ["processes", "threads"])
-def test_failure_leaves_no_partial_files(tmp_path, monkeypatch, scheduler):
-    """A write that fails after some chunks were written (in a worker process, or here) leaves
-    nothing behind: no output, no summary, no staging folder."""
+def test_failure_leaves_no_partial_files(tmp_path, monkeypatch):
+    """A write that fails after some chunks were written leaves nothing behind: no output, no
+    summary, no staging folder (see test_failing_worker_process_leaves_nothing for worker processes)."""
     import geoseg.vector_write as W
 
     src = write_classes(tmp_path / "lc.tif", noisy())
@@ -713,7 +712,60 @@ def test_failure_leaves_no_partial_files(tmp_path, monkeypatch, scheduler):
 
     monkeypatch.setattr(W._Sink, "write", write_then_fail)
     with pytest.raises(RuntimeError, match="disk full"):
-        vec(src, out / "lc.gpkg", block_size=16, scheduler=scheduler, workers=2)
+        vec(src, out / "lc.gpkg", block_size=16, scheduler="threads", workers=2)
+    assert os.listdir(out) == []
+
+
+_FAILING_WORKER = """
+import os, signal, sys
+import geoseg.vector_tasks as T
+import geoseg.vector_write as W
+import geoseg.vectorize as V
+from geoseg.errors import WorkerLostError
+
+src, out, where = sys.argv[1], sys.argv[2], sys.argv[3]
+main_pid = os.getpid()
+W.WRITE_CHUNK = 10
+real_write = W._Sink.write
+
+def fail(*a, **k):
+    assert os.getpid() != main_pid, "ran in the main process"
+    if where.startswith("killed"):  # what the out-of-memory killer does
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError("disk full")
+
+def write_then_fail(self, table):
+    if self.count >= 20:  # two chunks are in the file
+        fail()
+    real_write(self, table)
+
+if where == "killed-block":
+    T.shapes_to_polygons = fail
+else:
+    W._Sink.write = write_then_fail
+try:
+    V.vectorize_raster(src, out, block_size=16, scheduler="processes", workers=2, progress=False)
+except (WorkerLostError, RuntimeError) as e:
+    print(type(e).__name__, e)
+"""
+
+
+@pytest.mark.parametrize("where", ["killed-writer", "killed-block", "raises-writer"])
+def test_failing_worker_process_leaves_nothing(tmp_path, where):
+    """A worker process that raises, or is killed by a signal (the out-of-memory killer's SIGKILL),
+    fails the run with one clear error (WorkerLostError: exit code 71 in the CLI) and leaves no
+    output, summary or staging folder.  In a fresh process, so that workers are surely forked."""
+    src = write_classes(tmp_path / "lc.tif", noisy())
+    out = tmp_path / "out"
+    out.mkdir()
+    run = subprocess.run([sys.executable, "-c", _FAILING_WORKER, str(src), str(out / "lc.gpkg"), where],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    if where.startswith("killed"):
+        assert run.stdout.startswith("WorkerLostError a vectorize worker process was killed"), run.stdout
+        assert "--workers (was 2)" in run.stdout
+    else:
+        assert run.stdout.strip() == "RuntimeError disk full"
     assert os.listdir(out) == []
 
 
