@@ -1,17 +1,24 @@
 """Writing vectorized polygons: staged ``.npz`` chunks -> one output file.
 
 :func:`write_staged` reads the staged polygons (``block-*.npz`` from the block tasks,
-``merged-*.npz`` from the seam merge: id, class value, WKB, area, perimeter), appends them to the
-output in chunks and returns the per-class counts and areas.  It is a plain function over a
-:class:`SinkSpec` (paths and strings only), so :mod:`geoseg.vectorize` can run it in one of its
-forked worker processes: the process that merges never loads the writer's libraries.  There, with
-``lean=True``, pyogrio is imported without its optional pandas/geopandas/pyarrow/pyproj (about
-87 MiB per process; GeoPackage and FlatGeobuf go through ``pyogrio.raw`` and need none of them).
+``merged-*.npz`` from the seam merge: id, class value, WKB, area, perimeter), appends them to a
+GeoPackage in chunks and returns the per-class counts and areas.  GeoPackage appends are cheap
+(SQLite); FlatGeobuf and GeoJSON are not (GDAL rewrites the whole file on every append, and a
+GeoJSON append drops the RFC 7946 layer options), so those are staged as a GeoPackage and, on the
+last call, converted in one streamed pass (``pyogrio.raw.open_arrow`` -> ``write_arrow``: GDAL's
+GeoJSON writer reprojects to WGS84 itself under RFC 7946).  GeoParquet goes through pyarrow in one
+call.
+
+It is a plain function over a :class:`SinkSpec` (paths and strings only), so
+:mod:`geoseg.vectorize` can run it in a forked worker process: the process that merges never loads
+the writer's libraries.  There, with ``lean=True``, pyogrio is imported without its optional
+pandas/geopandas/pyarrow/pyproj (about 87 MiB; only GeoParquet needs any of them).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
@@ -21,7 +28,7 @@ import numpy as np
 from .output import GPKG_DATASET_OPTIONS
 from .vector_tasks import trim_heap, unpacked
 
-__all__ = ["SinkSpec", "WriteResult", "write_staged", "COLUMNS"]
+__all__ = ["SinkSpec", "WriteResult", "write_staged", "remove_with_sidecars", "COLUMNS"]
 
 #: The attribute columns of every output, in order (the geometry follows).
 COLUMNS = ("id", "class", "class_name", "area_m2", "area_ha", "perimeter_m")
@@ -44,6 +51,12 @@ class SinkSpec:
     crs_ogr: str  # the CRS as given to GDAL: "EPSG:<code>" when it has one, else WKT
     names: dict[int, str] = field(default_factory=dict)  # class value -> name
 
+    @property
+    def staged_path(self) -> str:
+        """Where chunks are appended: the output itself for GeoPackage and GeoParquet, else a
+        GeoPackage beside it (converted on the last call)."""
+        return self.path if self.key in ("gpkg", "parquet") else self.path + ".gpkg"
+
 
 @dataclass
 class WriteResult:
@@ -51,17 +64,19 @@ class WriteResult:
     stats: dict[int, list]  # class value -> [features, area m²]
 
 
-def write_staged(sink: SinkSpec, paths: Sequence[str], append: bool, lean: bool = False) -> WriteResult:
-    """Write the polygons staged in ``paths`` to ``sink.path``, in order.
+def write_staged(sink: SinkSpec, paths: Sequence[str], append: bool, final: bool = True,
+                 lean: bool = False) -> WriteResult:
+    """Write the polygons staged in ``paths``, in order.
 
-    ``append=False`` creates the file and its layer (also when there is no polygon);
-    ``append=True`` adds to it.  GeoParquet cannot be appended to: write it in one call.
-    ``lean``: import pyogrio without its dataframe dependencies, for a process that only writes
-    (see the module doc); no effect where pyogrio is already imported.
+    ``append=False`` creates the layer (also when there is no polygon); ``append=True`` adds to
+    it; ``final``: this is the last call (FlatGeobuf and GeoJSON are then converted from their
+    staging GeoPackage into ``sink.path``).  GeoParquet is written in one call (append=False,
+    final=True).  ``lean``: in a worker process that only writes, import pyogrio without its
+    dataframe dependencies (see the module doc).
     """
-    if append and sink.key == "parquet":
+    if sink.key == "parquet" and (append or not final):
         raise ValueError("GeoParquet output is written in one call (it cannot be appended to)")
-    if lean and sink.key in ("gpkg", "fgb"):
+    if lean and sink.key != "parquet":
         _import_pyogrio_without_dataframes()
     out = _Sink(sink, started=append)
     stats: dict[int, list] = {}
@@ -92,14 +107,44 @@ def write_staged(sink: SinkSpec, paths: Sequence[str], append: bool, lean: bool 
                     "area_m2": np.zeros(0), "perimeter_m": np.zeros(0)}]
     flush()
     out.close()
+    if final and sink.staged_path != sink.path:
+        _convert(sink)
     return WriteResult(out.count, stats)
+
+
+def _convert(sink: SinkSpec) -> None:
+    """The staging GeoPackage -> FlatGeobuf / GeoJSON at ``sink.path``, streamed in Arrow batches
+    (one layer creation, so RFC 7946 holds for every GeoJSON feature); the GeoPackage is removed."""
+    import pyogrio.raw
+
+    layer_options = {"RFC7946": "YES", "WRITE_NAME": "NO"} if sink.key == "geojson" else None
+    with pyogrio.raw.open_arrow(sink.staged_path, batch_size=_CONVERT_BATCH) as (meta, stream):
+        pyogrio.raw.write_arrow(stream, sink.path, driver=sink.driver, geometry_name=meta["geometry_name"] or "geom",
+                                geometry_type="MultiPolygon", crs=meta["crs"], layer_options=layer_options)
+    remove_with_sidecars(sink.staged_path)
+
+
+def remove_with_sidecars(path: str | os.PathLike) -> None:
+    """Remove a file and SQLite's side files of it (a GeoPackage's -wal, -shm, -journal), if there."""
+    for extra in ("", "-wal", "-shm", "-journal"):
+        try:
+            os.unlink(f"{os.fspath(path)}{extra}")
+        except FileNotFoundError:
+            pass
+
+
+_CONVERT_BATCH = 10_000
 
 
 def _import_pyogrio_without_dataframes() -> None:
     """Import pyogrio with pandas, geopandas, pyarrow and pyproj hidden (pyogrio imports them
     only if they are there); they stay importable afterwards, only pyogrio's dataframe
     functions are then disabled in this process.  For worker processes that only write."""
-    if "pyogrio" in sys.modules:
+    import multiprocessing
+
+    if "pyogrio" in sys.modules or multiprocessing.parent_process() is None:
+        # already loaded, or not a worker process: other code here may need pyogrio's dataframe
+        # functions (hiding the modules disables them for the process's lifetime)
         return
     hidden = [m for m in _DATAFRAME_MODULES if m not in sys.modules]
     for m in hidden:
@@ -126,24 +171,16 @@ class _Sink:
         spec = self.spec
         if spec.key == "parquet":
             self._write_parquet(_geoframe(table, spec.crs_wkt))
-        elif spec.key == "geojson":
-            import pyogrio
-
-            kwargs: dict[str, Any] = {"driver": spec.driver, "geometry_type": "MultiPolygon",
-                                      "append": self._started}
-            if not self._started:
-                kwargs["layer_options"] = {"RFC7946": "YES", "WRITE_NAME": "NO"}
-            pyogrio.write_dataframe(_geoframe(table, spec.crs_wkt).to_crs("EPSG:4326"), spec.path, **kwargs)
         else:
-            # GeoPackage / FlatGeobuf: the staged WKB goes to GDAL as it is (no geometry objects,
-            # no GeoDataFrame); the same call pyogrio.write_dataframe would make
+            # a GeoPackage (the output, or FlatGeobuf's/GeoJSON's staging file): the staged WKB goes to
+            # GDAL as it is (no geometry objects, no GeoDataFrame); the call pyogrio.write_dataframe makes
             import pyogrio.raw
 
-            kwargs = {"layer": spec.layer} if spec.key == "gpkg" else {}
-            if spec.key == "gpkg" and not self._started:
+            kwargs: dict[str, Any] = {"layer": spec.layer or "polygons"}
+            if not self._started:
                 kwargs["dataset_options"] = GPKG_DATASET_OPTIONS
-            pyogrio.raw.write(spec.path, table["wkb"], [table[c] for c in COLUMNS], list(COLUMNS),
-                              driver=spec.driver, geometry_type="MultiPolygon", crs=spec.crs_ogr,
+            pyogrio.raw.write(spec.staged_path, table["wkb"], [table[c] for c in COLUMNS], list(COLUMNS),
+                              driver="GPKG", geometry_type="MultiPolygon", crs=spec.crs_ogr,
                               append=self._started, **kwargs)
         self._started = True
         self.count += len(table["id"])

@@ -60,7 +60,7 @@ from .output import ensure_writable_dir
 from .raster import ClassRaster, class_names_from_tags
 from .vector_tasks import (AreaModel, BlockResult, MergeResult, VectorizeSpec, merge_task, polygonize_task,
                            sieve_plan_task, sieve_scan_task)
-from .vector_write import SinkSpec, WriteResult, write_staged
+from .vector_write import SinkSpec, WriteResult, remove_with_sidecars, write_staged
 
 __all__ = ["vectorize_raster", "VectorizeResult", "ClassSummary", "FORMATS", "parse_area", "parse_length",
            "NotAClassRasterError", "MissingDependencyError"]
@@ -321,29 +321,20 @@ def _merged(merge: Future, progress) -> MergeResult:
 
 
 def _write(writer: ProcessPoolExecutor | None, writes: list[Future], sink: SinkSpec, paths: list[str],
-           append: bool) -> Callable[[], WriteResult]:
+           append: bool, final: bool) -> Callable[[], WriteResult]:
     """Start :func:`~geoseg.vector_write.write_staged` in the ``writer`` process (``lean``: no
     dataframe libraries there); the returned call waits for its result.  Without a writer process,
     the returned call writes."""
     if writer is None:
-        return lambda: write_staged(sink, paths, append)
-    writes.append(writer.submit(write_staged, sink, paths, append, True))
+        return lambda: write_staged(sink, paths, append, final)
+    writes.append(writer.submit(write_staged, sink, paths, append, final, True))
     return writes[-1].result
 
 
-def _remove_partial(*paths: Path) -> None:
-    """Remove temporary outputs (and SQLite's side files of a GeoPackage) after a failure."""
-    for p in paths:
-        for extra in ("", "-wal", "-shm", "-journal"):
-            try:
-                os.unlink(str(p) + extra)
-            except FileNotFoundError:
-                pass
-
-
-def _writer_process() -> ProcessPoolExecutor:
-    """One forked worker process for the writer, started now (a pool forks when first used)."""
-    pool = _process_pool(1)
+def _start_writer(stack: contextlib.ExitStack) -> ProcessPoolExecutor:
+    """One forked worker process for the writer, started now (a pool forks when first used),
+    shut down with ``stack``."""
+    pool = stack.enter_context(_process_pool(1))
     pool.submit(os.getpid).result()
     return pool
 
@@ -574,7 +565,7 @@ def vectorize_raster(
             with _process_pool(n_workers) as pool:  # the workers end with the graph, and their memory
                 blocks = _run_graph(spec, scheduler, n_workers, bar, pool)
             # one fresh process writes (forked now: no other thread runs yet)
-            writer = stack.enter_context(_writer_process()) if fork_is_safe() else None
+            writer = _start_writer(stack) if fork_is_safe() else None
         else:
             blocks = _run_graph(spec, scheduler, n_workers, bar)
             writer = None
@@ -605,14 +596,14 @@ def vectorize_raster(
         if fmt.key == "parquet":  # cannot be appended to: one write after the merge
             merged = _merged(merge_pool.submit(merge_task, spec, *blocks), bar)
             del blocks
-            parts = [_write(writer, writes, sink, block_paths + merged.staged, append=False)()]
+            parts = [_write(writer, writes, sink, block_paths + merged.staged, append=False, final=True)()]
         else:
-            first = _write(writer, writes, sink, block_paths, append=False)
+            first = _write(writer, writes, sink, block_paths, append=False, final=False)
             merge_future = merge_pool.submit(merge_task, spec, *blocks)
             del blocks
             parts = [first()]  # without a writer process, written here while the merge runs
             merged = _merged(merge_future, bar)
-            parts.append(_write(writer, writes, sink, merged.staged, append=True)())
+            parts.append(_write(writer, writes, sink, merged.staged, append=True, final=True)())
         features = sum(p.count for p in parts)
         stats: dict[int, list] = {int(v): [0, 0.0] for v in present}
         for part in parts:
@@ -654,10 +645,18 @@ def vectorize_raster(
         os.replace(tmp_csv, csv_path)
         os.replace(tmp_json, json_path)
     except BaseException as exc:
-        for f in writes:  # a worker may still be writing: let it end before its file goes
-            f.cancel() or f.exception()
-        _remove_partial(tmp_out, tmp_csv, tmp_json)
+        try:
+            for f in writes:  # a worker may still be writing: let it end before its file goes
+                f.cancel() or f.exception()
+        finally:
+            for p in (tmp_out, f"{tmp_out}.gpkg", tmp_csv, tmp_json):  # (.gpkg: see SinkSpec.staged_path)
+                remove_with_sidecars(p)
         if isinstance(exc, BrokenProcessPool):
+            if writes:
+                raise WorkerLostError(
+                    "the vectorize writer process was killed (usually out of memory: GDAL needs about 66 bytes "
+                    "per vertex of the largest polygon to write it); free memory and run again"
+                ) from None
             raise WorkerLostError(
                 "a vectorize worker process was killed (usually out of memory); free memory, or lower "
                 f"--workers (was {n_workers}) or --block-size (was {block_size})"

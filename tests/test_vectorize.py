@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -564,8 +565,8 @@ _WRITER_SPY = """
 import json, os, sys
 import geoseg.vectorize as V
 real = V.write_staged
-def spy(sink, paths, append, lean=False):
-    r = real(sink, paths, append, lean)
+def spy(sink, paths, append, final=True, lean=False):
+    r = real(sink, paths, append, final, lean)
     with open(sys.argv[3], "a") as fh:
         fh.write(json.dumps({"pid": os.getpid(), "lean": lean, "pandas": "pandas" in sys.modules,
                              "pyogrio": "pyogrio" in sys.modules}) + "\\n")
@@ -593,12 +594,32 @@ def test_writer_process_loads_pyogrio_without_pandas(tmp_path):
     assert sorted(got["id"]) == sorted(ref["id"]) and got.crs == ref.crs
 
 
-def test_lean_pyogrio_leaves_pandas_importable(tmp_path):
-    code = ("import sys; from geoseg.vector_write import _import_pyogrio_without_dataframes as f; f(); "
-            "assert 'pandas' not in sys.modules and 'pyogrio.raw' in sys.modules; "
-            "import pandas, pyproj; print('ok')")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
+_LEAN = """
+import multiprocessing, sys
+from geoseg.vector_write import _import_pyogrio_without_dataframes as lean
+
+def child(q):
+    lean()
+    import pyogrio.raw
+    hidden = "pandas" not in sys.modules and "geopandas" not in sys.modules
+    import pandas, pyproj  # still importable afterwards
+    q.put(hidden)
+
+if __name__ == "__main__":
+    q = multiprocessing.get_context("fork").Queue()
+    p = multiprocessing.get_context("fork").Process(target=child, args=(q,))
+    p.start(); hidden_in_child = q.get(); p.join()
+    lean()  # in a process that is not a worker: pyogrio loads whole
+    import pyogrio
+    print(hidden_in_child, "geopandas" in sys.modules, p.exitcode)
+"""
+
+
+def test_lean_pyogrio_only_in_worker_processes(tmp_path):
+    script = tmp_path / "lean.py"
+    script.write_text(_LEAN)
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.split() == ["True", "True", "0"], run.stderr + run.stdout
 
 
 # --------------------------------------------------------------------------------------------
@@ -631,12 +652,39 @@ def test_formats_round_trip(tmp_path, ext, monkeypatch):
         back = df.to_crs(UTM).set_index("id")
         refi = ref.set_index("id")
         assert np.allclose(back.loc[refi.index].area, refi.area, rtol=1e-3)  # 7 decimals of a degree
+        # RFC 7946 for every feature, the merged (seam) ones too: 7 decimals, counter-clockwise
+        # shells, and no "name" member (it would leak the temporary file's name)
+        text = Path(r.output).read_text()
+        doc = json.loads(text)
+        assert "name" not in doc and len(doc["features"]) == r.features
+        assert not re.search(r"\d\.\d{8,}", text)
+        shells = shapely.get_exterior_ring(shapely.get_parts(df.geometry.values))
+        assert shapely.is_ccw(shells).all()
     else:
         assert df.crs.to_epsg() == 32633
         assert sorted(df["id"]) == sorted(ref["id"])
     if ext == "gpkg":
         assert pyogrio.list_layers(r.output)[:, 0].tolist() == ["cover"]
         assert pyogrio.read_info(r.output)["geometry_type"] == "MultiPolygon"
+
+
+@pytest.mark.parametrize("ext", ["gpkg", "fgb", "geojson", "parquet"])
+def test_every_polygon_crosses_a_seam(tmp_path, ext):
+    """No block holds a whole polygon, so the blocks' write is empty and the merged polygons are
+    all there is (the first write creates the layer, the second appends to it)."""
+    data = np.zeros((8, 8), np.uint8)
+    data[2:6, 2:6] = 1
+    src = write_classes(tmp_path / "lc.tif", data)
+    r = vec(src, tmp_path / f"lc.{ext}", block_size=4)
+    if ext == "parquet":
+        import geopandas as gpd
+
+        df = gpd.read_parquet(r.output)
+    else:
+        df = read(r.output)
+    assert r.features == len(df) == 2
+    assert sorted(df["class"]) == [0, 1] and sorted(df["id"]) == [0, 2 * 8 + 2]
+    assert sorted(os.listdir(tmp_path)) == sorted(["lc.tif", f"lc.{ext}", "lc.summary.csv", "lc.summary.json"])
 
 
 def test_geographic_raster_areas_in_local_equal_area(tmp_path):
@@ -761,7 +809,9 @@ def test_failing_worker_process_leaves_nothing(tmp_path, where):
     run = subprocess.run([sys.executable, "-c", _FAILING_WORKER, str(src), str(out / "lc.gpkg"), where],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    if where.startswith("killed"):
+    if where == "killed-writer":
+        assert run.stdout.startswith("WorkerLostError the vectorize writer process was killed"), run.stdout
+    elif where == "killed-block":
         assert run.stdout.startswith("WorkerLostError a vectorize worker process was killed"), run.stdout
         assert "--workers (was 2)" in run.stdout
     else:
