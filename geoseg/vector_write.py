@@ -133,7 +133,7 @@ def remove_with_sidecars(path: str | os.PathLike) -> None:
             pass
 
 
-_CONVERT_BATCH = 10_000
+_CONVERT_BATCH = 1000  # features per Arrow batch (a smaller batch holds less beside a huge polygon)
 
 
 def _import_pyogrio_without_dataframes() -> None:
