@@ -135,8 +135,13 @@ def open_rings(rings: PixelRings) -> list[np.ndarray]:
 
 def _signed_areas(x: np.ndarray, y: np.ndarray, nxt: np.ndarray, ring_of: np.ndarray, n_rings: int) -> np.ndarray:
     """Twice the signed area of each ring (shoelace; positive = counter-clockwise in x/y)."""
-    x, y = x.astype(np.float64), y.astype(np.float64)  # exact: integers below 2**31, products below 2**62
-    return np.bincount(ring_of, weights=x * y[nxt] - x[nxt] * y, minlength=n_rings)
+    area2 = np.zeros(n_rings)
+    for a in range(0, x.size, _BATCH):  # in batches: five float arrays of every vertex would be 40 B each
+        b = min(a + _BATCH, x.size)
+        xa, ya = x[a:b].astype(np.float64), y[a:b].astype(np.float64)
+        xn, yn = x[nxt[a:b]].astype(np.float64), y[nxt[a:b]].astype(np.float64)
+        area2 += np.bincount(ring_of[a:b], weights=xa * yn - xn * ya, minlength=n_rings)
+    return area2
 
 
 def union_pixel_polygons(pieces: np.ndarray, holes: np.ndarray | None = None) -> shapely.Polygon | None:
@@ -211,12 +216,20 @@ def relink_groups(rings: PixelRings, ring_group: np.ndarray, n_groups: int) -> l
     if n_groups * rows * stride >= 2**62:  # keys would overflow: fewer groups per call
         return one_by_one()
     ring_group = np.asarray(ring_group, dtype=np.int64)
-    key = (ring_group[ring_of] * rows + y) * stride + x
+    key = ring_group[ring_of]  # in place from here: one int64 array of every vertex
+    key *= rows
+    key += y
+    key *= stride
+    key += x
     sorted_keys = np.sort(key)
-    repeated = sorted_keys[1:][sorted_keys[1:] == sorted_keys[:-1]]
-    del sorted_keys
-    junction = np.isin(key, repeated)
-    del repeated, idx
+    repeated = np.unique(sorted_keys[1:][sorted_keys[1:] == sorted_keys[:-1]])
+    del sorted_keys, idx
+    junction = np.zeros(n, dtype=bool)
+    if repeated.size:  # np.isin(key, repeated), in batches (isin sorts copies of every key)
+        for a in range(0, n, _BATCH):
+            kk = key[a:a + _BATCH]
+            junction[a:a + _BATCH] = repeated[np.minimum(np.searchsorted(repeated, kk), repeated.size - 1)] == kk
+    del repeated
 
     # 2. segments shared by two pieces (both ends are junctions): cancel both directions
     s_key = key
@@ -278,6 +291,7 @@ def relink_groups(rings: PixelRings, ring_group: np.ndarray, n_groups: int) -> l
         return one_by_one()
 
     # 4. walk the cycles and assemble each group's rings
+    del key, junction, cancelled, nxt, jpos, ring_j, k, same_ring, first_j, end_key, d_out, d_in, prev
     out: list[list[np.ndarray] | None] = [[] for _ in range(n_groups)]
     chain_group = ring_group[ring_of[start]]
     seen = np.zeros(n_ch, dtype=bool)
@@ -285,26 +299,31 @@ def relink_groups(rings: PixelRings, ring_group: np.ndarray, n_groups: int) -> l
         if seen[c0]:
             continue
         g = int(chain_group[c0])
-        pieces_xy = []
+        spans = []  # (first, end) vertex positions of the chains, in order (views: no copies yet)
         visited = []
         c = c0
         while not seen[c]:
             seen[c] = True
             visited.append(start_key[c])
-            s, e = start[c], end[c]
+            s, e = int(start[c]), int(end[c])
             if e > s:
-                seg = np.arange(s, e)
+                spans.append((s, e))
             else:  # wraps around the ring's end
                 r = ring_of[s]
-                seg = np.concatenate([np.arange(s, off[r + 1]), np.arange(off[r], e)])
-            pieces_xy.append(np.column_stack([x[seg], y[seg]]))
+                spans += [(s, int(off[r + 1])), (int(off[r]), e)]
             c = succ[c]
         if out[g] is None:
             continue
         if c != c0 or len(set(visited)) != len(visited):  # not a simple closed ring
             out[g] = None
             continue
-        out[g].append(_without_collinear(np.concatenate(pieces_xy)))
+        ring = np.empty((sum(e - s for s, e in spans), 2), dtype=x.dtype)
+        at = 0
+        for s, e in spans:
+            ring[at:at + e - s, 0], ring[at:at + e - s, 1] = x[s:e], y[s:e]
+            at += e - s
+        out[g].append(_without_collinear(ring))
+        del ring
     for r in np.flatnonzero(intact).tolist():
         g = int(ring_group[r])
         if out[g] is not None:
@@ -335,10 +354,14 @@ def _split_groups(rings: PixelRings, ring_group: np.ndarray, n_groups: int) -> l
 def _without_collinear(ring: np.ndarray) -> np.ndarray:
     """An open ring of integer vertices without the vertices on a straight line between their
     neighbours (where seams were, and the seam breakpoints of densify_seams)."""
-    d_out = np.roll(ring, -1, axis=0) - ring  # segment leaving each vertex
-    d_in = np.roll(d_out, 1, axis=0)  # segment arriving at it
-    turn = d_in[:, 0].astype(np.int64) * d_out[:, 1] - d_in[:, 1].astype(np.int64) * d_out[:, 0]
-    return ring[turn != 0]
+    n = len(ring)
+    keep = np.empty(n, dtype=bool)
+    for a in range(0, n, _BATCH):  # in batches: int64 temporaries of a scene-sized ring add up
+        b = min(a + _BATCH, n)
+        pts = ring[np.arange(a - 1, b + 1) % n].astype(np.int64)  # with the previous and next vertex
+        d = np.diff(pts, axis=0)  # d[i]: the segment from vertex a-1+i to a+i
+        keep[a:b] = d[:-1, 0] * d[1:, 1] - d[:-1, 1] * d[1:, 0] != 0
+    return ring[keep]
 
 
 def _shoelace2(ring: np.ndarray) -> int:
