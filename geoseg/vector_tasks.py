@@ -340,7 +340,9 @@ def _packed(prefix: str, geoms: np.ndarray) -> dict[str, np.ndarray]:
     """Geometries (or their WKB, bytes-like) as one WKB byte array and the length of each."""
     wkb = geoms if len(geoms) and not isinstance(geoms[0], shapely.Geometry) else shapely.to_wkb(geoms)
     lengths = np.fromiter((len(b) for b in wkb), dtype=np.int64, count=len(wkb))
-    return {f"{prefix}_blob": np.frombuffer(b"".join(wkb), dtype=np.uint8), f"{prefix}_len": lengths}
+    # one geometry: a view of its WKB (np.savez writes it in chunks), so a huge polygon is not copied
+    blob = np.frombuffer(wkb[0] if len(wkb) == 1 else b"".join(wkb), dtype=np.uint8)
+    return {f"{prefix}_blob": blob, f"{prefix}_len": lengths}
 
 
 def unpacked(z, prefix: str) -> np.ndarray:
@@ -709,6 +711,8 @@ class _MergeStager:
         self._vertices = 0
 
     def add(self, item: _Joined) -> None:
+        if item.vertices >= MERGE_BATCH_VERTICES:
+            self.flush()  # a huge polygon is staged alone: its WKB goes to disk without a copy (_packed)
         self._items.append(item)
         self._vertices += item.vertices
         if self._vertices >= MERGE_BATCH_VERTICES:
