@@ -134,7 +134,8 @@ def open_rings(rings: PixelRings) -> list[np.ndarray]:
 
 
 def _signed_areas(x: np.ndarray, y: np.ndarray, nxt: np.ndarray, ring_of: np.ndarray, n_rings: int) -> np.ndarray:
-    """Twice the signed area of each ring (shoelace; positive = counter-clockwise in x/y)."""
+    """Twice the signed area of each ring (shoelace; positive = counter-clockwise in x/y).  In
+    float64: exact while the partial sums stay below 2**53; only the sign is used."""
     area2 = np.zeros(n_rings)
     for a in range(0, x.size, _BATCH):  # in batches: five float arrays of every vertex would be 40 B each
         b = min(a + _BATCH, x.size)
@@ -229,6 +230,7 @@ def relink_groups(rings: PixelRings, ring_group: np.ndarray, n_groups: int) -> l
         for a in range(0, n, _BATCH):
             kk = key[a:a + _BATCH]
             junction[a:a + _BATCH] = repeated[np.minimum(np.searchsorted(repeated, kk), repeated.size - 1)] == kk
+        del kk  # a view: it would keep every key alive
     del repeated
 
     # 2. segments shared by two pieces (both ends are junctions): cancel both directions
@@ -291,7 +293,7 @@ def relink_groups(rings: PixelRings, ring_group: np.ndarray, n_groups: int) -> l
         return one_by_one()
 
     # 4. walk the cycles and assemble each group's rings
-    del key, junction, cancelled, nxt, jpos, ring_j, k, same_ring, first_j, end_key, d_out, d_in, prev
+    del key, s_key, junction, cancelled, nxt, jpos, ring_j, k, same_ring, first_j, end_key, d_out, d_in, prev
     out: list[list[np.ndarray] | None] = [[] for _ in range(n_groups)]
     chain_group = ring_group[ring_of[start]]
     seen = np.zeros(n_ch, dtype=bool)

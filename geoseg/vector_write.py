@@ -46,7 +46,7 @@ class SinkSpec:
     path: str  # the temporary output path
     key: str  # gpkg | parquet | fgb | geojson
     driver: str  # the GDAL driver (unused for parquet)
-    layer: str  # GeoPackage layer name
+    layer: str  # layer name (GeoPackage; FlatGeobuf's header; not written for GeoJSON)
     crs_wkt: str
     crs_ogr: str  # the CRS as given to GDAL: "EPSG:<code>" when it has one, else WKT
     names: dict[int, str] = field(default_factory=dict)  # class value -> name
@@ -119,8 +119,9 @@ def _convert(sink: SinkSpec) -> None:
 
     layer_options = {"RFC7946": "YES", "WRITE_NAME": "NO"} if sink.key == "geojson" else None
     with pyogrio.raw.open_arrow(sink.staged_path, batch_size=_CONVERT_BATCH) as (meta, stream):
-        pyogrio.raw.write_arrow(stream, sink.path, driver=sink.driver, geometry_name=meta["geometry_name"] or "geom",
-                                geometry_type="MultiPolygon", crs=meta["crs"], layer_options=layer_options)
+        pyogrio.raw.write_arrow(stream, sink.path, layer=sink.layer, driver=sink.driver,
+                                geometry_name=meta["geometry_name"] or "geom", geometry_type="MultiPolygon",
+                                crs=meta["crs"], layer_options=layer_options)
     remove_with_sidecars(sink.staged_path)
 
 
@@ -176,7 +177,7 @@ class _Sink:
             # GDAL as it is (no geometry objects, no GeoDataFrame); the call pyogrio.write_dataframe makes
             import pyogrio.raw
 
-            kwargs: dict[str, Any] = {"layer": spec.layer or "polygons"}
+            kwargs: dict[str, Any] = {"layer": spec.layer}
             if not self._started:
                 kwargs["dataset_options"] = GPKG_DATASET_OPTIONS
             pyogrio.raw.write(spec.staged_path, table["wkb"], [table[c] for c in COLUMNS], list(COLUMNS),

@@ -585,7 +585,7 @@ def vectorize_raster(
             )
         crs = CRS.from_wkt(info.crs_wkt)
         epsg = crs.to_epsg()
-        sink = SinkSpec(str(tmp_out), fmt.key, fmt.driver, layer_name or "", info.crs_wkt,
+        sink = SinkSpec(str(tmp_out), fmt.key, fmt.driver, layer_name or out.stem, info.crs_wkt,
                         f"EPSG:{epsg}" if epsg else crs.to_wkt(), names)
         # The seam merge runs in a thread while the blocks' final polygons are written, the merged
         # ones after them.  With worker processes, a freshly forked process writes: this one (which

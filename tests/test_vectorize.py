@@ -663,6 +663,8 @@ def test_formats_round_trip(tmp_path, ext, monkeypatch):
     else:
         assert df.crs.to_epsg() == 32633
         assert sorted(df["id"]) == sorted(ref["id"])
+    if ext == "fgb":  # the layer name in the header is the file's, not the temporary file's
+        assert pyogrio.list_layers(r.output)[:, 0].tolist() == ["lc"]
     if ext == "gpkg":
         assert pyogrio.list_layers(r.output)[:, 0].tolist() == ["cover"]
         assert pyogrio.read_info(r.output)["geometry_type"] == "MultiPolygon"
