@@ -8,11 +8,15 @@ from typing import Protocol
 
 class Progress(Protocol):
     def advance(self, n: int) -> None: ...
+    def refresh(self) -> None: ...  # redraw (elapsed time) while waiting, without a step
     def close(self) -> None: ...
 
 
 class NullProgress:
     def advance(self, n: int) -> None:
+        pass
+
+    def refresh(self) -> None:
         pass
 
     def close(self) -> None:
@@ -32,13 +36,19 @@ class RichProgress:
             TextColumn("eta"), TimeRemainingColumn(), TimeElapsedColumn(), transient=False, auto_refresh=False,
         )
         self._p.start()
+        self._closed = False
         self._task = self._p.add_task(description, total=total)
 
     def advance(self, n: int) -> None:
         self._p.advance(self._task, n)
-        self._p.refresh()
+        self.refresh()
+
+    def refresh(self) -> None:
+        if not self._closed:
+            self._p.refresh()
 
     def close(self) -> None:
+        self._closed = True
         self._p.stop()
 
 

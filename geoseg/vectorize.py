@@ -44,7 +44,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import rasterio
@@ -312,23 +312,32 @@ def _run_graph(spec: VectorizeSpec, scheduler: str, workers: int, progress,
 
 
 def _merged(merge: Future, progress) -> MergeResult:
-    """The seam merge's result (it runs in a thread), ticking the progress bar's last step."""
-    try:
-        return merge.result()
-    finally:
-        progress.advance(1)
-        progress.close()
+    """The seam merge's result (it runs in a thread), then a step of the progress bar."""
+    merged = _result(merge, progress)
+    progress.advance(1)
+    return merged
+
+
+def _result(future: Future, progress) -> Any:
+    """``future.result()``, redrawing the progress bar (its elapsed time) twice a second meanwhile:
+    the bar has no thread of its own (see geoseg.progress)."""
+    while True:
+        try:
+            return future.result(timeout=0.5)
+        except TimeoutError:
+            progress.refresh()
 
 
 def _write(writer: ProcessPoolExecutor | None, writes: list[Future], sink: SinkSpec, paths: list[str],
-           append: bool, final: bool) -> Callable[[], WriteResult]:
+           append: bool, final: bool, progress) -> Callable[[], WriteResult]:
     """Start :func:`~geoseg.vector_write.write_staged` in the ``writer`` process (``lean``: no
     dataframe libraries there); the returned call waits for its result.  Without a writer process,
     the returned call writes."""
     if writer is None:
         return lambda: write_staged(sink, paths, append, final)
-    writes.append(writer.submit(write_staged, sink, paths, append, final, True))
-    return writes[-1].result
+    future = writer.submit(write_staged, sink, paths, append, final, True)
+    writes.append(future)
+    return lambda: _result(future, progress)
 
 
 def _start_writer(stack: contextlib.ExitStack) -> ProcessPoolExecutor:
@@ -552,7 +561,7 @@ def vectorize_raster(
         simplify_px=simplify_px, selected=selected, area=model, staging=str(staging),
     )
     n_blocks = len(spec.grid)
-    bar = make_progress(n_blocks * (2 if sieve_pixels else 1) + 1, "blocks", progress)
+    bar = make_progress(n_blocks * (2 if sieve_pixels else 1) + 2, "blocks", progress)  # + merge, write
     messages: list[str] = []
     merge_pool = ThreadPoolExecutor(1, thread_name_prefix="geoseg-merge")
     writes: list[Future] = []
@@ -596,14 +605,17 @@ def vectorize_raster(
         if fmt.key == "parquet":  # cannot be appended to: one write after the merge
             merged = _merged(merge_pool.submit(merge_task, spec, *blocks), bar)
             del blocks
-            parts = [_write(writer, writes, sink, block_paths + merged.staged, append=False, final=True)()]
+            parts = [_write(writer, writes, sink, block_paths + merged.staged, append=False, final=True,
+                            progress=bar)()]
         else:
-            first = _write(writer, writes, sink, block_paths, append=False, final=False)
+            first = _write(writer, writes, sink, block_paths, append=False, final=False, progress=bar)
             merge_future = merge_pool.submit(merge_task, spec, *blocks)
             del blocks
             parts = [first()]  # without a writer process, written here while the merge runs
             merged = _merged(merge_future, bar)
-            parts.append(_write(writer, writes, sink, merged.staged, append=True, final=True)())
+            parts.append(_write(writer, writes, sink, merged.staged, append=True, final=True, progress=bar)())
+        bar.advance(1)
+        bar.close()
         features = sum(p.count for p in parts)
         stats: dict[int, list] = {int(v): [0, 0.0] for v in present}
         for part in parts:
