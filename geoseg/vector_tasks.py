@@ -22,7 +22,9 @@ import rasterio.features
 import shapely
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.errors import RasterioIOError
 
+from .errors import InputError
 from .grid import Window
 from .pixel_union import (PixelRings, concat_rings, measure, multipolygon_wkb, normalized, open_rings, piece_rings,
                           polygon_of_rings, relink_groups, rings_geometry)
@@ -324,8 +326,17 @@ def read_block(spec: VectorizeSpec, index: int) -> tuple[np.ndarray, np.ndarray]
     """(values, valid) of block ``index``."""
     configure_gdal_cache()
     r, c, h, w = spec.grid.window(index)
-    with rasterio.open(spec.path) as src:
-        return read_band(src, spec.band, Window(r, c, h, w), spec.masked)
+    try:
+        with rasterio.open(spec.path) as src:
+            return read_band(src, spec.band, Window(r, c, h, w), spec.masked)
+    except RasterioIOError as e:
+        cause = str(e.__cause__ or e).strip().splitlines()[0]
+    # raised outside the except block: GDAL's exception classes, as its context, would not survive the
+    # trip back from a worker process
+    raise InputError(
+        f"cannot read rows {r}-{r + h - 1}, columns {c}-{c + w - 1} of {spec.path} ({cause}); the file may be "
+        "truncated or corrupt: check it with gdalinfo -checksum, or recreate it"
+    )
 
 
 def _save_npz(path: str, **arrays: np.ndarray) -> None:

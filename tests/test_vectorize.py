@@ -549,6 +549,18 @@ def test_unnamed_class_gets_generated_name_and_warning(tmp_path):
     assert set(df["class_name"]) == {"water", "class_7"}
 
 
+def test_many_unnamed_values_give_a_short_warning_with_a_hint(tmp_path):
+    """An image band mistaken for a class raster: the warning lists ten values, counts the rest and asks."""
+    data = np.arange(20 * 20, dtype=np.uint16).reshape(20, 20)
+    src = write_classes(tmp_path / "img.tif", data, nodata=None, names={}, dtype="uint16")
+    with pytest.warns(UserWarning) as record:
+        r = vectorize_raster(src, tmp_path / "img.gpkg")
+    (message,) = [str(w.message) for w in record if "have no name" in str(w.message)]
+    assert message.startswith("class value(s) 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 390 more have no name")
+    assert "400 distinct values: is this a class raster at all" in message and len(message) < 400
+    assert r.features == 400
+
+
 def test_mask_band_and_uint16_classes(tmp_path):
     data = (np.arange(30 * 30).reshape(30, 30) // 100).astype(np.uint16) + 1000
     src = write_classes(tmp_path / "lc.tif", data, nodata=None, names={}, dtype="uint16")
@@ -689,6 +701,32 @@ def test_every_polygon_crosses_a_seam(tmp_path, ext):
     assert sorted(os.listdir(tmp_path)) == sorted(["lc.tif", f"lc.{ext}", "lc.summary.csv", "lc.summary.json"])
 
 
+def test_format_option_with_another_extension_writes_one_file(tmp_path):
+    """--format decides the format whatever the name says (GDAL's FlatGeobuf driver would make a folder
+    of a path without ".fgb")."""
+    src = write_classes(tmp_path / "lc.tif", noisy())
+    r = vec(src, tmp_path / "x.gpkg", format="fgb", block_size=16)
+    assert (tmp_path / "x.gpkg").is_file() and pyogrio.read_info(r.output)["driver"] == "FlatGeobuf"
+    assert len(read(r.output)) == r.features
+
+
+def test_publish_never_replaces_a_file_created_meanwhile(tmp_path):
+    from geoseg.errors import OutputExistsError
+    from geoseg.vectorize import _publish
+
+    tmp, final = tmp_path / ".x.tmp", tmp_path / "x.gpkg"
+    tmp.write_text("new")
+    final.write_text("another run's")
+    with pytest.raises(OutputExistsError, match="created by another run meanwhile; pass --overwrite"):
+        _publish(tmp, final, overwrite=False)
+    assert final.read_text() == "another run's"
+    _publish(tmp, final, overwrite=True)
+    assert final.read_text() == "new" and not tmp.exists()
+    tmp.write_text("third")
+    _publish(tmp, tmp_path / "y.gpkg", overwrite=False)
+    assert (tmp_path / "y.gpkg").read_text() == "third" and not tmp.exists()
+
+
 def test_geographic_raster_areas_in_local_equal_area(tmp_path):
     data = np.zeros((40, 50), np.uint8)
     data[10:20, 10:30] = 1
@@ -819,6 +857,62 @@ def test_failing_worker_process_leaves_nothing(tmp_path, where):
     else:
         assert run.stdout.strip() == "RuntimeError disk full"
     assert os.listdir(out) == []
+
+
+@pytest.mark.parametrize("scheduler", ["processes", "threads"])
+def test_corrupt_input_is_one_line_error(tmp_path, scheduler):
+    """A raster whose tiles cannot be decoded fails with one line naming the block and the fix (exit 3),
+    also from a worker process (GDAL's exception classes do not survive the trip back), and leaves nothing."""
+    data = np.random.default_rng(0).integers(0, 3, (512, 512)).astype(np.uint8)
+    path = tmp_path / "bad.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=512, height=512, count=1, dtype="uint8", crs=UTM,
+                       transform=Affine(RES, 0, ORIGIN[0], 0, -RES, ORIGIN[1]), tiled=True, blockxsize=128,
+                       blockysize=128, compress="deflate") as dst:
+        dst.write(data, 1)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 3:len(raw) // 3 + len(raw) // 4] = b"\x55" * (len(raw) // 4)  # garbage in the tile data
+    path.write_bytes(bytes(raw))
+    out = tmp_path / "out"
+    out.mkdir()
+    run = subprocess.run([sys.executable, "-c", "from geoseg.cli import main; main()", "vectorize", str(path),
+                          "-o", str(out / "lc.gpkg"), "--scheduler", scheduler, "--block-size", "128", "-q"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 3, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot read rows") and "corrupt" in lines[0], run.stderr
+    assert os.listdir(out) == []
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_terminated_run_cleans_up_and_leaves_no_workers(tmp_path, sig):
+    """SIGTERM (a scheduler's timeout) unwinds like Ctrl-C: exit 143, no staging folder or partial output,
+    workers ended.  After SIGKILL nothing can clean up, but the workers still end with their parent
+    instead of waiting for tasks forever."""
+    import signal
+    import time
+
+    import psutil
+
+    data = np.random.default_rng(1).integers(0, 3, (1500, 1500)).astype(np.uint8)  # slow to polygonize
+    src = write_classes(tmp_path / "noise.tif", data)
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", "from geoseg.cli import main; main()", "vectorize", str(src), "-o",
+                             str(out / "lc.gpkg"), "--block-size", "256", "--workers", "2", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    workers: list = []
+    while time.time() < deadline and len(workers) < 2:  # the block workers have started
+        workers = psutil.Process(proc.pid).children()
+        time.sleep(0.05)
+    assert len(workers) == 2 and proc.poll() is None
+    os.kill(proc.pid, getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive
+    if sig == "SIGTERM":
+        assert proc.returncode == 143 and err.strip() == "Terminated: no output was written.", err
+        assert os.listdir(out) == []
 
 
 # --------------------------------------------------------------------------------------------
