@@ -15,6 +15,7 @@ Exit codes (documented in the README):
 5   output problem (exists without --overwrite, not writable)
 71  a worker process was killed, e.g. out of memory (EX_OSERR: free memory or use fewer/smaller tasks)
 75  the output is locked by another running geoseg job (EX_TEMPFAIL: retry later)
+130 interrupted by Ctrl-C; 143 terminated by SIGTERM (temporary files removed)
 ==  ==========================================================
 """
 

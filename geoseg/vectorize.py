@@ -369,7 +369,26 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
     """Forked worker processes for the block tasks (see :func:`fork_is_safe`)."""
     import multiprocessing
 
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init,
+                               initargs=(os.getpid(),))
+
+
+def _worker_init(parent: int) -> None:
+    """In each worker process: Ctrl-C is the parent's to handle (it cleans up and ends the pool),
+    SIGTERM ends the worker as by default, and the worker ends when its parent dies (Linux), rather
+    than waiting for tasks forever."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux/glibc
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,6 +491,26 @@ def _select_classes(classes: Sequence[str | int] | str | None, names: dict[int, 
     return tuple(sorted(set(out)))
 
 
+def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
+    """Move a finished temporary file into place; without ``overwrite`` never replace a file that
+    another run created meanwhile (a hard link fails if the name exists; rename would not)."""
+    if overwrite:
+        os.replace(tmp, final)
+        return
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        raise OutputExistsError(
+            f"{final} was created by another run meanwhile; pass --overwrite to replace it"
+        ) from None
+    except OSError:  # no hard links on this file system: check, then rename
+        if final.exists():
+            raise OutputExistsError(f"{final} was created by another run meanwhile; pass --overwrite to replace it")
+        os.replace(tmp, final)
+        return
+    os.unlink(tmp)
+
+
 def _check_outputs(output: Path, extra: Sequence[Path], overwrite: bool) -> None:
     if output.is_dir():
         raise OutputError(f"output {output} is a directory; give a file path such as {output / 'landcover.gpkg'}")
@@ -551,7 +590,8 @@ def vectorize_raster(
     layer_name = (layer or out.stem) if fmt.key == "gpkg" else None
     run_id = uuid.uuid4().hex[:12]
     staging = out.parent / f".{out.name}.{run_id}.parts"
-    tmp_out = out.parent / f".{out.stem}.{run_id}.part{out.suffix or '.' + fmt.key}"
+    # the format's own extension: GDAL's FlatGeobuf driver makes a folder of a path without ".fgb"
+    tmp_out = out.parent / f".{out.name}.{run_id}.part{fmt.extensions[0]}"
     tmp_csv = csv_path.with_name(f".{csv_path.name}.{run_id}.tmp")
     tmp_json = json_path.with_name(f".{json_path.name}.{run_id}.tmp")
 
@@ -588,9 +628,12 @@ def vectorize_raster(
         if missing:
             for v in missing:
                 names[v] = f"class_{v}"
+            shown = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            hint = (f"; {len(present)} distinct values: is this a class raster at all (not, say, band {band} of an "
+                    "image)?" if len(present) > 255 else "")
             messages.append(
-                f"class value(s) {', '.join(map(str, missing))} have no name in {info.path} (no CLASS_<value> "
-                f"band tag); named {', '.join('class_' + str(v) for v in missing)}"
+                f"class value(s) {shown} have no name in {info.path} (no CLASS_<value> band tag); named "
+                f"class_<value>{hint}"
             )
         crs = CRS.from_wkt(info.crs_wkt)
         epsg = crs.to_epsg()
@@ -653,9 +696,8 @@ def vectorize_raster(
             from .style import embed_gpkg_style
 
             embed_gpkg_style(tmp_out, layer_name or "", categories)
-        os.replace(tmp_out, out)
-        os.replace(tmp_csv, csv_path)
-        os.replace(tmp_json, json_path)
+        for tmp, final in ((tmp_out, out), (tmp_csv, csv_path), (tmp_json, json_path)):
+            _publish(tmp, final, overwrite)
     except BaseException as exc:
         try:
             for f in writes:  # a worker may still be writing: let it end before its file goes

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sys
 from typing import Any, Callable
 
@@ -11,11 +13,34 @@ import click
 from ..errors import GeosegError
 
 
+class Terminated(BaseException):
+    """SIGTERM (a scheduler's timeout, ``kill``): unwinds like Ctrl-C, so temporary files are removed."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    if os.getpid() != _MAIN_PID:  # a forked child that kept this handler: just end, as by default
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise Terminated()
+
+
+_MAIN_PID = os.getpid()
+
+
 def run_command(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn geoseg errors into one line on stderr and the error's exit code (no traceback)."""
+    """Turn geoseg errors into one line on stderr and the error's exit code (no traceback); Ctrl-C
+    and SIGTERM clean up (every command removes its temporary files on the way out) and exit with
+    130 and 143."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        global _MAIN_PID
+        _MAIN_PID = os.getpid()
+        try:
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:  # not the main thread: leave signals alone
+            previous = None
         try:
             return fn(*args, **kwargs)
         except GeosegError as e:
@@ -24,6 +49,12 @@ def run_command(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             click.echo("Interrupted: no output was written.", err=True)
             sys.exit(130)
+        except Terminated:
+            click.echo("Terminated: no output was written.", err=True)
+            sys.exit(143)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 
@@ -41,7 +72,7 @@ def int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> l
     return out
 
 
-quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary; errors only.")
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary; errors and warnings only.")
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 
 
