@@ -168,12 +168,20 @@ def predict_scene(
     names += ["probabilities.tif"] if probabilities else []
     names += ["confidence.tif"] if confidence else []
     names += SIDECARS + [f"{n[:-4]}.qml" for n in names if n in ("probabilities.tif", "confidence.tif")]
+    vector_options = {k: v for k, v in (vector_options or {}).items() if v is not None}
     if vector is not None:
-        from .vectorize import resolve_format
+        from .vectorize import parse_area, parse_length, resolve_format
 
         fmt = resolve_format("", vector)
         vector_path = out / f"landcover{fmt.extensions[0]}"
         names.append(vector_path.name)
+        parse_area(vector_options.get("min_area"))  # bad values fail now, not after the inference
+        parse_length(vector_options.get("simplify"))
+    elif vector_options:
+        raise ParameterError(
+            f"{', '.join('--' + k.replace('_', '-') for k in vector_options)} only apply with --vector; "
+            "add --vector gpkg (or parquet, fgb, geojson), or drop them"
+        )
     check_output_dir(out, names, overwrite)
     with output_dir_lock(out):  # one run per folder; removes a killed run's temporaries
 
@@ -275,7 +283,7 @@ def predict_scene(
             # cluster is not used for this step
             vres = vectorize_raster(lc.final, vector_path, format=vector, overwrite=True, workers=n_workers,
                                     scheduler="synchronous" if scheduler == "synchronous" else "processes",
-                                    progress=progress, **(vector_options or {}))
+                                    progress=progress, **vector_options)
             extra["vector"] = vres.output
             extra["vector_features"] = vres.features
         else:

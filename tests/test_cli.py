@@ -122,6 +122,13 @@ def test_bad_options(runner, tmp_path, scene_path, linear_model, unet_model):
     _one_line_error(runner.invoke(cli, base + ["-m", str(linear_model), "--device", "tpu"]), 2, "unknown device")
     r = runner.invoke(cli, base + ["-m", str(linear_model), "--blend", "hann"])
     assert r.exit_code == 2 and "cosine" in r.output
+    # vector options are checked before any inference, and only apply with --vector
+    _one_line_error(runner.invoke(cli, base + ["-m", str(linear_model), "--vector", "gpkg", "--min-area", "1acre"]),
+                    2, "1acre")
+    _one_line_error(runner.invoke(cli, base + ["-m", str(linear_model), "--vector", "gpkg", "--simplify", "10ha"]),
+                    2, "10ha")
+    _one_line_error(runner.invoke(cli, base + ["-m", str(linear_model), "--min-area", "1ha"]), 2, "--vector")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
 def test_corrupt_model_packages(runner, tmp_path, scene_path, linear_model):

@@ -50,7 +50,7 @@ def predict(scene, model, output, bands, tile_size, overlap, blend, batch_size, 
         batch_size=batch_size, block_size=block_size, workers=workers, scheduler=scheduler, device=device,
         amp=False if no_amp else None, tta=tta, probabilities=probabilities, confidence=confidence,
         overwrite=overwrite, allow_ungeoreferenced=allow_ungeoreferenced, acquired=acquired, progress=show,
-        vector=vector, vector_options={"min_area": min_area, "simplify": simplify} if vector else None,
+        vector=vector, vector_options={"min_area": min_area, "simplify": simplify},
     )
     if show:
         print_summary(result)
