@@ -622,6 +622,12 @@ def vectorize_raster(
             raise EmptySceneError(f"{info.path} has no valid pixel (all nodata); nothing to vectorize")
         present = np.unique(np.concatenate([b.present_values for b in blocks]))
         if selected is not None:
+            absent = [v for v in selected if v not in set(present.tolist())]
+            if absent:
+                messages.append(
+                    f"--classes {', '.join(map(str, absent))}: no such value in {info.path} (nodata excluded; values "
+                    f"present: {', '.join(map(str, present[:20].tolist()))}{' ...' if present.size > 20 else ''})"
+                )
             present = present[np.isin(present, selected)]
         names = dict(info.class_names)
         missing = [int(v) for v in present if int(v) not in names]

@@ -525,6 +525,10 @@ def test_classes_filter_by_name_and_value(tmp_path):
     assert len(df) == int(all_df["class"].isin([0, 2]).sum())
     with pytest.raises(ParameterError, match="unknown class 'forest'"):
         vec(src, tmp_path / "x.gpkg", classes="forest")
+    # a value that does not occur gives an empty layer and says so
+    with pytest.warns(UserWarning, match="--classes 42: no such value in .*values present: 0, 1, 2"):
+        r = vectorize_raster(src, tmp_path / "y.gpkg", block_size=16, classes="42")
+    assert r.features == 0
 
 
 def test_nodata_is_never_vectorized(tmp_path):
