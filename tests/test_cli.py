@@ -55,6 +55,19 @@ def test_predict_happy_path(runner, tmp_path, scene_path, linear_model):
         assert src.scales == (0.01, 0.01, 0.01)
 
 
+def test_predict_summary_names_the_polygons(capsys):
+    from types import SimpleNamespace
+
+    from geoseg.cli.predict import print_summary
+
+    result = SimpleNamespace(class_pixels={"water": 3, "trees": 1}, landcover="o/landcover.tif", tiles=2, seconds=1.0,
+                             trained_model=True, pixel_area_m2=100.0, nodata_pixels=0,
+                             extra={"vector": "o/landcover.gpkg", "vector_features": 7})
+    print_summary(result)
+    out = capsys.readouterr().out
+    assert "water" in out and out.strip().endswith("wrote 7 polygons to o/landcover.gpkg")
+
+
 def test_missing_file(runner, tmp_path, linear_model):
     r = runner.invoke(cli, ["predict", str(tmp_path / "nope.tif"), "-m", str(linear_model), "-o", str(tmp_path / "o")])
     _one_line_error(r, 3, "does not exist")

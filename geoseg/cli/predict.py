@@ -72,3 +72,5 @@ def print_summary(result) -> None:
         click.echo(line)
     if result.nodata_pixels:
         click.echo(f"{'(nodata)':<22}{result.nodata_pixels:>12}")
+    if "vector" in result.extra:
+        click.echo(f"wrote {result.extra['vector_features']} polygons to {result.extra['vector']}")
