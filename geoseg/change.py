@@ -487,7 +487,7 @@ def detect_change(
     """
     from .graph import check_scheduler, execute
     from .output import (Product, build_cog, check_output_dir, create_part, discard, new_run_id, product_paths,
-                         remove_quietly)
+                         remove_with_sidecars)
     from .progress import make_progress
     from . import __version__
 
@@ -656,9 +656,7 @@ def detect_change(
         os.replace(record_tmp, out / "change.json")
     except BaseException:
         discard([product])
-        for p in (loss_tmp, record_tmp):
-            for extra in ("", "-wal", "-shm", "-journal"):
-                remove_quietly(str(p) + extra)
+        remove_with_sidecars(loss_tmp, record_tmp)
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)

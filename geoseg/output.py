@@ -249,6 +249,11 @@ def remove_quietly(*paths: str) -> None:
             pass
 
 
+def remove_with_sidecars(*paths: str | os.PathLike) -> None:
+    """Remove files and SQLite's side files of them (a GeoPackage's -wal, -shm, -journal), if there."""
+    remove_quietly(*(f"{os.fspath(p)}{extra}" for p in paths for extra in ("", "-wal", "-shm", "-journal")))
+
+
 def discard(products: Sequence[Product]) -> None:
     """Remove every temporary file of ``products`` (after a failure or interruption)."""
     for p in products:

@@ -18,17 +18,16 @@ pandas/geopandas/pyarrow/pyproj (about 87 MiB; only GeoParquet needs any of them
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .output import GPKG_DATASET_OPTIONS
+from .output import GPKG_DATASET_OPTIONS, remove_with_sidecars
 from .vector_tasks import trim_heap, unpacked
 
-__all__ = ["SinkSpec", "WriteResult", "write_staged", "remove_with_sidecars", "COLUMNS"]
+__all__ = ["SinkSpec", "WriteResult", "write_staged", "COLUMNS"]
 
 #: The attribute columns of every output, in order (the geometry follows).
 COLUMNS = ("id", "class", "class_name", "area_m2", "area_ha", "perimeter_m")
@@ -125,13 +124,6 @@ def _convert(sink: SinkSpec) -> None:
     remove_with_sidecars(sink.staged_path)
 
 
-def remove_with_sidecars(path: str | os.PathLike) -> None:
-    """Remove a file and SQLite's side files of it (a GeoPackage's -wal, -shm, -journal), if there."""
-    for extra in ("", "-wal", "-shm", "-journal"):
-        try:
-            os.unlink(f"{os.fspath(path)}{extra}")
-        except FileNotFoundError:
-            pass
 
 
 _CONVERT_BATCH = 1000  # features per Arrow batch (a smaller batch holds less beside a huge polygon)

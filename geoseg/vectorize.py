@@ -56,11 +56,11 @@ from rasterio.errors import RasterioIOError
 from . import __version__
 from .errors import (EmptySceneError, InputError, InputFileError, NotGeoreferencedError, OutputError,
                      OutputExistsError, ParameterError, WorkerLostError)
-from .output import ensure_writable_dir
+from .output import ensure_writable_dir, remove_with_sidecars
 from .raster import ClassRaster, class_names_from_tags
 from .vector_tasks import (AreaModel, BlockResult, MergeResult, VectorizeSpec, merge_task, polygonize_task,
                            sieve_plan_task, sieve_scan_task)
-from .vector_write import SinkSpec, WriteResult, remove_with_sidecars, write_staged
+from .vector_write import SinkSpec, WriteResult, write_staged
 
 __all__ = ["vectorize_raster", "VectorizeResult", "ClassSummary", "FORMATS", "parse_area", "parse_length",
            "NotAClassRasterError", "MissingDependencyError"]
@@ -605,6 +605,7 @@ def vectorize_raster(
     messages: list[str] = []
     merge_pool = ThreadPoolExecutor(1, thread_name_prefix="geoseg-merge")
     writes: list[Future] = []
+    sink: SinkSpec | None = None  # (its staging GeoPackage is removed after a failure)
     stack = contextlib.ExitStack()
     try:
         staging.mkdir()
@@ -622,7 +623,7 @@ def vectorize_raster(
             raise EmptySceneError(f"{info.path} has no valid pixel (all nodata); nothing to vectorize")
         present = np.unique(np.concatenate([b.present_values for b in blocks]))
         if selected is not None:
-            absent = [v for v in selected if v not in set(present.tolist())]
+            absent = sorted(set(selected) - set(present.tolist()))
             if absent:
                 messages.append(
                     f"--classes {', '.join(map(str, absent))}: no such value in {info.path} (nodata excluded; values "
@@ -709,8 +710,7 @@ def vectorize_raster(
             for f in writes:  # a worker may still be writing: let it end before its file goes
                 f.cancel() or f.exception()
         finally:
-            for p in (tmp_out, f"{tmp_out}.gpkg", tmp_csv, tmp_json):  # (.gpkg: see SinkSpec.staged_path)
-                remove_with_sidecars(p)
+            remove_with_sidecars(tmp_out, tmp_csv, tmp_json, *([sink.staged_path] if sink else []))
         if isinstance(exc, BrokenProcessPool):
             if writes:
                 raise WorkerLostError(
