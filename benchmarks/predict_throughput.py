@@ -73,7 +73,7 @@ def make_model(path: Path, arch: str, encoder: str, tile: int, overlap: int) -> 
     from geoseg.model.card import ModelCard, Normalization, parse_classes
     from geoseg.model.package import save_package
     from geoseg.model.registry import build_model, output_stride
-    from geoseg.schemes import DYNAMIC_WORLD
+    from geoseg.model.schemes import DYNAMIC_WORLD
 
     card = ModelCard(id=f"bench-{arch}-{encoder}", architecture=arch, encoder=encoder, bands=BANDS,
                      classes=parse_classes(DYNAMIC_WORLD), normalization=Normalization("meanstd", (1200.0,) * 4, (800.0,) * 4),

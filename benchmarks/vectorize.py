@@ -76,7 +76,7 @@ def build_raster(path: Path, size: int, cell: int = 420, seed: int = 0) -> dict:
 
 
 def child_geoseg(args) -> dict:
-    from geoseg.vectorize import vectorize_raster
+    from geoseg.vector.api import vectorize_raster
 
     r = vectorize_raster(args.raster, args.out, min_area=args.min_area or None, block_size=args.block_size,
                          workers=args.workers, scheduler=args.scheduler, overwrite=True, progress=False)
@@ -91,8 +91,8 @@ def child_baseline(args) -> dict:
     import rasterio.features
     import shapely
 
-    from geoseg.vector_tasks import shapes_to_polygons, to_multipolygons
-    from geoseg.vectorize import parse_area
+    from geoseg.vector.tasks import shapes_to_polygons, to_multipolygons
+    from geoseg.vector.api import parse_area
 
     with rasterio.open(args.raster) as src:
         a = src.read(1)

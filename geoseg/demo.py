@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from .cli.options import run_command
-from .cli.predict import print_summary
+from geoseg.cli.options import run_command
+from geoseg.cli.predict import print_summary
 
 SAMPLE = Path(__file__).resolve().parent.parent / "tiles" / "hongkong_20160927" / "image.tif"
 
@@ -21,10 +21,10 @@ SAMPLE = Path(__file__).resolve().parent.parent / "tiles" / "hongkong_20160927" 
 def _untrained_package(out: Path) -> Path:
     import torch
 
-    from .model.card import ModelCard, Normalization, parse_classes
-    from .model.package import save_package
-    from .model.registry import build_model
-    from .schemes import DYNAMIC_WORLD, S2_DW_BANDS
+    from geoseg.model.card import ModelCard, Normalization, parse_classes
+    from geoseg.model.package import save_package
+    from geoseg.model.registry import build_model
+    from geoseg.model.schemes import DYNAMIC_WORLD, S2_DW_BANDS
 
     card = ModelCard(
         id="demo-unet-resnet18-untrained",
@@ -48,8 +48,8 @@ def _untrained_package(out: Path) -> Path:
 @run_command
 def main(out_dir: str, scene: str) -> None:
     """Predict the sample scene into OUT_DIR (default demo-output/)."""
-    from .model.package import builtin_models
-    from .predict import predict_scene
+    from geoseg.model.package import builtin_models
+    from geoseg.predict.api import predict_scene
 
     out = Path(out_dir)
     if "default" in builtin_models():

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny georeferenced rasters built in code and small model packages."""
+"""Shared fixtures; the helpers they build on are importable from :mod:`geoseg.testing`."""
 
 from __future__ import annotations
 
@@ -6,175 +6,24 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-import rasterio
-from affine import Affine
 
-CRS = "EPSG:32633"
-ORIGIN = (500_000.0, 5_100_000.0)
-RES = 10.0
-BANDS4 = ("B2", "B3", "B4", "B8")
+from geoseg.testing import linear_model_package, unet_model_package
 
 # Keep torch from grabbing every core while tests run in parallel with other work.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
-def write_raster(
-    path: Path,
-    data: np.ndarray,
-    *,
-    crs: str | None = CRS,
-    transform=None,
-    nodata: float | None = None,
-    descriptions=None,
-    **tags,
-) -> Path:
-    """Write a (bands, h, w) array as a tiled GeoTIFF with a 10 m UTM 33N grid by default."""
-    if data.ndim == 2:
-        data = data[None]
-    count, h, w = data.shape
-    profile = dict(driver="GTiff", width=w, height=h, count=count, dtype=data.dtype.name, tiled=True,
-                   blockxsize=256, blockysize=256, compress="deflate")
-    if crs is not None:
-        profile["crs"] = crs
-        profile["transform"] = transform or Affine(RES, 0.0, ORIGIN[0], 0.0, -RES, ORIGIN[1])
-    if nodata is not None:
-        profile["nodata"] = nodata
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-        if descriptions:
-            dst.descriptions = tuple(descriptions)
-        if tags:
-            dst.update_tags(**tags)
-    return path
-
-
-def class_pattern(h: int, w: int) -> np.ndarray:
-    """A deterministic class pattern (0..2) with features at many scales: stripes, blocks, diagonals."""
-    r, c = np.mgrid[0:h, 0:w]
-    return ((r // 7 + c // 13) % 3 + ((r + c) // 50) % 2 * ((c // 3) % 2)) % 3
-
-
-def pattern_scene(h: int, w: int, margin: int = 600) -> tuple[np.ndarray, np.ndarray]:
-    """4-band uint16 scene whose *known* class (argmax of bands 0..2) follows :func:`class_pattern`.
-
-    The winning band is ``margin`` DN above the others, so a per-pixel linear model
-    that reads bands 0..2 has well separated logits (no near-ties).
-    """
-    cls = class_pattern(h, w)
-    rng = np.random.default_rng(42)
-    base = rng.integers(1000, 1200, size=(4, h, w))
-    for k in range(3):
-        base[k] += np.where(cls == k, margin, 0)
-    return base.astype(np.uint16), cls.astype(np.uint8)
-
-
 @pytest.fixture(scope="session")
 def linear_model(tmp_path_factory) -> Path:
     """PixelLinear package whose logits are exactly ``x[0:3] * 0.01`` (x in DN): class = argmax of bands 1..3."""
-    import torch
-
-    from geoseg.model.card import ModelCard, Normalization, parse_classes
-    from geoseg.model.package import save_package
-    from geoseg.model.registry import build_model
-
-    card = ModelCard(
-        id="test-linear",
-        architecture="PixelLinear",
-        encoder=None,
-        bands=BANDS4,
-        classes=parse_classes([{"value": v, "name": n} for v, n in ((0, "water"), (1, "trees"), (2, "built"))]),
-        normalization=Normalization("scale", (0.01,) * 4, (0.0,) * 4),
-        tile_size=64,
-        overlap=16,
-        output_stride=1,
-    )
-    net = build_model("PixelLinear", None, 4, 3)
-    with torch.no_grad():
-        net.head.weight.zero_()
-        net.head.bias.zero_()
-        for k in range(3):
-            net.head.weight[k, k, 0, 0] = 1.0
-    return save_package(card, net, tmp_path_factory.mktemp("models") / "linear")
-
-
-def expected_probs(scene: np.ndarray) -> np.ndarray:
-    """Softmax of the linear test model, computed in float64 numpy (independent of torch)."""
-    z = scene[:3].astype(np.float64) * 0.01
-    z -= z.max(axis=0, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=0, keepdims=True)
+    return linear_model_package(tmp_path_factory.mktemp("models") / "linear")
 
 
 @pytest.fixture(scope="session")
 def unet_model(tmp_path_factory) -> Path:
     """A real (random-weight) smp Unet with a bounded receptive field (about 55 px): resnet18, depth 2."""
-    import torch
-
-    from geoseg.model.card import ModelCard, Normalization, parse_classes
-    from geoseg.model.package import save_package
-    from geoseg.model.registry import build_model
-
-    params = {"encoder_depth": 2, "decoder_channels": [32, 16]}
-    card = ModelCard(
-        id="test-unet",
-        architecture="Unet",
-        encoder="resnet18",
-        arch_params=params,
-        bands=BANDS4,
-        classes=parse_classes([{"value": v, "name": f"class{v}"} for v in range(4)]),
-        normalization=Normalization("meanstd", (1100.0,) * 4, (300.0,) * 4),
-        tile_size=256,
-        overlap=128,
-        output_stride=4,
-    )
-    torch.manual_seed(3)
-    net = build_model("Unet", "resnet18", 4, 4, **params)
-    return save_package(card, net, tmp_path_factory.mktemp("models") / "unet")
-
-
-# -- STAC validation (offline, against the bundled schemas in tests/data/stac) -------------------------------
-
-STAC_DIR = Path(__file__).parent / "data" / "stac"
-
-
-def stac_validator(schema_file: str):
-    """A Draft 7 validator for ``tests/data/stac/<schema_file>`` whose ``$ref``s resolve to the bundled files."""
-    import json
-
-    jsonschema = pytest.importorskip("jsonschema", reason="STAC validation needs jsonschema>=4.18 (test extra)")
-    referencing = pytest.importorskip("referencing", reason="STAC validation needs jsonschema>=4.18 (test extra)")
-    Registry, Resource = referencing.Registry, referencing.Resource
-
-    resources = []
-    for p in STAC_DIR.glob("*.json"):
-        doc = json.loads(p.read_text())
-        resource = Resource.from_contents(doc)
-        resources.append((doc["$id"].rstrip("#"), resource))
-        if p.name in {"Feature.json", "Geometry.json"}:
-            continue
-        if "-v" not in p.name:  # core schemas are referenced by file name relative to item.json
-            resources.append((f"https://schemas.stacspec.org/v1.1.0/item-spec/json-schema/{p.name}", resource))
-    registry = Registry().with_resources(resources)
-    schema = json.loads((STAC_DIR / schema_file).read_text())
-    return jsonschema.Draft7Validator(schema, registry=registry)
-
-
-def stac_errors(item: dict) -> list[str]:
-    """Every schema error of a STAC Item: the core Item schema and each extension it declares."""
-    errors = []
-    for name in ["item.json"] + [f"{url.split('/')[3]}-{url.split('/')[4]}.json" for url in
-                                 item["stac_extensions"]]:
-        errors += [f"{name}: {e.message} at {list(e.absolute_path)}"
-                   for e in stac_validator(name).iter_errors(item)]
-    return errors
-
-
-def validate_item(item: dict) -> None:
-    """Assert that ``item`` is a valid STAC 1.1.0 Item for the bundled schemas."""
-    errors = stac_errors(item)
-    assert not errors, "\n".join(errors)
+    return unet_model_package(tmp_path_factory.mktemp("models") / "unet")
 
 
 @pytest.fixture()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .. import __version__
-from .options import run_command  # noqa: F401  (re-exported for command modules)
+from geoseg._version import __version__
+from geoseg.cli.options import run_command  # noqa: F401  (re-exported for command modules)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -15,7 +15,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import model, predict
+    from geoseg.cli import model, predict
 
     cli.add_command(predict.predict)
     cli.add_command(model.model)

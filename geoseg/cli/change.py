@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import interactive, overwrite_option, quiet_option, run_command
+from geoseg.cli.options import interactive, overwrite_option, quiet_option, run_command
 
 
 @click.command()
@@ -52,7 +52,7 @@ def change(before, after, output, forest, probability, threshold, before_mask, a
     sidecars OUT/change.qml (QGIS style), OUT/change_quicklook.png, OUT/report.html and, last,
     OUT/item.json (STAC Item with the checksums of every other file).
     """
-    from ..change import detect_change
+    from geoseg.change.api import detect_change
 
     r = detect_change(
         before, after, output, forest=forest, probability=probability, threshold=threshold,

@@ -7,8 +7,8 @@ import math
 
 import click
 
-from .options import interactive, overwrite_option, quiet_option, run_command
-from ..errors import ParameterError
+from geoseg.cli.options import interactive, overwrite_option, quiet_option, run_command
+from geoseg.errors import ParameterError
 
 
 @click.command()
@@ -44,8 +44,13 @@ def evaluate(pred, truth, model, data, align, ignore, json_path, confusion_png, 
     mIoU, frequency-weighted IoU and Cohen's kappa.  Nodata pixels of either raster
     and --ignore truth values are left out.
     """
-    from ..evaluate import (check_output_files, evaluate_model, evaluate_rasters, write_confusion_png,
-                            write_json)
+    from geoseg.evaluation.api import (
+        check_output_files,
+        evaluate_model,
+        evaluate_rasters,
+        write_confusion_png,
+        write_json,
+    )
 
     if data is not None:
         if pred or truth:

@@ -6,9 +6,9 @@ import json
 
 import click
 
-from ..errors import ParameterError
-from ..model.card import ModelCard, Normalization, parse_classes, read_class_file
-from .options import overwrite_option, run_command
+from geoseg.cli.options import overwrite_option, run_command
+from geoseg.errors import ParameterError
+from geoseg.model.card import ModelCard, Normalization, parse_classes, read_class_file
 
 
 @click.group()
@@ -41,8 +41,8 @@ def init(arch, encoder, bands, classes_path, mean, std, scale, tile_size, overla
     """Create an untrained model package (a starting point for training, or for tests)."""
     import torch
 
-    from ..model.package import save_package
-    from ..model.registry import build_model, canonical_arch, output_stride
+    from geoseg.model.package import save_package
+    from geoseg.model.registry import build_model, canonical_arch, output_stride
 
     band_names = tuple(b.strip() for b in bands.split(",") if b.strip())
     classes = parse_classes(read_class_file(classes_path))
@@ -87,7 +87,7 @@ def init(arch, encoder, bands, classes_path, mean, std, scale, tile_size, overla
 @run_command
 def info(package: str, as_json: bool) -> None:
     """Print a model package's card."""
-    from ..model.package import read_card, resolve
+    from geoseg.model.package import read_card, resolve
 
     path = resolve(package)
     card = read_card(path)

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from .options import run_command
+from geoseg.cli.options import run_command
 
 
 @click.group("monitor")
@@ -39,7 +39,7 @@ def run(config: str, wait: bool, aoi_ids: tuple[str, ...], quiet: bool) -> None:
     Exit codes: 0 ok / nothing new, 2 bad option, 3 bad input, 4 bad model package,
     5 output problem, 75 an AOI is locked by another run (retry later or --wait), 1 a bug.
     """
-    from ..monitor import EXIT_LOCKED, run_monitor
+    from geoseg.monitoring.api import EXIT_LOCKED, run_monitor
 
     summary = run_monitor(config, wait=wait, aoi_ids=list(aoi_ids) or None)
     if not quiet:

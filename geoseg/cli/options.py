@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import click
 
-from ..errors import GeosegError
+from geoseg.errors import GeosegError
 
 
 class Terminated(BaseException):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..blend import BLEND_MODES
-from .options import int_list, interactive, overwrite_option, quiet_option, run_command
+from geoseg.cli.options import int_list, interactive, overwrite_option, quiet_option, run_command
+from geoseg.predict.blend import BLEND_MODES
 
 
 @click.command()
@@ -42,7 +42,7 @@ def predict(scene, model, output, bands, tile_size, overlap, blend, batch_size, 
             device, no_amp, tta, probabilities, confidence, vector, min_area, simplify, allow_ungeoreferenced,
             acquired, overwrite, quiet) -> None:
     """Predict a land-cover map of SCENE (a georeferenced multiband GeoTIFF)."""
-    from ..predict import predict_scene
+    from geoseg.predict.api import predict_scene
 
     show = interactive(quiet)
     result = predict_scene(

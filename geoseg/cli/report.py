@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import overwrite_option, quiet_option, run_command
+from geoseg.cli.options import overwrite_option, quiet_option, run_command
 
 
 @click.command()
@@ -24,13 +24,13 @@ def report(out_dir, title, no_stac, overwrite, quiet) -> None:
     One self-contained HTML file (quicklook embedded, inline styles, no network access): inputs, model
     card summary, class areas (pixels, hectares, share), processing options and links to the outputs.
     """
-    from ..report import write_report
+    from geoseg.delivery.report import write_report
 
     path = write_report(out_dir, title=title, overwrite=overwrite)
     item = Path(out_dir) / "item.json"
     refreshed = False
     if item.is_file() and not no_stac:
-        from ..stac import write_stac_item
+        from geoseg.delivery.stac import write_stac_item
 
         write_stac_item(out_dir)  # the item records every file's checksum, the new report's included
         refreshed = True

@@ -13,12 +13,11 @@ from typing import Any, Callable
 
 import click
 
-from .options import overwrite_option, quiet_option, run_command
-
+from geoseg.cli.options import overwrite_option, quiet_option, run_command
 
 
 def _config_fields() -> list:
-    from ..training.config import TrainConfig
+    from geoseg.training.config import TrainConfig
 
     return list(fields(TrainConfig))
 
@@ -60,8 +59,8 @@ def train(config: str | None, resume: bool, overwrite: bool, quiet: bool, **keys
     work_dir (default OUTPUT.train); the package holds the epoch with the best
     validation mIoU, with its metrics in the card.
     """
-    from ..training.config import build_config
-    from ..training.loop import train as run_training
+    from geoseg.training.config import build_config
+    from geoseg.training.loop import train as run_training
 
     overrides = {k: v for k, v in keys.items() if v is not None}
     cfg = build_config(config, overrides)

@@ -6,7 +6,7 @@ import warnings
 
 import click
 
-from .options import interactive, overwrite_option, quiet_option, run_command
+from geoseg.cli.options import interactive, overwrite_option, quiet_option, run_command
 
 FORMAT_CHOICES = ("gpkg", "parquet", "fgb", "geojson")
 
@@ -42,7 +42,7 @@ def vectorize(raster, output, fmt, layer, band, min_area, connectivity, simplify
     area_m2, area_ha, perimeter_m and a stable id (the index row*width+col of the polygon's
     first pixel).  A per-class summary is written beside the output as .summary.csv/.json.
     """
-    from ..vectorize import format_summary, vectorize_raster
+    from geoseg.vector.api import format_summary, vectorize_raster
 
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")

@@ -4,6 +4,6 @@ Importing this package does not import torch; ``registry``, ``package.load_model
 and ``runtime`` do.
 """
 
-from .card import ClassInfo, ModelCard, Normalization
+from geoseg.model.card import ClassInfo, ModelCard, Normalization
 
 __all__ = ["ClassInfo", "ModelCard", "Normalization"]

@@ -14,22 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelPackageError, ParameterError
+from geoseg.errors import ModelPackageError, ParameterError
+from geoseg.io.codes import ClassInfo  # re-exported: the card's class table
 
 CARD_FORMAT = 1
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
-
-
-@dataclass(frozen=True)
-class ClassInfo:
-    value: int
-    name: str
-    color: str  # "#RRGGBB"
-
-    @property
-    def rgb(self) -> tuple[int, int, int]:
-        h = self.color.lstrip("#")
-        return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError, safe_open
 
-from ..errors import ModelPackageError, OutputExistsError
-from .card import ModelCard
+from geoseg.errors import ModelPackageError, OutputExistsError
+from geoseg.model.card import ModelCard
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -25,7 +25,7 @@ CARD_NAME = "geoseg-model.json"
 WEIGHTS_NAME = "model.safetensors"
 META_KEY = "geoseg-model"
 #: Built-in packages, resolvable by short name (``--model default``).
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "models"
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 
 
 def builtin_models() -> list[str]:
@@ -92,7 +92,7 @@ def load_model(ref: str | os.PathLike) -> tuple[ModelCard, "nn.Module"]:
     import torch
     from safetensors.torch import load_file
 
-    from .registry import build_model
+    from geoseg.model.registry import build_model
 
     path = resolve(ref)
     card = read_card(path)

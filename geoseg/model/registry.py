@@ -15,7 +15,7 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from ..errors import ModelPackageError
+from geoseg.errors import ModelPackageError
 
 
 class PixelLinear(nn.Module):

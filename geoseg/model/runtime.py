@@ -13,9 +13,9 @@ import threading
 import numpy as np
 import torch
 
-from ..errors import ParameterError
-from .card import ModelCard
-from .package import load_model
+from geoseg.errors import ParameterError
+from geoseg.model.card import ModelCard
+from geoseg.model.package import load_model
 
 DEVICES = ("auto", "cpu", "cuda")
 TTA_MODES = ("none", "flips", "d4")

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import TrainConfig, build_config
+from geoseg.training.config import TrainConfig, build_config
 
 __all__ = ["TrainConfig", "build_config", "train", "TrainResult"]
 
 
 def __getattr__(name: str) -> Any:
     if name in ("train", "TrainResult"):
-        from . import loop
+        from geoseg.training import loop
 
         return getattr(loop, name)
     raise AttributeError(f"module 'geoseg.training' has no attribute {name!r}")

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import InputError
+from geoseg.errors import InputError
 
 LATEST = "latest.json"
 

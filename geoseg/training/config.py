@@ -13,7 +13,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputFileError, ParameterError
+from geoseg.errors import InputFileError, ParameterError
 
 SPLITS = ("scenes", "blocks")
 SAMPLINGS = ("random", "balanced")

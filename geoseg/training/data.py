@@ -20,10 +20,10 @@ import rasterio
 from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioIOError
 
-from ..errors import InputError, InputFileError, ParameterError
-from ..model.card import ClassInfo, Normalization
-from ..raster import match_bands, open_scene
-from .config import TrainConfig
+from geoseg.errors import InputError, InputFileError, ParameterError
+from geoseg.io.raster import match_bands, open_scene
+from geoseg.model.card import ClassInfo, Normalization
+from geoseg.training.config import TrainConfig
 
 IGNORE = -1  # class index of ignored pixels (nodata, ignore value, unlisted values, other split side)
 VECTOR_EXT = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml", ".sqlite"}

@@ -21,18 +21,31 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .. import __version__
-from ..errors import InputError, OutputExistsError, ParameterError
-from ..grid import align_up
-from ..model.card import ClassInfo, ModelCard, Normalization, parse_classes, read_class_file
-from ..model.package import load_model, save_package
-from ..model.registry import build_model, canonical_arch, output_stride
-from ..model.runtime import select_device
-from . import checkpoint as ck
-from .config import TrainConfig, parse_loss
-from .data import (IGNORE, Scene, WindowSampler, augment, auto_class_weights, band_stats, crop, default_bands,
-                   find_pairs, load_scene, normalise, split_scenes, val_windows)
-from .losses import CombinedLoss, confusion, scores
+from geoseg._version import __version__
+from geoseg.errors import InputError, OutputExistsError, ParameterError
+from geoseg.io.grid import align_up
+from geoseg.model.card import ClassInfo, ModelCard, Normalization, parse_classes, read_class_file
+from geoseg.model.package import load_model, save_package
+from geoseg.model.registry import build_model, canonical_arch, output_stride
+from geoseg.model.runtime import select_device
+from geoseg.training import checkpoint as ck
+from geoseg.training.config import TrainConfig, parse_loss
+from geoseg.training.data import (
+    IGNORE,
+    Scene,
+    WindowSampler,
+    augment,
+    auto_class_weights,
+    band_stats,
+    crop,
+    default_bands,
+    find_pairs,
+    load_scene,
+    normalise,
+    split_scenes,
+    val_windows,
+)
+from geoseg.training.losses import CombinedLoss, confusion, scores
 
 #: Config keys that may change between a run and its --resume (they do not change the optimisation).
 RESUMABLE_CHANGES = {"output", "work_dir", "half", "device", "threads", "model_id", "description", "version",

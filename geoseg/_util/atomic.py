@@ -1,0 +1,95 @@
+"""The one atomic write: a hidden temporary file beside the target, fsynced, renamed into place; the
+temporary is removed on any failure or interruption, so a reader sees the old file or the new one, never half.
+
+Every product, sidecar, record and state file of geoseg is written through here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from geoseg.errors import GeosegError, OutputError, OutputExistsError
+
+#: What a failed write's error tells the user to do, unless the caller says better.
+WRITABLE_HINT = "check the folder is writable"
+
+
+def temp_path(path: str | os.PathLike, tag: str = "tmp") -> Path:
+    """``dir/name.ext`` -> ``dir/.name.ext.<random>.<tag>.ext``: hidden, unique, same folder (so the rename
+    is atomic), same extension (GDAL and OGR choose drivers by it)."""
+    p = Path(path)
+    return p.with_name(f".{p.name}.{uuid.uuid4().hex[:12]}.{tag}{p.suffix}")
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's (or folder's) data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_quietly(*paths: str | os.PathLike) -> None:
+    """Remove files that may not exist."""
+    for p in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(p)
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike, *, fsync: bool = True) -> None:
+    """Move a finished temporary file onto ``path`` (fsync the file first and the folder after)."""
+    if fsync:
+        fsync_path(tmp)
+    os.replace(tmp, path)
+    if fsync:
+        with contextlib.suppress(OSError):  # some filesystems refuse to fsync a folder
+            fsync_path(Path(path).parent)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, overwrite: bool = True, fsync: bool = True,
+                hint: str = WRITABLE_HINT, mkdir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path to write ``path``'s new content to; on success it is renamed onto ``path``.
+
+    ``overwrite=False`` refuses an existing ``path`` (:class:`OutputExistsError`).  An ``OSError`` becomes
+    one :class:`OutputError` line ending in ``hint``.  On any failure the temporary file (and a GDAL
+    ``.aux.xml`` beside it) is removed and ``path`` is untouched.
+    """
+    p = Path(path)
+    if not overwrite and p.exists():
+        raise OutputExistsError(f"{p} already exists; pass --overwrite or choose another path")
+    tmp = temp_path(p)
+    try:
+        if mkdir:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        publish(tmp, p, fsync=fsync)
+    except GeosegError:
+        raise
+    except OSError as e:
+        raise OutputError(f"cannot write {p} ({e.strerror or e}); {hint}") from None
+    finally:
+        remove_quietly(tmp, f"{tmp}.aux.xml")
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object], **options: object) -> str:
+    """Call ``write(tmp_path)``, then rename the result onto ``path`` (options of :func:`atomic_path`)."""
+    with atomic_path(path, **options) as tmp:  # type: ignore[arg-type]
+        write(str(tmp))
+    return str(path)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, **options: object) -> str:
+    with atomic_path(path, **options) as tmp:  # type: ignore[arg-type]
+        tmp.write_bytes(data)
+    return str(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, **options: object) -> str:
+    """Write ``text`` as UTF-8, atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"), **options)

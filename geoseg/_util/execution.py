@@ -1,0 +1,111 @@
+"""Task execution, written once: the checks of ``--scheduler``/``--workers``/``--block-size`` and the
+run of a list of dask tasks on threads, processes or a ``tcp://`` dask.distributed scheduler, with progress.
+
+With :mod:`geoseg.predict.graph` and :mod:`geoseg.vector.api` (which drives its own worker processes),
+the only place that imports dask.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from geoseg._util.progress import Progress
+from geoseg.errors import ParameterError
+
+if TYPE_CHECKING:
+    from dask.delayed import Delayed
+
+LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
+
+
+def check_scheduler(scheduler: str) -> str:
+    if scheduler in LOCAL_SCHEDULERS or scheduler.startswith("tcp://"):
+        return scheduler
+    raise ParameterError(
+        f"unknown scheduler {scheduler!r}; choose threads, processes, synchronous, "
+        "or tcp://HOST:PORT of a dask scheduler"
+    )
+
+
+def default_workers() -> int:
+    """CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def check_workers(workers: int | None) -> int:
+    """``None`` -> :func:`default_workers`; else a positive count."""
+    if workers is None:
+        return default_workers()
+    if int(workers) < 1:
+        raise ParameterError(f"--workers {workers} must be >= 1")
+    return int(workers)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Where and how wide a run's tasks execute, validated once."""
+
+    scheduler: str
+    workers: int
+
+
+def check_execution(scheduler: str, workers: int | None) -> Execution:
+    return Execution(check_scheduler(scheduler), check_workers(workers))
+
+
+def execute(
+    tasks: Sequence[Delayed],
+    scheduler: str,
+    workers: int,
+    progress: Progress,
+    weights: dict[str, int],
+    watch: Sequence[Delayed] = (),
+) -> list[Any]:
+    """Compute ``tasks`` on threads, processes or a ``tcp://`` dask.distributed scheduler.
+
+    Returns their results in order.  The progress bar advances by ``weights[key]``
+    whenever a task of that key finishes; ``watch`` are intermediate tasks whose
+    completion should count too (on a cluster their results are released at once).
+    """
+    import dask
+    from dask.callbacks import Callback
+
+    if scheduler.startswith("tcp://"):
+        from distributed import Client, as_completed
+
+        with Client(scheduler) as client:
+            futures = client.compute(list(watch) + list(tasks))
+            order = {f.key: i for i, f in enumerate(futures[len(watch):])}
+            results: list[Any] = [None] * len(order)
+            for fut in as_completed(futures):
+                progress.advance(weights.get(str(fut.key), 0))
+                if fut.key in order:
+                    results[order[fut.key]] = fut.result()
+                fut.release()
+            return results
+
+    class _Progress(Callback):
+        def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+            n = weights.get(key if isinstance(key, str) else str(key))
+            if n:
+                progress.advance(n)
+
+    with dask.config.set(scheduler=scheduler, num_workers=workers), _Progress():
+        return list(dask.compute(*tasks, optimize_graph=False))
+
+
+def run_each(fn: Callable[..., Any], items: Sequence[Any], name: str, spec: Any, execution: Execution,
+             progress: Progress) -> list[Any]:
+    """``[fn(spec, item) for item in items]`` as one task each (keys ``<name>-<i>``), in order; the bar
+    advances by one per finished task."""
+    from dask.delayed import delayed
+
+    tasks = [delayed(fn, pure=True)(spec, item, dask_key_name=f"{name}-{i}") for i, item in enumerate(items)]
+    weights = {f"{name}-{i}": 1 for i in range(len(items))}
+    return execute(tasks, execution.scheduler, execution.workers, progress, weights)
