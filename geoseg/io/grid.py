@@ -168,19 +168,57 @@ class Block:
     window: Window
 
 
-def plan_blocks(height: int, width: int, block_size: int) -> list[Block]:
-    """Split the scene into output blocks of ``block_size`` (clipped at the right/bottom edge)."""
-    if block_size <= 0 or block_size % BLOCK_ALIGN:
+def check_block_size(block_size: int, align: int = BLOCK_ALIGN) -> int:
+    """The one block-size rule: a positive multiple of ``align`` (the GeoTIFF tile for anything that writes
+    blocks into a raster, 1 for readers), else a :class:`ParameterError` naming the nearest valid value.
+    Never rounded silently."""
+    bs = int(block_size)
+    if bs <= 0 or bs % align:
+        if align == 1:
+            raise ParameterError(f"block size {block_size} must be a positive number of pixels; use e.g. --block-size 1024")
         raise ParameterError(
-            f"block size {block_size} must be a positive multiple of {BLOCK_ALIGN} (the GeoTIFF tile size); "
-            f"use e.g. {max(BLOCK_ALIGN, align_up(max(block_size, 1), BLOCK_ALIGN))}"
+            f"block size {block_size} must be a positive multiple of {align} (the GeoTIFF tile size); "
+            f"use e.g. --block-size {max(align, align_up(max(bs, 1), align))}"
         )
-    blocks = []
-    for r in range(0, height, block_size):
-        for c in range(0, width, block_size):
-            w = Window(r, c, min(block_size, height - r), min(block_size, width - c))
-            blocks.append(Block(len(blocks), w))
-    return blocks
+    return bs
+
+
+@dataclass(frozen=True)
+class BlockGrid:
+    """The block layout of a raster: row-major blocks of ``block_size`` clipped at the right/bottom edge;
+    block ``(r, c)`` has index ``r * n_cols + c``.  Every block-wise pass of geoseg uses this layout."""
+
+    height: int
+    width: int
+    block_size: int
+
+    @property
+    def n_rows(self) -> int:
+        return -(-self.height // self.block_size)
+
+    @property
+    def n_cols(self) -> int:
+        return -(-self.width // self.block_size)
+
+    def __len__(self) -> int:
+        return self.n_rows * self.n_cols
+
+    def window(self, index: int) -> Window:
+        """The pixels of block ``index``."""
+        r, c = divmod(index, self.n_cols)
+        bs = self.block_size
+        return Window(r * bs, c * bs, min(bs, self.height - r * bs), min(bs, self.width - c * bs))
+
+    def windows(self) -> list[Window]:
+        return [self.window(i) for i in range(len(self))]
+
+    def blocks(self) -> list[Block]:
+        return [Block(i, self.window(i)) for i in range(len(self))]
+
+
+def plan_blocks(height: int, width: int, block_size: int, align: int = BLOCK_ALIGN) -> list[Block]:
+    """Split the scene into output blocks of ``block_size`` (clipped at the right/bottom edge)."""
+    return BlockGrid(height, width, check_block_size(block_size, align)).blocks()
 
 
 def batches(tiles: list[Tile], batch_size: int) -> list[list[Tile]]:
