@@ -175,7 +175,7 @@ def create_part(product: Product, info: SceneInfo) -> None:
 
 
 #: Temporary names a run creates in OUT/ (see product_paths); all hidden, never final.
-_TEMP_PATTERNS = (".*.part.tif", ".*.part.tif.lock", ".*.part.tif.aux.xml", ".*.cog.tif", ".*.cog.tif.aux.xml",
+_TEMP_PATTERNS = (".*.part.*", ".*.cog.tif", ".*.cog.tif.aux.xml",
                   ".run.*.json.tmp")
 
 

@@ -29,16 +29,13 @@ from geoseg.io.output import (
     NODATA,
     Product,
     build_cog,
-    check_output_dir,
     create_part,
     discard,
     landcover_product,
-    new_run_id,
-    output_dir_lock,
     percent_product,
-    remove_quietly,
 )
 from geoseg.io.raster import configure_gdal_cache, open_scene, parse_datetime, pixel_area_m2, select_bands
+from geoseg.io.run import RunFolder
 from geoseg.model.card import ModelCard
 from geoseg.model.package import read_card, resolve
 from geoseg.predict.blend import BLEND_MODES
@@ -191,10 +188,8 @@ def predict_scene(
             f"{', '.join('--' + k.replace('_', '-') for k in vector_options)} only apply with --vector; "
             "add --vector gpkg (or parquet, fgb, geojson), or drop them"
         )
-    check_output_dir(out, names, overwrite)
-    with output_dir_lock(out):  # one run per folder; removes a killed run's temporaries
-
-        run_id = new_run_id()
+    with RunFolder(out, names, overwrite) as run:  # one run per folder; removes a killed run's temporaries
+        run_id = run.run_id
         lc = landcover_product(str(out), run_id, card.classes, card.id)
         prob = percent_product(str(out), run_id, "probabilities", [c.name for c in card.classes], card.id) \
             if probabilities else None
@@ -204,7 +199,7 @@ def predict_scene(
         if when:
             for p in products:
                 p.tags["ACQUISITION_DATETIME"] = when
-        record_tmp = str(out / f".run.{run_id}.json.tmp")
+        run.on_failure(lambda: discard(products))
         spec = RunSpec(
             scene_path=os.path.abspath(info.path),
             bands=tuple(band_idx),
@@ -232,58 +227,50 @@ def predict_scene(
         with warnings.catch_warnings():
             if not info.georeferenced:  # accepted with allow_ungeoreferenced: rasterio's warnings are noise now
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            for p in products:
+                create_part(p, info)
             try:
-                for p in products:
-                    create_part(p, info)
-                try:
-                    hist = graph.run(spec, list(plan), blocks, scheduler, n_workers, bar)
-                finally:
-                    bar.close()
-                nodata = int(hist[NODATA])
-                if nodata == info.width * info.height:
-                    raise EmptySceneError(
-                        f"{info.path} has no valid pixel in bands {','.join(map(str, band_idx))} "
-                        "(all nodata); check the scene, its nodata value, or --bands"
-                    )
-                class_pixels = {c.name: int(hist[c.value]) for c in card.classes}
-                seconds = time.perf_counter() - t0
-                record = {
-                    "geoseg_version": __version__,
-                    "run_id": run_id,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "scene": os.path.abspath(info.path),
-                    "acquired": when,
-                    "acquired_from": acquired_from,
-                    "bands": band_idx,
-                    "model": {"id": card.id, "version": card.version, "path": str(model_path.resolve()),
-                              "trained": card.trained, "architecture": card.architecture, "encoder": card.encoder},
-                    "classes": [asdict(c) for c in card.classes],
-                    "grid": {"crs": info.crs_wkt, "transform": list(info.transform), "width": info.width,
-                             "height": info.height},
-                    "options": {"tile_size": tile_size, "overlap": overlap, "blend": blend, "batch_size": batch_size,
-                                "block_size": block_size, "workers": n_workers, "scheduler": scheduler,
-                                "device": str(dev), "torch_threads": torch_threads, "tta": tta},
-                    "tiles": len(plan),
-                    "computed_pixels": plan.computed_pixels,
-                    "class_pixels": class_pixels,
-                    "nodata_pixels": nodata,
-                    "pixel_area_m2": pixel_area_m2(info.crs_wkt, info.transform, info.width, info.height),
-                    "outputs": {p.name: os.path.basename(p.final) for p in products},
-                    "seconds": round(seconds, 3),
-                    "host": platform.node(),
-                }
-                Path(record_tmp).write_text(json.dumps(record, indent=2) + "\n")
-                # All blocks are written: build every COG first, then move them all into place.
-                for p in products:
-                    build_cog(p)
-                for p in products:
-                    remove_quietly(p.final + ".aux.xml")  # a previous run's class table must not outlive it
-                    os.replace(p.cog, p.final)
-                os.replace(record_tmp, out / "run.json")
-            except BaseException:
-                discard(products)
-                remove_quietly(record_tmp)
-                raise
+                hist = graph.run(spec, list(plan), blocks, scheduler, n_workers, bar)
+            finally:
+                bar.close()
+            nodata = int(hist[NODATA])
+            if nodata == info.width * info.height:
+                raise EmptySceneError(
+                    f"{info.path} has no valid pixel in bands {','.join(map(str, band_idx))} "
+                    "(all nodata); check the scene, its nodata value, or --bands"
+                )
+            class_pixels = {c.name: int(hist[c.value]) for c in card.classes}
+            seconds = time.perf_counter() - t0
+            record = {
+                "geoseg_version": __version__,
+                "run_id": run_id,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "scene": os.path.abspath(info.path),
+                "acquired": when,
+                "acquired_from": acquired_from,
+                "bands": band_idx,
+                "model": {"id": card.id, "version": card.version, "path": str(model_path.resolve()),
+                          "trained": card.trained, "architecture": card.architecture, "encoder": card.encoder},
+                "classes": [asdict(c) for c in card.classes],
+                "grid": {"crs": info.crs_wkt, "transform": list(info.transform), "width": info.width,
+                         "height": info.height},
+                "options": {"tile_size": tile_size, "overlap": overlap, "blend": blend, "batch_size": batch_size,
+                            "block_size": block_size, "workers": n_workers, "scheduler": scheduler,
+                            "device": str(dev), "torch_threads": torch_threads, "tta": tta},
+                "tiles": len(plan),
+                "computed_pixels": plan.computed_pixels,
+                "class_pixels": class_pixels,
+                "nodata_pixels": nodata,
+                "pixel_area_m2": pixel_area_m2(info.crs_wkt, info.transform, info.width, info.height),
+                "outputs": {p.name: os.path.basename(p.final) for p in products},
+                "seconds": round(seconds, 3),
+                "host": platform.node(),
+            }
+            # All blocks are written: build every COG first, then move them all into place.
+            for p in products:
+                run.stage(build_cog(p), p.final)
+            run.temp("run.json").write_text(json.dumps(record, indent=2) + "\n")
+            run.publish()
         extra: dict = {}
         if vector is not None:
             from geoseg.vector.api import vectorize_raster
