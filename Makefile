@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(PY) -m geoseg.demo $(DEMO_OUT)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check geoseg tests benchmarks workflows

@@ -76,7 +76,8 @@ def make_model(path: Path, arch: str, encoder: str, tile: int, overlap: int) -> 
     from geoseg.model.schemes import DYNAMIC_WORLD
 
     card = ModelCard(id=f"bench-{arch}-{encoder}", architecture=arch, encoder=encoder, bands=BANDS,
-                     classes=parse_classes(DYNAMIC_WORLD), normalization=Normalization("meanstd", (1200.0,) * 4, (800.0,) * 4),
+                     classes=parse_classes(DYNAMIC_WORLD),
+                     normalization=Normalization("meanstd", (1200.0,) * 4, (800.0,) * 4),
                      tile_size=tile, overlap=overlap, output_stride=output_stride(arch))
     torch.manual_seed(0)
     save_package(card, build_model(arch, encoder, 4, 9), path, overwrite=True)
@@ -177,10 +178,13 @@ def main() -> None:
         scene_pps = e2e["scene_pixels"] / e2e["seconds"]
         comp_pps = e2e["computed_pixels"] / e2e["seconds"]
         rows.append((size, bare, e2e, scene_pps, comp_pps))
-        print(f"\n== {size} x {size} ({e2e['tiles']} tiles, workers {e2e['workers']} x {e2e['torch_threads']} torch threads)")
-        print(f"bare model forward      {bare['pixels_per_s'] / 1e6:8.3f} Mpx/s  ({cores} torch threads, peak RSS {bare['peak_rss_mb']:.0f} MB)")
+        print(f"\n== {size} x {size} ({e2e['tiles']} tiles, "
+              f"workers {e2e['workers']} x {e2e['torch_threads']} torch threads)")
+        print(f"bare model forward      {bare['pixels_per_s'] / 1e6:8.3f} Mpx/s  "
+              f"({cores} torch threads, peak RSS {bare['peak_rss_mb']:.0f} MB)")
         print(f"end-to-end, scene px    {scene_pps / 1e6:8.3f} Mpx/s  ({e2e['seconds']:.1f} s)")
-        print(f"end-to-end, computed px {comp_pps / 1e6:8.3f} Mpx/s  (overlap factor {e2e['computed_pixels'] / e2e['scene_pixels']:.3f})")
+        print(f"end-to-end, computed px {comp_pps / 1e6:8.3f} Mpx/s  "
+              f"(overlap factor {e2e['computed_pixels'] / e2e['scene_pixels']:.3f})")
         print(f"ratio end-to-end / bare {comp_pps / bare['pixels_per_s']:8.3f}  (goal >= 0.85)")
         print(f"peak RSS predict        {e2e['peak_rss_mb']:8.0f} MB")
     if len(rows) > 1:

@@ -56,9 +56,9 @@ class _Forward(importlib.abc.Loader):
         def forward(name: str) -> Any:
             return getattr(target, name)
 
-        module.__getattr__ = forward  # type: ignore[method-assign]
-        module.__dir__ = lambda: dir(target)  # type: ignore[method-assign]
-        module.__all__ = list(getattr(target, "__all__", ()))
+        setattr(module, "__getattr__", forward)  # noqa: B010  (PEP 562 hooks on a module object)
+        setattr(module, "__dir__", lambda: dir(target))  # noqa: B010
+        setattr(module, "__all__", list(getattr(target, "__all__", ())))  # noqa: B010
 
 
 class _Finder(importlib.abc.MetaPathFinder):

@@ -101,11 +101,14 @@ def linear_model_package(path: str | os.PathLike) -> Path:
         output_stride=1,
     )
     net = build_model("PixelLinear", None, 4, 3)
+    head = net.get_submodule("head")
+    assert isinstance(head, torch.nn.Conv2d)
     with torch.no_grad():
-        net.head.weight.zero_()
-        net.head.bias.zero_()
+        head.weight.zero_()
+        if head.bias is not None:
+            head.bias.zero_()
         for k in range(3):
-            net.head.weight[k, k, 0, 0] = 1.0
+            head.weight[k, k, 0, 0] = 1.0
     return save_package(card, net, Path(path))
 
 

@@ -14,6 +14,19 @@ from geoseg.testing import linear_model_package, unet_model_package
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The versions that decide what the tests see: GDAL (drivers, COG), rasterio, torch, smp."""
+    import rasterio
+
+    versions = [f"GDAL {rasterio.__gdal_version__}", f"rasterio {rasterio.__version__}"]
+    for name, module in (("torch", "torch"), ("smp", "segmentation_models_pytorch")):
+        try:
+            versions.append(f"{name} {__import__(module).__version__}")
+        except ImportError:
+            versions.append(f"{name} not installed")
+    return ["geoseg: " + ", ".join(versions)]
+
+
 @pytest.fixture(scope="session")
 def linear_model(tmp_path_factory) -> Path:
     """PixelLinear package whose logits are exactly ``x[0:3] * 0.01`` (x in DN): class = argmax of bands 1..3."""

@@ -6,7 +6,8 @@ import functools
 import os
 import signal
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -66,7 +67,7 @@ def int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> l
     try:
         out = [int(v) for v in value.replace(" ", "").split(",") if v]
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of band numbers, e.g. 2,3,4,8")
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of band numbers, e.g. 2,3,4,8") from None
     if not out:
         raise click.BadParameter("give at least one band number, e.g. 2,3,4,8")
     return out
@@ -79,3 +80,17 @@ overwrite_option = click.option("--overwrite", is_flag=True, help="Replace exist
 def interactive(quiet: bool) -> bool:
     """Show progress/summary only on a terminal and without --quiet."""
     return not quiet and sys.stderr.isatty()
+
+
+workers_option = click.option("--workers", type=int, help="Parallel dask workers (default: CPU cores).")
+
+
+def scheduler_option(help: str = "threads, processes, or tcp://HOST:PORT.", **kwargs: Any) -> Callable[..., Any]:
+    """``--scheduler``; checked by :func:`geoseg._util.execution.check_scheduler` in the API."""
+    kwargs.setdefault("default", "threads")
+    return click.option("--scheduler", show_default=True, help=help, **kwargs)
+
+
+def block_size_option(default: int, help: str) -> Callable[..., Any]:
+    """``--block-size``; checked by :func:`geoseg.io.grid.check_block_size` in the API."""
+    return click.option("--block-size", type=int, default=default, show_default=True, help=help)

@@ -4,23 +4,34 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.options import int_list, interactive, overwrite_option, quiet_option, run_command
+from geoseg.cli.options import (
+    block_size_option,
+    int_list,
+    interactive,
+    overwrite_option,
+    quiet_option,
+    run_command,
+    scheduler_option,
+    workers_option,
+)
 from geoseg.predict.blend import BLEND_MODES
 
 
 @click.command()
 @click.argument("scene", type=click.Path(dir_okay=True))
-@click.option("--model", "-m", default="default", show_default=True, help="Model package folder/file, or a built-in name.")
+@click.option("--model", "-m", default="default", show_default=True,
+              help="Model package folder/file, or a built-in name.")
 @click.option("--output", "-o", required=True, type=click.Path(), help="Output folder.")
-@click.option("--bands", callback=int_list, help="1-based input bands to feed the model, e.g. 2,3,4,8 (default: match band names).")
+@click.option("--bands", callback=int_list,
+              help="1-based input bands to feed the model, e.g. 2,3,4,8 (default: match band names).")
 @click.option("--tile-size", type=int, help="Tile size in pixels (default: the model card's).")
 @click.option("--overlap", type=int, help="Tile overlap in pixels (default: the model card's).")
 @click.option("--blend", type=click.Choice(BLEND_MODES), default="cosine", show_default=True,
               help="Weight window for overlapping tiles.")
 @click.option("--batch-size", type=int, help="Tiles per forward pass (default: 2 on CPU, 8 on CUDA).")
-@click.option("--block-size", type=int, default=1024, show_default=True, help="Output block size (multiple of 256).")
-@click.option("--workers", type=int, help="Parallel dask workers (default: CPU cores).")
-@click.option("--scheduler", default="threads", show_default=True, help="threads, processes, or tcp://HOST:PORT.")
+@block_size_option(1024, "Output block size (multiple of 256).")
+@workers_option
+@scheduler_option()
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--no-amp", is_flag=True, help="Disable mixed precision on CUDA.")
 @click.option("--tta", type=click.Choice(["none", "flips", "d4"]), default="none", show_default=True,

@@ -9,8 +9,8 @@ fills that part as nodata.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from geoseg.errors import ParameterError
 
@@ -40,14 +40,14 @@ class Window:
     def col_end(self) -> int:
         return self.col_off + self.width
 
-    def intersection(self, other: "Window") -> "Window | None":
+    def intersection(self, other: Window) -> Window | None:
         r0, c0 = max(self.row_off, other.row_off), max(self.col_off, other.col_off)
         r1, c1 = min(self.row_end, other.row_end), min(self.col_end, other.col_end)
         if r1 <= r0 or c1 <= c0:
             return None
         return Window(r0, c0, r1 - r0, c1 - c0)
 
-    def slices_in(self, outer: "Window") -> tuple[slice, slice]:
+    def slices_in(self, outer: Window) -> tuple[slice, slice]:
         """Slices that select this window inside an array covering ``outer``."""
         r, c = self.row_off - outer.row_off, self.col_off - outer.col_off
         return slice(r, r + self.height), slice(c, c + self.width)
@@ -175,7 +175,8 @@ def check_block_size(block_size: int, align: int = BLOCK_ALIGN) -> int:
     bs = int(block_size)
     if bs <= 0 or bs % align:
         if align == 1:
-            raise ParameterError(f"block size {block_size} must be a positive number of pixels; use e.g. --block-size 1024")
+            raise ParameterError(f"block size {block_size} must be a positive number of pixels; "
+                                 "use e.g. --block-size 1024")
         raise ParameterError(
             f"block size {block_size} must be a positive multiple of {align} (the GeoTIFF tile size); "
             f"use e.g. --block-size {max(align, align_up(max(bs, 1), align))}"

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import rasterio
@@ -60,7 +60,7 @@ def new_run_id() -> str:
 
 
 def class_colormap(classes: Sequence[ClassInfo]) -> dict[int, tuple[int, int, int, int]]:
-    cmap = {i: (0, 0, 0, 0) for i in range(256)}
+    cmap = dict.fromkeys(range(256), (0, 0, 0, 0))
     for c in classes:
         cmap[c.value] = (*c.rgb, 255)
     return cmap
@@ -203,9 +203,8 @@ def write_block(part_path: str, window: Window, data: np.ndarray) -> None:
     """Write a (bands, h, w) uint8 block into the temporary GeoTIFF, serialised by a file lock."""
     if data.ndim == 2:
         data = data[None]
-    with file_lock(part_path + ".lock"):
-        with rasterio.open(part_path, "r+") as dst:
-            dst.write(data, window=RioWindow(window.col_off, window.row_off, window.width, window.height))
+    with file_lock(part_path + ".lock"), rasterio.open(part_path, "r+") as dst:
+        dst.write(data, window=RioWindow(window.col_off, window.row_off, window.width, window.height))
 
 
 def build_cog(product: Product) -> str:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import rasterio
@@ -144,7 +144,7 @@ def open_scene(path: str | os.PathLike, allow_ungeoreferenced: bool = False) -> 
                 count=src.count,
                 dtype=src.dtypes[0],
                 crs_wkt=src.crs.to_wkt() if src.crs else None,
-                transform=tuple(src.transform)[:6],  # type: ignore[arg-type]
+                transform=tuple(src.transform)[:6],
                 nodata=src.nodata,
                 descriptions=tuple(src.descriptions),
                 per_dataset_mask=any(MaskFlags.all_valid not in f for f in flags),

@@ -14,17 +14,18 @@ import os
 import platform
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
+import numpy as np
 from rasterio.errors import NotGeoreferencedWarning
 
 from geoseg._util.execution import check_execution, default_workers
 from geoseg._util.progress import make_progress
 from geoseg._version import __version__
 from geoseg.errors import EmptySceneError, ParameterError
-from geoseg.io.grid import plan_blocks, plan_tiles
+from geoseg.io.grid import Block, TilePlan, plan_blocks, plan_tiles
 from geoseg.io.output import (
     NODATA,
     Product,
@@ -34,7 +35,7 @@ from geoseg.io.output import (
     landcover_product,
     percent_product,
 )
-from geoseg.io.raster import configure_gdal_cache, open_scene, parse_datetime, pixel_area_m2, select_bands
+from geoseg.io.raster import SceneInfo, configure_gdal_cache, open_scene, parse_datetime, pixel_area_m2, select_bands
 from geoseg.io.run import RunFolder
 from geoseg.model.card import ModelCard
 from geoseg.model.package import read_card, resolve
@@ -127,24 +128,105 @@ def predict_scene(
 
     ``progress=None`` shows a progress bar only on an interactive terminal.
     """
-    from geoseg.model.runtime import TTA_MODES, select_device  # torch
-    from geoseg.predict import graph  # dask
-    from geoseg.predict.tasks import RunSpec
-
     t0 = time.perf_counter()
     configure_gdal_cache()
+    job = _plan(scene, model, out_dir, bands=bands, tile_size=tile_size, overlap=overlap, blend=blend,
+                batch_size=batch_size, block_size=block_size, workers=workers, scheduler=scheduler, device=device,
+                amp=amp, probabilities=probabilities, confidence=confidence,
+                allow_ungeoreferenced=allow_ungeoreferenced, tta=tta, vector=vector, vector_options=vector_options,
+                acquired=acquired)
+    out = job.out
+    with RunFolder(out, job.names, overwrite) as run:  # one run per folder; removes a killed run's temporaries
+        products = _products(job, run.run_id)
+        run.on_failure(lambda: discard(products))
+        hist = _execute(job, products, progress)
+        nodata = int(hist[NODATA])
+        class_pixels = {c.name: int(hist[c.value]) for c in job.card.classes}
+        seconds = time.perf_counter() - t0
+        record = _record(job, run.run_id, products, class_pixels, nodata, seconds)
+        # All blocks are written: build every COG first, then move them all into place.
+        for p in products:
+            run.stage(build_cog(p), p.final)
+        run.temp("run.json").write_text(json.dumps(record, indent=2) + "\n")
+        run.publish()
+        lc = products[0]
+        prob = next((p for p in products if p.name == "probabilities"), None)
+        conf = next((p for p in products if p.name == "confidence"), None)
+        extra: dict = {}
+        vres = None
+        if job.vector_path is not None:
+            from geoseg.vector.api import vectorize_raster
+
+            # forked worker processes where safe, else threads (see vectorize.fork_is_safe); a tcp://
+            # cluster is not used for this step
+            vres = vectorize_raster(lc.final, job.vector_path, format=vector, overwrite=True, workers=job.workers,
+                                    scheduler="synchronous" if job.scheduler == "synchronous" else "processes",
+                                    progress=progress, **job.vector_options)
+            extra["vector"] = vres.output
+            extra["vector_features"] = vres.features
+        extra["item"] = _deliver(out, lc, prob, conf, job.card, class_pixels, vres)
+        return PredictResult(
+            out_dir=str(out),
+            landcover=lc.final,
+            probabilities=prob.final if prob else None,
+            confidence=conf.final if conf else None,
+            run_record=str(out / "run.json"),
+            run_id=run.run_id,
+            model_id=job.card.id,
+            trained_model=job.card.trained,
+            tiles=len(job.plan),
+            class_pixels=class_pixels,
+            nodata_pixels=nodata,
+            pixel_area_m2=record["pixel_area_m2"],
+            seconds=seconds,
+            extra=extra,
+        )
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything a prediction run needs, validated before any work is done."""
+
+    out: Path
+    names: list[str]
+    model_path: Path
+    card: ModelCard
+    info: SceneInfo
+    band_idx: list[int]
+    acquired: str | None
+    acquired_from: str | None
+    tile_size: int
+    overlap: int
+    blend: str
+    plan: TilePlan
+    blocks: list[Block]
+    scheduler: str
+    workers: int
+    device: str
+    amp: bool | None
+    batch_size: int
+    torch_threads: int
+    tta: str
+    block_size: int
+    probabilities: bool
+    confidence: bool
+    vector_path: Path | None
+    vector_options: dict
+
+
+def _plan(scene: str | os.PathLike, model: str | os.PathLike, out_dir: str | os.PathLike, *,
+          bands: Sequence[int] | None, tile_size: int | None, overlap: int | None, blend: str,
+          batch_size: int | None, block_size: int, workers: int | None, scheduler: str, device: str,
+          amp: bool | None, probabilities: bool, confidence: bool, allow_ungeoreferenced: bool, tta: str,
+          vector: str | None, vector_options: dict | None, acquired: str | None) -> _Job:
+    """Validate the model, scene, bands and every option, and plan tiles and blocks (no output yet)."""
+    from geoseg.model.runtime import TTA_MODES, select_device  # torch
+
     model_path = resolve(model)
     card: ModelCard = read_card(model_path)
     info = open_scene(scene, allow_ungeoreferenced=allow_ungeoreferenced)
     band_idx = select_bands(info, card.bands, bands)
-    if acquired is not None:
-        when = parse_datetime(acquired)
-        if when is None:
-            raise ParameterError(f"--acquired {acquired!r} is not a date or time; give e.g. 2016-09-27 or "
-                                 "2016-09-27T08:17:13Z")
-        acquired_from = "--acquired"
-    else:
-        when, acquired_from = info.acquired, (f"input tag {info.acquired_tag}" if info.acquired else None)
+    when, acquired_from = _acquisition(info, acquired)
     if blend not in BLEND_MODES:
         raise ParameterError(f"unknown blend mode {blend!r}; choose one of {', '.join(BLEND_MODES)}")
     tile_size = card.tile_size if tile_size is None else int(tile_size)
@@ -154,7 +236,6 @@ def predict_scene(
     if tta not in TTA_MODES:
         raise ParameterError(f"unknown --tta {tta!r}; choose one of {', '.join(TTA_MODES)}")
     ex = check_execution(scheduler, workers)
-    scheduler, n_workers = ex.scheduler, ex.workers
     dev = select_device(device)
     if batch_size is None:  # CPU: small batches keep activation memory low at no speed cost; GPU: fill it
         batch_size = 2 if dev.type == "cpu" else 8
@@ -164,140 +245,146 @@ def predict_scene(
     # processes each get their share of the cores so they never oversubscribe them.
     if dev.type != "cpu":
         torch_threads = 1
-    elif scheduler == "threads" or scheduler == "synchronous":
+    elif ex.scheduler == "threads" or ex.scheduler == "synchronous":
         torch_threads = default_workers()
     else:
-        torch_threads = max(1, default_workers() // n_workers)
-
+        torch_threads = max(1, default_workers() // ex.workers)
     out = Path(out_dir)
+    names, vector_path, vector_options = _output_names(out, probabilities, confidence, vector, vector_options)
+    return _Job(out=out, names=names, model_path=model_path, card=card, info=info, band_idx=list(band_idx),
+                acquired=when, acquired_from=acquired_from, tile_size=tile_size, overlap=overlap, blend=blend,
+                plan=plan, blocks=blocks, scheduler=ex.scheduler, workers=ex.workers, device=str(dev), amp=amp,
+                batch_size=batch_size, torch_threads=torch_threads, tta=tta, block_size=block_size,
+                probabilities=probabilities, confidence=confidence, vector_path=vector_path,
+                vector_options=vector_options)
+
+
+def _acquisition(info: SceneInfo, acquired: str | None) -> tuple[str | None, str | None]:
+    """(acquisition date/time, where it came from): ``--acquired`` if given, else the scene's tags."""
+    if acquired is None:
+        return info.acquired, (f"input tag {info.acquired_tag}" if info.acquired else None)
+    when = parse_datetime(acquired)
+    if when is None:
+        raise ParameterError(f"--acquired {acquired!r} is not a date or time; give e.g. 2016-09-27 or "
+                             "2016-09-27T08:17:13Z")
+    return when, "--acquired"
+
+
+def _output_names(out: Path, probabilities: bool, confidence: bool, vector: str | None,
+                  vector_options: dict | None) -> tuple[list[str], Path | None, dict]:
+    """The final names the run will write (checked before the inference), the vector output and its options."""
     names = ["landcover.tif", "run.json"]
     names += ["probabilities.tif"] if probabilities else []
     names += ["confidence.tif"] if confidence else []
     names += SIDECARS + [f"{n[:-4]}.qml" for n in names if n in ("probabilities.tif", "confidence.tif")]
-    vector_options = {k: v for k, v in (vector_options or {}).items() if v is not None}
+    options = {k: v for k, v in (vector_options or {}).items() if v is not None}
+    vector_path = None
     if vector is not None:
         from geoseg.vector.api import parse_area, parse_length, resolve_format
 
         fmt = resolve_format("", vector)
         vector_path = out / f"landcover{fmt.extensions[0]}"
         names.append(vector_path.name)
-        parse_area(vector_options.get("min_area"))  # bad values fail now, not after the inference
-        parse_length(vector_options.get("simplify"))
-    elif vector_options:
+        parse_area(options.get("min_area"))  # bad values fail now, not after the inference
+        parse_length(options.get("simplify"))
+    elif options:
         raise ParameterError(
-            f"{', '.join('--' + k.replace('_', '-') for k in vector_options)} only apply with --vector; "
+            f"{', '.join('--' + k.replace('_', '-') for k in options)} only apply with --vector; "
             "add --vector gpkg (or parquet, fgb, geojson), or drop them"
         )
-    with RunFolder(out, names, overwrite) as run:  # one run per folder; removes a killed run's temporaries
-        run_id = run.run_id
-        lc = landcover_product(str(out), run_id, card.classes, card.id)
-        prob = percent_product(str(out), run_id, "probabilities", [c.name for c in card.classes], card.id) \
-            if probabilities else None
-        conf = percent_product(str(out), run_id, "confidence", ["confidence (max class probability)"], card.id) \
-            if confidence else None
-        products: list[Product] = [p for p in (lc, prob, conf) if p is not None]
-        if when:
-            for p in products:
-                p.tags["ACQUISITION_DATETIME"] = when
-        run.on_failure(lambda: discard(products))
-        spec = RunSpec(
-            scene_path=os.path.abspath(info.path),
-            bands=tuple(band_idx),
-            # A plain nodata value is tested on the values already read; real masks (alpha, mask band) are read.
-            use_masks=info.per_dataset_mask and not info.nodata_only_mask,
-            input_nodata=info.nodata if info.nodata_only_mask else (
-                None if info.per_dataset_mask else card.input_nodata),
-            model_path=str(model_path.resolve()),
-            device=str(dev),
-            amp=amp,
-            torch_threads=torch_threads,
-            batch_size=batch_size,
-            overlap=overlap,
-            blend=blend,
-            height=info.height,
-            width=info.width,
-            block_size=block_size,
-            class_values=tuple(card.class_values),
-            landcover_part=lc.part,
-            probabilities_part=prob.part if prob else None,
-            confidence_part=conf.part if conf else None,
-            tta=tta,
-        )
-        bar = make_progress(len(plan), "tiles", progress)
-        with warnings.catch_warnings():
-            if not info.georeferenced:  # accepted with allow_ungeoreferenced: rasterio's warnings are noise now
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            for p in products:
-                create_part(p, info)
-            try:
-                hist = graph.run(spec, list(plan), blocks, scheduler, n_workers, bar)
-            finally:
-                bar.close()
-            nodata = int(hist[NODATA])
-            if nodata == info.width * info.height:
-                raise EmptySceneError(
-                    f"{info.path} has no valid pixel in bands {','.join(map(str, band_idx))} "
-                    "(all nodata); check the scene, its nodata value, or --bands"
-                )
-            class_pixels = {c.name: int(hist[c.value]) for c in card.classes}
-            seconds = time.perf_counter() - t0
-            record = {
-                "geoseg_version": __version__,
-                "run_id": run_id,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "scene": os.path.abspath(info.path),
-                "acquired": when,
-                "acquired_from": acquired_from,
-                "bands": band_idx,
-                "model": {"id": card.id, "version": card.version, "path": str(model_path.resolve()),
-                          "trained": card.trained, "architecture": card.architecture, "encoder": card.encoder},
-                "classes": [asdict(c) for c in card.classes],
-                "grid": {"crs": info.crs_wkt, "transform": list(info.transform), "width": info.width,
-                         "height": info.height},
-                "options": {"tile_size": tile_size, "overlap": overlap, "blend": blend, "batch_size": batch_size,
-                            "block_size": block_size, "workers": n_workers, "scheduler": scheduler,
-                            "device": str(dev), "torch_threads": torch_threads, "tta": tta},
-                "tiles": len(plan),
-                "computed_pixels": plan.computed_pixels,
-                "class_pixels": class_pixels,
-                "nodata_pixels": nodata,
-                "pixel_area_m2": pixel_area_m2(info.crs_wkt, info.transform, info.width, info.height),
-                "outputs": {p.name: os.path.basename(p.final) for p in products},
-                "seconds": round(seconds, 3),
-                "host": platform.node(),
-            }
-            # All blocks are written: build every COG first, then move them all into place.
-            for p in products:
-                run.stage(build_cog(p), p.final)
-            run.temp("run.json").write_text(json.dumps(record, indent=2) + "\n")
-            run.publish()
-        extra: dict = {}
-        if vector is not None:
-            from geoseg.vector.api import vectorize_raster
+    return names, vector_path, options
 
-            # forked worker processes where safe, else threads (see vectorize.fork_is_safe); a tcp://
-            # cluster is not used for this step
-            vres = vectorize_raster(lc.final, vector_path, format=vector, overwrite=True, workers=n_workers,
-                                    scheduler="synchronous" if scheduler == "synchronous" else "processes",
-                                    progress=progress, **vector_options)
-            extra["vector"] = vres.output
-            extra["vector_features"] = vres.features
-        else:
-            vres = None
-        extra["item"] = _deliver(out, lc, prob, conf, card, class_pixels, vres)
-        return PredictResult(
-            out_dir=str(out),
-            landcover=lc.final,
-            probabilities=prob.final if prob else None,
-            confidence=conf.final if conf else None,
-            run_record=str(out / "run.json"),
-            run_id=run_id,
-            model_id=card.id,
-            trained_model=card.trained,
-            tiles=len(plan),
-            class_pixels=class_pixels,
-            nodata_pixels=nodata,
-            pixel_area_m2=record["pixel_area_m2"],
-            seconds=seconds,
-            extra=extra,
+
+def _products(job: _Job, run_id: str) -> list[Product]:
+    """The rasters this run writes: landcover, then probabilities and confidence if asked for."""
+    out, card = str(job.out), job.card
+    products = [landcover_product(out, run_id, card.classes, card.id)]
+    if job.probabilities:
+        products.append(percent_product(out, run_id, "probabilities", [c.name for c in card.classes], card.id))
+    if job.confidence:
+        products.append(percent_product(out, run_id, "confidence", ["confidence (max class probability)"],
+                                        card.id))
+    if job.acquired:
+        for p in products:
+            p.tags["ACQUISITION_DATETIME"] = job.acquired
+    return products
+
+
+def _execute(job: _Job, products: list[Product], progress: bool | None) -> np.ndarray:
+    """Create the temporary rasters and run the dask graph into them; the class histogram (256 bins)."""
+    from geoseg.predict import graph  # dask
+    from geoseg.predict.tasks import RunSpec
+
+    info = job.info
+    part = {p.name: p.part for p in products}
+    spec = RunSpec(
+        scene_path=os.path.abspath(info.path),
+        bands=tuple(job.band_idx),
+        # A plain nodata value is tested on the values already read; real masks (alpha, mask band) are read.
+        use_masks=info.per_dataset_mask and not info.nodata_only_mask,
+        input_nodata=info.nodata if info.nodata_only_mask else (
+            None if info.per_dataset_mask else job.card.input_nodata),
+        model_path=str(job.model_path.resolve()),
+        device=job.device,
+        amp=job.amp,
+        torch_threads=job.torch_threads,
+        batch_size=job.batch_size,
+        overlap=job.overlap,
+        blend=job.blend,
+        height=info.height,
+        width=info.width,
+        block_size=job.block_size,
+        class_values=tuple(job.card.class_values),
+        landcover_part=part["landcover"],
+        probabilities_part=part.get("probabilities"),
+        confidence_part=part.get("confidence"),
+        tta=job.tta,
+    )
+    bar = make_progress(len(job.plan), "tiles", progress)
+    with warnings.catch_warnings():
+        if not info.georeferenced:  # accepted with allow_ungeoreferenced: rasterio's warnings are noise now
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        for p in products:
+            create_part(p, info)
+        try:
+            hist = graph.run(spec, list(job.plan), job.blocks, job.scheduler, job.workers, bar)
+        finally:
+            bar.close()
+    if int(hist[NODATA]) == info.width * info.height:
+        raise EmptySceneError(
+            f"{info.path} has no valid pixel in bands {','.join(map(str, job.band_idx))} "
+            "(all nodata); check the scene, its nodata value, or --bands"
         )
+    return hist
+
+
+def _record(job: _Job, run_id: str, products: list[Product], class_pixels: dict[str, int], nodata: int,
+            seconds: float) -> dict:
+    """``run.json``: what was run, on what, with which options, and the class-pixel counts."""
+    info, card = job.info, job.card
+    return {
+        "geoseg_version": __version__,
+        "run_id": run_id,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "scene": os.path.abspath(info.path),
+        "acquired": job.acquired,
+        "acquired_from": job.acquired_from,
+        "bands": job.band_idx,
+        "model": {"id": card.id, "version": card.version, "path": str(job.model_path.resolve()),
+                  "trained": card.trained, "architecture": card.architecture, "encoder": card.encoder},
+        "classes": [asdict(c) for c in card.classes],
+        "grid": {"crs": info.crs_wkt, "transform": list(info.transform), "width": info.width,
+                 "height": info.height},
+        "options": {"tile_size": job.tile_size, "overlap": job.overlap, "blend": job.blend,
+                    "batch_size": job.batch_size, "block_size": job.block_size, "workers": job.workers,
+                    "scheduler": job.scheduler, "device": job.device, "torch_threads": job.torch_threads,
+                    "tta": job.tta},
+        "tiles": len(job.plan),
+        "computed_pixels": job.plan.computed_pixels,
+        "class_pixels": class_pixels,
+        "nodata_pixels": nodata,
+        "pixel_area_m2": pixel_area_m2(info.crs_wkt, info.transform, info.width, info.height),
+        "outputs": {p.name: os.path.basename(p.final) for p in products},
+        "seconds": round(seconds, 3),
+        "host": platform.node(),
+    }

@@ -11,7 +11,7 @@ memory is bounded by the tiles in flight, never by the scene size.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from dask.delayed import Delayed, delayed
@@ -22,7 +22,8 @@ from geoseg.io.grid import Block, Tile, batches
 from geoseg.predict.tasks import RunSpec, blend_and_write, pieces_for, predict_tiles
 
 
-def build(spec: RunSpec, tiles: Sequence[Tile], blocks: Sequence[Block]) -> tuple[list[Delayed], list[Delayed], dict[str, int]]:
+def build(spec: RunSpec, tiles: Sequence[Tile], blocks: Sequence[Block]
+          ) -> tuple[list[Delayed], list[Delayed], dict[str, int]]:
     """(batch tasks, block tasks, tiles per batch key)."""
     batch_list = batches(list(tiles), spec.batch_size)
     batch_tasks = []

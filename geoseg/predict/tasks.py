@@ -10,8 +10,8 @@ run unchanged on threads, processes or dask.distributed workers.  No dask here.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import rasterio

@@ -97,7 +97,8 @@ def test_band_mismatch(runner, tmp_path, linear_model):
     p = write_raster(tmp_path / "three.tif", scene[:3])
     r = runner.invoke(cli, ["predict", str(p), "-m", str(linear_model), "-o", str(tmp_path / "o")])
     _one_line_error(r, 3, "3 unnamed bands", "--bands")
-    r = runner.invoke(cli, ["predict", str(p), "-m", str(linear_model), "-o", str(tmp_path / "o"), "--bands", "1,2,3,9"])
+    r = runner.invoke(cli, ["predict", str(p), "-m", str(linear_model), "-o", str(tmp_path / "o"),
+                            "--bands", "1,2,3,9"])
     _one_line_error(r, 3, "out of range")
     r = runner.invoke(cli, ["predict", str(p), "-m", str(linear_model), "-o", str(tmp_path / "o"), "--bands", "1,x"])
     assert r.exit_code == 2 and "band numbers" in r.output
