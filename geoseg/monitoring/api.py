@@ -55,14 +55,22 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from geoseg.errors import EmptySceneError, GeosegError, InputError, InputFileError, OutputError, ParameterError
+from geoseg.errors import (
+    ConfigError,
+    EmptySceneError,
+    InputError,
+    InputFileError,
+    MonitorLockedError,
+    OutputError,
+    ParameterError,
+)
 from geoseg.io.output import GPKG_DATASET_OPTIONS
 from geoseg.monitoring import state as ms
 
 __all__ = ["MonitorConfig", "AOI", "Scene", "MonitorLockedError", "load_config", "run_monitor", "EXIT_LOCKED",
            "CRASH_ENV"]
 
-EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds an AOI's lock; try again later
+EXIT_LOCKED = MonitorLockedError.exit_code  # 75, EX_TEMPFAIL: another run holds an AOI's lock; try again later
 CRASH_ENV = "GEOSEG_MONITOR_CRASH_AFTER"
 OBS_NODATA = 255
 ITEM_NAME = "item.json"  # per-AOI STAC Item
@@ -72,16 +80,6 @@ STATE_DTYPES = {"baseline": np.uint8, "confidence": np.uint8, "first_loss": np.i
                 "n_loss": np.uint16, "n_forest_again": np.uint8, "last_clear": np.int32}
 _DATE_RE = re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})(?!\d)")
 _ID_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-class MonitorLockedError(GeosegError):
-    """Another run holds the lock of an AOI."""
-
-    exit_code = EXIT_LOCKED
-
-
-class ConfigError(InputError):
-    """The monitoring config is invalid."""
 
 
 # -- config --------------------------------------------------------------------------------------------
