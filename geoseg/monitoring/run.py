@@ -78,6 +78,7 @@ def _crash_point(step: str) -> None:
 
 def monitor_lock(path: Path, wait: bool) -> AbstractContextManager[None]:
     """An exclusive lock on ``path``; held by another run and not ``wait``: :class:`MonitorLockedError`."""
+
     def busy() -> MonitorLockedError:
         return MonitorLockedError(f"another geoseg monitor run holds {path}; it will pick up new scenes too, or "
                                   "rerun later or with --wait")
