@@ -86,3 +86,20 @@ class OutputLockedError(OutputError, BlockingIOError):
     """Another geoseg run is writing into the same output."""
 
     exit_code = 75
+
+
+# -- monitoring --
+
+
+class ConfigError(InputError):
+    """The monitoring config is invalid."""
+
+
+class MonitorLockedError(GeosegError, BlockingIOError):
+    """Another run holds the lock of an AOI (``geoseg monitor run``)."""
+
+    exit_code = 75
+
+
+class LateObservationError(GeosegError, ValueError):
+    """An observation is older than the last one applied to a monitoring state: replay instead."""

@@ -35,10 +35,12 @@ Outputs helpers: :func:`gfw_encode` (GFW's uint16 ``confidence*10000 + days``),
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
+
+from geoseg.errors import LateObservationError
 
 __all__ = ["EPOCH", "NONE", "NO_ALERT", "LOW", "HIGH", "REJECTED", "UNKNOWN", "Rules", "PixelState", "Step",
            "LateObservationError", "to_days", "from_days", "initial_state", "update", "replay", "gfw_encode",
@@ -52,12 +54,11 @@ CONFIDENCE_NAMES = {NO_ALERT: "none", LOW: "low", HIGH: "high", REJECTED: "rejec
 #: baseline codes (and FOREST / NON_FOREST)
 NON_FOREST, FOREST, UNKNOWN = 0, 1, 255
 
+#: what :func:`to_days` accepts: a date, a datetime, an ISO date string or days since :data:`EPOCH`
+DateLike = _dt.date | _dt.datetime | str | int
 
-class LateObservationError(ValueError):
-    """An observation is older than the last one applied to the state: replay instead."""
 
-
-def to_days(d: _dt.date | _dt.datetime | str | int) -> int:
+def to_days(d: DateLike) -> int:
     """Days since 2014-12-31 (ints pass through); ``'2021-03-04'`` strings accepted."""
     if isinstance(d, (int, np.integer)) and not isinstance(d, bool):
         return int(d)
@@ -65,6 +66,8 @@ def to_days(d: _dt.date | _dt.datetime | str | int) -> int:
         d = _dt.date.fromisoformat(d[:10])
     if isinstance(d, _dt.datetime):
         d = d.date()
+    if not isinstance(d, _dt.date):
+        raise TypeError(f"{d!r} is not a date")
     return (d - EPOCH).days
 
 
@@ -107,7 +110,7 @@ class PixelState:
         return {k: getattr(self, k) for k in ("baseline", "confidence", "first_loss", "last_loss", "n_loss",
                                               "n_forest_again", "last_clear")}
 
-    def equals(self, other: "PixelState") -> bool:
+    def equals(self, other: PixelState) -> bool:
         return (self.last_date == other.last_date and self.n_observations == other.n_observations
                 and all(np.array_equal(a, b) for a, b in zip(self.arrays().values(), other.arrays().values())))
 
@@ -144,7 +147,7 @@ def initial_state(shape_or_baseline: tuple[int, ...] | np.ndarray) -> PixelState
     )
 
 
-def update(state: PixelState, date, forest: np.ndarray, valid: np.ndarray | None = None,
+def update(state: PixelState, date: DateLike, forest: np.ndarray, valid: np.ndarray | None = None,
            rules: Rules = Rules()) -> Step:
     """Apply one observation; return the new state and what changed. ``state`` is not modified."""
     d = to_days(date)
@@ -202,7 +205,7 @@ def update(state: PixelState, date, forest: np.ndarray, valid: np.ndarray | None
     return Step(new, started, confirmed, rejected, expired, updated, clear)
 
 
-def replay(initial: PixelState, observations: Iterable[tuple[object, np.ndarray, np.ndarray | None]],
+def replay(initial: PixelState, observations: Iterable[tuple[DateLike, np.ndarray, np.ndarray | None]],
            rules: Rules = Rules()) -> PixelState:
     """Apply ``(date, forest, valid)`` observations in date order (stable for same-day ones)."""
     obs = sorted(observations, key=lambda o: to_days(o[0]))

@@ -180,7 +180,7 @@ def test_crash_resume_gives_identical_results(tmp_path, step):
     assert np.array_equal(_gfw(a), _gfw(b))
     assert _ledger_rows(a) == _ledger_rows(b)
     # nothing leaked: no temporaries left behind
-    assert not [p for p in b.rglob("*.tmp*")]
+    assert not list(b.rglob("*.tmp*"))
     # the crashed run's alerts are still delivered: the union of change files holds every alert
     delivered = set()
     for p in (b / "aoi1").glob("changes_since_*.geojson"):
@@ -336,7 +336,7 @@ def test_sigkill_mid_run_then_resume(tmp_path, n_obs):
     assert _alerts(a) == _alerts(b)
     assert np.array_equal(_state(a), _state(b)) and np.array_equal(_gfw(a), _gfw(b))
     assert _ledger_rows(a) == _ledger_rows(b)
-    assert not [q for q in b.rglob("*.tmp*")]
+    assert not list(b.rglob("*.tmp*"))
 
 
 def test_changes_file_per_run_and_config_change_refused(tmp_path):

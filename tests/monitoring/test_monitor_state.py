@@ -1,4 +1,4 @@
-"""The monitoring state machine (geoseg.monitor_state) over synthetic time series: pure numpy."""
+"""The monitoring state machine (geoseg.monitoring.state) over synthetic time series: pure numpy."""
 
 from __future__ import annotations
 
@@ -29,9 +29,10 @@ from geoseg.monitoring.state import (
 )
 
 F, N = True, False
+DEFAULT_RULES = Rules()
 
 
-def run(series, baseline=True, rules=Rules()):
+def run(series, baseline=True, rules=DEFAULT_RULES):
     """One pixel: series of (day, forest or None for cloudy); returns the final state and the steps."""
     state = initial_state(np.array([[baseline]]))
     steps = []
@@ -144,7 +145,7 @@ def test_update_is_pure_and_late_observations_replay():
     rng = np.random.default_rng(0)
     shape = (16, 16)
     obs = []
-    for k, day in enumerate(range(20, 800, 16)):
+    for _k, day in enumerate(range(20, 800, 16)):
         forest = rng.random(shape) > 0.3
         valid = rng.random(shape) > 0.2
         obs.append((day, forest, valid))

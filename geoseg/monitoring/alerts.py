@@ -1,0 +1,275 @@
+"""Alerts of an AOI: polygons derived from the pixel state, merged with the previous ones (stable ids, run
+stamps), and the outputs they go to: ``alerts.gpkg`` (layers ``alerts``, styled by confidence, and
+``aoi_summary``, one row per scene), ``alerts_gfw.tif`` (the GFW date-confidence COG, + ``.qml``) and
+``changes_since_<date>.geojson`` (RFC 7946, WGS84: the alerts new or changed by a run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg._util.atomic import atomic_path, atomic_write_text
+from geoseg.io.output import GPKG_DATASET_OPTIONS
+from geoseg.io.warp import Grid, reproject_geometry
+from geoseg.monitoring import state as ms
+from geoseg.monitoring.config import Scene
+from geoseg.monitoring.observation import OBS_NODATA
+from geoseg.monitoring.rasters import write_tif
+
+__all__ = ["ALERT_FIELDS", "SUMMARY_FIELDS", "derive_alerts", "merge_alerts", "read_alert_layers",
+           "write_alerts_gpkg", "summary_row", "write_gfw", "write_changes_geojson", "alert_totals"]
+
+ALERT_FIELDS = ("alert_id", "aoi_id", "first_detected", "last_detected", "confidence", "status", "area_ha",
+                "n_pixels", "n_high", "n_low", "n_rejected", "model_id", "run_id", "created_at", "updated_at")
+SUMMARY_FIELDS = ("scene_id", "date", "run_id", "aoi_id", "observed_fraction", "alerts_low", "alerts_high",
+                  "alerts_rejected", "area_low_ha", "area_high_ha", "late")
+_CONTENT = ("first_detected", "last_detected", "confidence", "status", "area_ha", "n_pixels", "n_high",
+            "n_low", "n_rejected", "geometry_wkb")
+
+
+def _iso(days: int) -> str:
+    d = ms.from_days(days)
+    if d is None:
+        raise ValueError("no date (NONE) where an alert needs one")
+    return d.isoformat()
+
+
+# -- deriving and merging ---------------------------------------------------------------------------------
+
+
+def _area_ha(geoms_crs: list, crs: Any) -> list[float]:
+    if crs.is_projected:
+        f = crs.linear_units_factor[1] ** 2
+        return [round(g.area * f / 1e4, 6) for g in geoms_crs]
+    from pyproj import Geod
+
+    geod = Geod(ellps="WGS84")
+    return [round(abs(geod.geometry_area_perimeter(g)[0]) / 1e4, 6) for g in geoms_crs]
+
+
+def _loss_patches(state: ms.PixelState, active: np.ndarray) -> tuple[list, list[int]]:
+    """4-connected patches (polygons in pixel coordinates) of active pixels sharing a first-loss date."""
+    from affine import Affine
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+
+    polys, firsts = [], []
+    first = state.first_loss
+    for d in np.unique(first[active]):
+        m = active & (first == d)
+        for geom, _ in shapes(m.astype(np.uint8), mask=m, connectivity=4, transform=Affine.identity()):
+            polys.append(shape(geom))
+            firsts.append(int(d))
+    return polys, firsts
+
+
+def _patch_counts(state: ms.PixelState, polys: list) -> tuple[np.ndarray, ...]:
+    """Per patch (index 1..n): pixels, HIGH pixels, LOW pixels and the latest loss date."""
+    from affine import Affine
+    from rasterio.features import rasterize
+
+    conf = state.confidence
+    labels = rasterize([(p, i + 1) for i, p in enumerate(polys)], out_shape=state.shape, fill=0,
+                       transform=Affine.identity(), dtype="int32")
+    n = len(polys) + 1
+    lab = labels.ravel()
+    cnt = np.bincount(lab, minlength=n)
+    n_high = np.bincount(lab, weights=(conf == ms.HIGH).ravel(), minlength=n).astype(int)
+    n_low = np.bincount(lab, weights=(conf == ms.LOW).ravel(), minlength=n).astype(int)
+    last = np.full(n, -1, np.int64)
+    np.maximum.at(last, lab, state.last_loss.ravel().astype(np.int64))
+    return cnt, n_high, n_low, last
+
+
+def _alert_id(aoi_id: str, first_day: int, patch: Any) -> str:
+    """A stable id: the AOI, the first-loss date and the patch's top-left pixel (top row, leftmost there)."""
+    minx, miny, maxx, maxy = patch.bounds
+    top = int(round(miny))
+    xs = [x for x, y in patch.exterior.coords if abs(y - miny) < 1e-9]
+    col = int(round(min(xs)))
+    key = f"{aoi_id}|{_iso(first_day)}|{top},{col}"
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def derive_alerts(aoi_id: str, state: ms.PixelState, grid: Grid, min_area_ha: float = 0.0) -> list[dict]:
+    """Alert polygons: 4-connected patches of pixels whose current event has the same first-loss date."""
+    import shapely.affinity
+    from rasterio.crs import CRS
+    from shapely.geometry import MultiPolygon
+
+    active = np.isin(state.confidence, (ms.LOW, ms.HIGH, ms.REJECTED)) & (state.first_loss != ms.NONE)
+    if not active.any():
+        return []
+    polys, firsts = _loss_patches(state, active)
+    cnt, n_high, n_low, last = _patch_counts(state, polys)
+    g = grid.affine
+    crs_geoms = [shapely.affinity.affine_transform(p, (g.a, g.b, g.d, g.e, g.c, g.f)) for p in polys]
+    areas = _area_ha(crs_geoms, CRS.from_wkt(grid.crs_wkt))
+    out = []
+    for i, (p, d) in enumerate(zip(polys, firsts), start=1):
+        alert_id = _alert_id(aoi_id, d, p)
+        conf_name = "high" if n_high[i] else ("low" if n_low[i] else "rejected")
+        status = {"high": "confirmed", "low": "unconfirmed", "rejected": "rejected"}[conf_name]
+        if areas[i - 1] < min_area_ha:
+            continue
+        geom = crs_geoms[i - 1]
+        if geom.geom_type == "Polygon":
+            geom = MultiPolygon([geom])
+        out.append({
+            "alert_id": alert_id,
+            "aoi_id": aoi_id,
+            "first_detected": _iso(d),
+            "last_detected": _iso(int(last[i])) if last[i] >= 0 else _iso(d),
+            "confidence": conf_name,
+            "status": status,
+            "area_ha": areas[i - 1],
+            "n_pixels": int(cnt[i]),
+            "n_high": int(n_high[i]),
+            "n_low": int(n_low[i]),
+            "n_rejected": int(cnt[i] - n_high[i] - n_low[i]),
+            "geometry": geom,
+        })
+    out.sort(key=lambda a: (a["first_detected"], a["alert_id"]))
+    return out
+
+
+def _content(a: dict) -> tuple:
+    return tuple(a["geometry"].wkb_hex if k == "geometry_wkb" else a[k] for k in _CONTENT)
+
+
+def merge_alerts(previous: list[dict], current: list[dict], model_id: str, run_id: str, now: str
+                 ) -> tuple[list[dict], int, int]:
+    """Keep ids/created_at; stamp run_id/updated_at on new or changed alerts; alerts no longer in the
+    state (their pixels started a newer event) are kept with status ``superseded``. Returns
+    (alerts, n_new, n_updated)."""
+    prev = {a["alert_id"]: a for a in previous}
+    out, n_new, n_upd = [], 0, 0
+    seen = set()
+    for a in current:
+        seen.add(a["alert_id"])
+        p = prev.get(a["alert_id"])
+        if p is None:
+            out.append({**a, "model_id": model_id, "run_id": run_id, "created_at": now, "updated_at": now})
+            n_new += 1
+        elif _content(p) != _content(a):
+            out.append({**a, "model_id": model_id, "run_id": run_id, "created_at": p["created_at"], "updated_at": now})
+            n_upd += 1
+        else:
+            out.append(p)
+    for a in previous:
+        if a["alert_id"] not in seen:
+            if a["status"] != "superseded":
+                a = {**a, "status": "superseded", "run_id": run_id, "updated_at": now}
+                n_upd += 1
+            out.append(a)
+    out.sort(key=lambda a: (a["first_detected"], a["alert_id"]))
+    return out, n_new, n_upd
+
+
+def summary_row(aoi_id: str, scene: Scene, run_id: str, obs: np.ndarray, inside: np.ndarray,
+                alerts: list[dict], late: bool) -> dict:
+    """The ``aoi_summary`` row of one scene: observed fraction of the AOI, current alerts and area."""
+    active = [a for a in alerts if a["status"] != "superseded"]
+    observed = float((obs != OBS_NODATA).sum() / max(1, inside.sum()))
+    return {"scene_id": scene.id, "date": scene.date.isoformat(), "run_id": run_id, "aoi_id": aoi_id,
+            "observed_fraction": round(observed, 6),
+            "alerts_low": sum(a["confidence"] == "low" for a in active),
+            "alerts_high": sum(a["confidence"] == "high" for a in active),
+            "alerts_rejected": sum(a["confidence"] == "rejected" for a in active),
+            "area_low_ha": round(sum(a["area_ha"] for a in active if a["confidence"] == "low"), 6),
+            "area_high_ha": round(sum(a["area_ha"] for a in active if a["confidence"] == "high"), 6),
+            "late": int(late)}
+
+
+# -- alerts.gpkg -------------------------------------------------------------------------------------------
+
+
+def read_alert_layers(path: Path) -> tuple[list[dict], list[dict]]:
+    """(alerts with their geometries, ``aoi_summary`` rows) of ``alerts.gpkg``; empty lists if it is absent."""
+    import pyogrio
+
+    if not path.exists():
+        return [], []
+    gdf = pyogrio.read_dataframe(path, layer="alerts")
+    alerts = []
+    for rec, geom in zip(gdf.drop(columns="geometry").to_dict("records"), gdf.geometry):
+        rec["geometry"] = geom
+        alerts.append(rec)
+    summ = pyogrio.read_dataframe(path, layer="aoi_summary", read_geometry=False)
+    return alerts, summ.to_dict("records")
+
+
+def write_alerts_gpkg(path: Path, alerts: list[dict], summary: list[dict], grid: Grid) -> None:
+    """``alerts.gpkg`` (layers ``alerts``, with its default QGIS style, and ``aoi_summary``), atomically."""
+    import geopandas as gpd
+    import pandas as pd
+    import pyogrio
+
+    from geoseg.delivery.style import ALERT_CATEGORIES, embed_gpkg_style
+
+    with atomic_path(path) as tmp:
+        cols = {k: [a[k] for a in alerts] for k in ALERT_FIELDS}
+        gdf = gpd.GeoDataFrame(cols, geometry=gpd.GeoSeries([a["geometry"] for a in alerts]),
+                               crs=grid.crs_wkt)
+        pyogrio.write_dataframe(gdf, tmp, layer="alerts", driver="GPKG", geometry_type="MultiPolygon",
+                                dataset_options=GPKG_DATASET_OPTIONS)
+        pyogrio.write_dataframe(pd.DataFrame(summary, columns=SUMMARY_FIELDS), tmp, layer="aoi_summary",
+                                driver="GPKG", append=True)
+        # default QGIS style of the alerts layer: categorized by confidence (low / high / rejected)
+        embed_gpkg_style(tmp, "alerts", ALERT_CATEGORIES, field="confidence", style_name="alerts by confidence",
+                         description="geoseg alerts by confidence")
+
+
+def alert_totals(gpkg: Path) -> dict:
+    """Current (confirmed or unconfirmed) alerts of ``alerts.gpkg``: count, by confidence, hectares."""
+    alerts, _ = read_alert_layers(gpkg)
+    active = [a for a in alerts if a["status"] in ("confirmed", "unconfirmed")]
+    return {"alerts_total": len(active), "alerts_high": sum(a["confidence"] == "high" for a in active),
+            "alerts_low": sum(a["confidence"] == "low" for a in active),
+            "alert_area_ha": round(sum(float(a["area_ha"]) for a in active), 4)}
+
+
+# -- alerts_gfw.tif and the changes file -----------------------------------------------------------------
+
+
+def write_gfw(path: Path, state: ms.PixelState, grid: Grid) -> None:
+    """``alerts_gfw.tif`` (COG), and its QGIS style beside it the first time (a static style)."""
+    write_tif(path, ms.gfw_encode(state)[None], grid, "uint16", nodata=0,
+              descriptions=("GFW date-confidence: conf*10000 + days since 2014-12-31",),
+              tags={"GEOSEG_PRODUCT": "alerts_gfw"}, cog=True)
+    if not path.with_suffix(".qml").exists():
+        from geoseg.delivery.style import write_gfw_qml
+
+        write_gfw_qml(path)  # a static style: written once
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(type(o))
+
+
+def write_changes_geojson(path: Path, alerts: list[dict], grid: Grid) -> None:
+    """RFC 7946 FeatureCollection in WGS84 (lon/lat, counter-clockwise exterior rings)."""
+    import shapely
+    from pyproj import Transformer
+    from shapely.geometry import mapping
+    from shapely.geometry.polygon import orient
+
+    t = Transformer.from_crs(grid.crs_wkt, "EPSG:4326", always_xy=True)
+    feats = []
+    for a in alerts:
+        g = reproject_geometry(a["geometry"], t)
+        g = shapely.set_precision(g, 1e-7)  # (may reorient rings: orient afterwards)
+        g = shapely.MultiPolygon([orient(p, 1.0) for p in getattr(g, "geoms", [g])])
+        props = {k: a[k] for k in ALERT_FIELDS}
+        feats.append({"type": "Feature", "id": a["alert_id"], "geometry": mapping(g), "properties": props})
+    doc = {"type": "FeatureCollection", "features": feats}
+    atomic_write_text(path, json.dumps(doc, default=_json_default))

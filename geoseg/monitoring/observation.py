@@ -1,0 +1,169 @@
+"""Observing a scene over an AOI: the AOI grid (the scene's pixel lattice over the AOI), the AOI mask, and
+one scene's observation on that grid (``observations/<key>.tif``: uint8 1 forest, 0 not forest, 255 not
+observed), from a class raster (``kind: landcover``) or by predicting the AOI crop of an image (``kind: scene``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg.errors import ConfigError, EmptySceneError, InputError, InputFileError, ParameterError
+from geoseg.io.warp import Grid, read_on_grid, to_crs
+from geoseg.monitoring.config import AOI, MonitorConfig, Scene
+from geoseg.monitoring.rasters import write_tif
+
+__all__ = ["OBS_NODATA", "grid_for", "aoi_mask", "observe", "observation_name", "read_observation",
+           "write_observation", "scene_overlaps", "observation_masks"]
+
+OBS_NODATA = 255
+
+
+def aoi_in(aoi: AOI, crs: Any) -> Any:
+    """The AOI's geometry in ``crs``."""
+    return to_crs(aoi.geometry, aoi.crs, crs)
+
+
+def grid_for(aoi: AOI, scene_path: str) -> Grid:
+    """The AOI grid: the scene's pixel lattice over the AOI's bounds (rounded outwards)."""
+    import rasterio
+
+    with rasterio.open(scene_path) as src:
+        if src.crs is None:
+            raise InputError(f"{scene_path} has no CRS; monitoring needs georeferenced scenes")
+        geom = aoi_in(aoi, src.crs)
+        inv = ~src.transform
+        xs, ys = [], []
+        x0, y0, x1, y1 = geom.bounds
+        for x, y in ((x0, y0), (x0, y1), (x1, y0), (x1, y1)):
+            c, r = inv @ (x, y)
+            xs.append(c)
+            ys.append(r)
+        c0, r0 = math.floor(min(xs) + 1e-9), math.floor(min(ys) + 1e-9)
+        c1, r1 = math.ceil(max(xs) - 1e-9), math.ceil(max(ys) - 1e-9)
+        t = src.transform @ src.transform.translation(c0, r0)
+        return Grid(src.crs.to_wkt(), tuple(t)[:6], max(1, c1 - c0), max(1, r1 - r0))
+
+
+def aoi_mask(aoi: AOI, grid: Grid) -> np.ndarray:
+    from rasterio.crs import CRS
+    from rasterio.features import rasterize
+
+    geom = aoi_in(aoi, CRS.from_wkt(grid.crs_wkt))
+    return rasterize([(geom, 1)], out_shape=(grid.height, grid.width), transform=grid.affine, fill=0,
+                     dtype="uint8").astype(bool)
+
+
+def scene_overlaps(aoi: AOI, scene: Scene) -> bool:
+    import rasterio
+    from shapely.geometry import box
+
+    if not os.path.exists(scene.path):
+        raise InputFileError(f"scene {scene.path} does not exist; fix the inventory")
+    try:
+        with rasterio.open(scene.path) as src:
+            if src.crs is None:
+                raise InputError(f"scene {scene.path} has no CRS; monitoring needs georeferenced scenes")
+            return aoi_in(aoi, src.crs).intersects(box(*src.bounds))
+    except rasterio.errors.RasterioIOError as e:
+        raise InputError(f"cannot open scene {scene.path} as a raster ({e})") from None
+
+
+def _forest_values(cfg: MonitorConfig, names: dict[int, str], path: str) -> tuple[int, ...]:
+    from geoseg.change.api import resolve_forest_values
+
+    try:
+        return resolve_forest_values(cfg.forest, names, path)
+    except ParameterError as e:  # a config value, not a command-line option: bad input (exit 3)
+        raise ConfigError(str(e).replace("--forest", "'forest' in the config")) from None
+
+
+def observe(cfg: MonitorConfig, aoi: AOI, grid: Grid, scene: Scene, work: Path) -> np.ndarray:
+    """One scene's observation on the AOI grid: uint8 1 forest, 0 not forest, 255 not observed."""
+    from geoseg.io.raster import class_names_from_tags
+
+    if cfg.kind == "landcover":
+        data, nodata, meta, covered = read_on_grid(scene.path, grid, [cfg.band])
+        classes = data[0]
+        valid = covered if nodata is None else (classes != nodata) & covered
+        names = class_names_from_tags(meta["tags"], meta["band_tags"])
+        path = scene.path
+    else:
+        classes, valid, names, path = _predict_crop(cfg, grid, scene, work)
+    valid = valid & aoi_mask(aoi, grid)
+    if not valid.any():
+        return np.full(valid.shape, OBS_NODATA, np.uint8)
+    fv = _forest_values(cfg, names, path)
+    forest = np.isin(classes, fv)
+    return np.where(valid, forest.astype(np.uint8), OBS_NODATA).astype(np.uint8)
+
+
+def _write_crop(path: Path, data: np.ndarray, nodata: float | None, meta: dict[str, Any], grid: Grid) -> None:
+    """A scratch GeoTIFF of the AOI crop (the model's input; removed with its folder)."""
+    import rasterio
+    from rasterio.crs import CRS
+
+    profile = {"driver": "GTiff", "width": grid.width, "height": grid.height, "count": data.shape[0],
+               "dtype": data.dtype.name, "crs": CRS.from_wkt(grid.crs_wkt), "transform": grid.affine,
+               "compress": "deflate"}
+    if nodata is not None:
+        profile["nodata"] = nodata
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        if any(meta["descriptions"]):
+            dst.descriptions = tuple(d or "" for d in meta["descriptions"])
+
+
+def _predict_crop(cfg: MonitorConfig, grid: Grid, scene: Scene, work: Path
+                  ) -> tuple[np.ndarray, np.ndarray, dict[int, str], str]:
+    """Crop the scene to the AOI grid (windowed read into a temporary GeoTIFF) and predict that crop only:
+    (classes, valid, class names, what produced them)."""
+    import rasterio
+
+    from geoseg.io.raster import class_names_from_tags
+    from geoseg.predict.api import predict_scene
+
+    data, nodata, meta, covered = read_on_grid(scene.path, grid, resampling="nearest")
+    with tempfile.TemporaryDirectory(dir=work, prefix=".predict-") as tmp:
+        crop = Path(tmp) / "crop.tif"
+        _write_crop(crop, data, nodata, meta, grid)
+        try:
+            res = predict_scene(str(crop), str(cfg.model), str(Path(tmp) / "out"), overwrite=True, progress=False)
+        except EmptySceneError:  # the scene has no valid pixel over this AOI: observed nowhere
+            shape = (grid.height, grid.width)
+            return np.full(shape, 255, np.uint8), np.zeros(shape, bool), {}, f"model {cfg.model}"
+        with rasterio.open(res.landcover) as src:
+            classes = src.read(1)
+            names = class_names_from_tags(src.tags(), src.tags(1))
+            valid = (classes != (src.nodata if src.nodata is not None else 255)) & covered
+    return classes, valid, names, f"model {cfg.model}"
+
+
+def observation_name(scene: Scene) -> str:
+    """``observations/<this>``: ``YYYYMMDD_<sha1(scene id)[:12]>.tif``."""
+    return f"{scene.date.strftime('%Y%m%d')}_{hashlib.sha1(scene.id.encode()).hexdigest()[:12]}.tif"
+
+
+def write_observation(path: Path, obs: np.ndarray, grid: Grid, scene: Scene) -> None:
+    write_tif(path, obs[None], grid, "uint8", nodata=OBS_NODATA,
+              descriptions=("forest observation: 1 forest, 0 not forest, 255 not observed",),
+              tags={"GEOSEG_SCENE_ID": scene.id, "GEOSEG_DATE": scene.date.isoformat()})
+
+
+def read_observation(path: Path) -> np.ndarray:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return src.read(1)
+
+
+def observation_masks(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(forest, valid) masks of an observation, as :func:`geoseg.monitoring.state.update` takes them."""
+    return obs == 1, obs != OBS_NODATA
+
