@@ -131,7 +131,7 @@ def _loss_frame(gdf: Any, crs: Any, to_pixels: Callable[[np.ndarray], np.ndarray
 
 
 def loss_polygons(change_path: str, work_dir: Path, final_tmp: Path, *, min_area_ha: float, connectivity: int,
-                  transform: Sequence[float], crs_wkt: str | None, workers: int, scheduler: str,
+                  transform: Sequence[float], crs_wkt: str, workers: int, scheduler: str,
                   block_size: int) -> tuple[int, float, int]:
     """Vectorize forest loss, drop patches under the MMU, add n_pixels/centroid; write ``final_tmp``.
 
