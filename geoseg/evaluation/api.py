@@ -215,11 +215,6 @@ def _check_pair(pred: ClassRaster, truth: ClassRaster, align: bool) -> None:
         )
 
 
-def _check_options(block_size: int, scheduler: str, workers: int | None) -> tuple[int, Execution]:
-    """Block size (evaluate only reads: any positive size), scheduler and workers, checked once."""
-    return check_block_size(block_size, align=1), check_execution(scheduler, workers)
-
-
 def _pair_counts(pred: ClassRaster, truth: ClassRaster, align: bool, ignore: tuple[int, ...], block_size: int,
                  execution: Execution, progress: bool | None) -> tuple[WindowCounts, int]:
     from geoseg._util.progress import make_progress
@@ -265,7 +260,8 @@ def evaluate_rasters(
     (a model package path/name, ``{value: name}``, or ``ClassInfo`` list); default: the rasters' tags.
     """
     t0 = time.perf_counter()
-    block_size, execution = _check_options(block_size, scheduler, workers)
+    block_size = check_block_size(block_size, align=1)  # evaluate only reads: any positive size
+    execution = check_execution(scheduler, workers)
     ign = _ignore_tuple(ignore)
     explicit = resolve_classes(classes)
     p = open_class_raster(pred, "prediction", allow_ungeoreferenced)
@@ -310,7 +306,8 @@ def evaluate_model(
     else:
         cfg = {"images": [{"image": os.fspath(d["image"]), "label": os.fspath(d["label"])} for d in data],
                "ignore": None, "align": False, "predict": {}}
-    block_size, execution = _check_options(block_size, scheduler, workers)
+    block_size = check_block_size(block_size, align=1)  # evaluate only reads: any positive size
+    execution = check_execution(scheduler, workers)
     ign = _ignore_tuple(cfg["ignore"] if ignore is None else ignore)
     do_align = cfg["align"] if align is None else bool(align)
     model_path = resolve(model)
