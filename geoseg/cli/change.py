@@ -35,7 +35,7 @@ from geoseg.cli.options import interactive, overwrite_option, quiet_option, run_
 @click.option("--connectivity", type=click.Choice(["4", "8"]), default="4", show_default=True,
               help="Pixel connectivity of the loss patches.")
 @click.option("--block-size", type=int, default=1024, show_default=True,
-              help="Window size in pixels (rounded up to a multiple of 256).")
+              help="Window size in pixels, a multiple of 256 (the change raster's tile).")
 @click.option("--workers", type=int, help="Parallel dask workers (default: CPU cores).")
 @click.option("--scheduler", default="threads", show_default=True,
               help="threads, processes, synchronous, or tcp://HOST:PORT.")

@@ -44,13 +44,8 @@ def evaluate(pred, truth, model, data, align, ignore, json_path, confusion_png, 
     mIoU, frequency-weighted IoU and Cohen's kappa.  Nodata pixels of either raster
     and --ignore truth values are left out.
     """
-    from geoseg.evaluation.api import (
-        check_output_files,
-        evaluate_model,
-        evaluate_rasters,
-        write_confusion_png,
-        write_json,
-    )
+    from geoseg.evaluation.api import evaluate_model, evaluate_rasters
+    from geoseg.evaluation.outputs import check_output_files, write_confusion_png, write_json
 
     if data is not None:
         if pred or truth:

@@ -1,9 +1,9 @@
 """``evaluate_rasters`` / ``evaluate_model``: the Python API behind ``geoseg evaluate``.
 
 A prediction raster is compared with a truth raster window by window: every
-window is one dask task that reads both rasters (by path), and returns a small
-:class:`~geoseg.metrics.ConfusionMatrix`; the matrices are summed and the metrics
-computed once (:mod:`geoseg.metrics` documents every definition).  Memory is
+window is one dask task (:mod:`geoseg.evaluation.tasks`) that reads both rasters (by path), and
+returns a small :class:`~geoseg.evaluation.metrics.ConfusionMatrix`; the matrices are summed and the
+metrics computed once (:mod:`geoseg.evaluation.metrics` documents every definition).  Memory is
 bounded by the windows in flight, never by the raster size.
 
 The rasters must share a grid (CRS, geotransform, size).  With ``align=True`` the
@@ -19,37 +19,37 @@ Class names come from, in order: the ``classes`` argument (a model package, a
 ``CLASS_<value>`` (written by ``geoseg predict``), the truth's band tags.  Declared
 classes absent from both rasters are listed with NaN metrics.
 
-:func:`write_confusion_png` and :func:`write_json` write atomically (temp file + rename).
+:func:`evaluate_model` reads its data set with :mod:`geoseg.evaluation.data`;
+:func:`write_confusion_png` and :func:`write_json` (:mod:`geoseg.evaluation.outputs`) write atomically.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
 import tempfile
 import time
-import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from geoseg.errors import (
-    EmptySceneError,
-    GridMismatchError,
-    InputError,
-    InputFileError,
-    OutputError,
-    OutputExistsError,
-    ParameterError,
-)
-from geoseg.evaluation.metrics import ConfusionMatrix, Metrics, compute_metrics, confusion_counts
-from geoseg.io.grid import Window
-from geoseg.io.output import ensure_writable_dir
-from geoseg.io.raster import ClassRaster, class_names_from_tags, configure_gdal_cache, grid_differences, read_band
+from geoseg._util.execution import Execution, check_execution
+from geoseg.errors import EmptySceneError, InputError, InputFileError, ParameterError
+from geoseg.errors import GridMismatchError as GridMismatchError  # re-exported: tests import it here
+from geoseg.evaluation.data import PREDICT_OPTIONS as PREDICT_OPTIONS  # re-exported
+from geoseg.evaluation.data import load_data_config
+from geoseg.evaluation.metrics import Metrics, compute_metrics
+from geoseg.evaluation.outputs import check_output_files as check_output_files  # re-exported (the CLI)
+from geoseg.evaluation.outputs import write_confusion_png as write_confusion_png  # re-exported
+from geoseg.evaluation.outputs import write_json as write_json  # re-exported
+from geoseg.evaluation.tasks import PairSpec, WindowCounts, run_windows
+from geoseg.evaluation.tasks import window_counts as window_counts  # re-exported
+from geoseg.io.grid import BlockGrid, check_block_size
+from geoseg.io.raster import ClassRaster, class_names_from_tags, grid_differences
 
 DEFAULT_BLOCK_SIZE = 1024
 
@@ -106,84 +106,6 @@ def resolve_classes(classes: Any) -> dict[int, str]:
         raise ParameterError(
             "classes must be a {value: name} mapping, a list of ClassInfo, or a model package path"
         ) from None
-
-
-# -- the per-window task ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PairSpec:
-    """Everything a window task needs (paths and numbers only: picklable for processes and clusters)."""
-
-    pred_path: str
-    truth_path: str
-    pred_masked: bool
-    truth_masked: bool
-    truth_nodata: float | None
-    align: bool
-    crs_wkt: str | None
-    transform: tuple[float, float, float, float, float, float]
-    width: int
-    height: int
-    ignore: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class WindowCounts:
-    confusion: ConfusionMatrix
-    nodata: int  # pixels excluded as nodata of either raster
-    ignored: int  # valid pixels excluded because their truth is an ignore value
-
-    def __add__(self, other: "WindowCounts") -> "WindowCounts":
-        return WindowCounts(self.confusion + other.confusion, self.nodata + other.nodata,
-                            self.ignored + other.ignored)
-
-
-def window_counts(spec: PairSpec, window: Window) -> WindowCounts:
-    """Confusion matrix and excluded-pixel counts of one window of the prediction grid."""
-    import rasterio
-
-    configure_gdal_cache()
-
-    with rasterio.open(spec.pred_path) as src:
-        pred, pred_valid = read_band(src, 1, window, spec.pred_masked)
-    with rasterio.open(spec.truth_path) as src:
-        if spec.align:
-            from affine import Affine
-            from rasterio.crs import CRS
-            from rasterio.enums import Resampling
-            from rasterio.vrt import WarpedVRT
-
-            # Without a nodata value an alpha band marks what lies outside the truth's footprint.
-            add_alpha = spec.truth_nodata is None
-            with WarpedVRT(src, crs=CRS.from_wkt(spec.crs_wkt), transform=Affine(*spec.transform),
-                           width=spec.width, height=spec.height, resampling=Resampling.nearest,
-                           add_alpha=add_alpha) as vrt:
-                truth, truth_valid = read_band(vrt, 1, window, True)
-        else:
-            truth, truth_valid = read_band(src, 1, window, spec.truth_masked)
-    valid = pred_valid & truth_valid
-    ignored = valid & np.isin(truth, spec.ignore) if spec.ignore else np.zeros(valid.shape, dtype=bool)
-    cm = confusion_counts(truth, pred, valid & ~ignored)
-    return WindowCounts(cm, int(valid.size - valid.sum()), int(ignored.sum()))
-
-
-def plan_windows(height: int, width: int, block_size: int) -> list[Window]:
-    """Row-major windows of ``block_size`` covering the raster (clipped at the right/bottom edge)."""
-    if block_size <= 0:
-        raise ParameterError(f"block size {block_size} must be positive; use e.g. --block-size {DEFAULT_BLOCK_SIZE}")
-    return [Window(r, c, min(block_size, height - r), min(block_size, width - c))
-            for r in range(0, height, block_size) for c in range(0, width, block_size)]
-
-
-def run_windows(spec: PairSpec, windows: Sequence[Window], scheduler: str, workers: int, progress) -> WindowCounts:
-    """Run one dask task per window and sum their counts."""
-    from geoseg._util.execution import Execution, run_each
-
-    total = WindowCounts(ConfusionMatrix.empty(), 0, 0)
-    for wc in run_each(window_counts, windows, "eval-window", spec, Execution(scheduler, workers), progress):
-        total = total + wc
-    return total
 
 
 # -- results ------------------------------------------------------------------------------------------
@@ -294,7 +216,7 @@ def _check_pair(pred: ClassRaster, truth: ClassRaster, align: bool) -> None:
 
 
 def _pair_counts(pred: ClassRaster, truth: ClassRaster, align: bool, ignore: tuple[int, ...], block_size: int,
-                 scheduler: str, workers: int, progress: bool | None) -> tuple[WindowCounts, int]:
+                 execution: Execution, progress: bool | None) -> tuple[WindowCounts, int]:
     from geoseg._util.progress import make_progress
 
     _check_pair(pred, truth, align)
@@ -303,24 +225,13 @@ def _pair_counts(pred: ClassRaster, truth: ClassRaster, align: bool, ignore: tup
         truth_masked=truth.masked, truth_nodata=truth.nodata, align=align, crs_wkt=pred.crs_wkt,
         transform=pred.transform, width=pred.width, height=pred.height, ignore=ignore,
     )
-    windows = plan_windows(pred.height, pred.width, block_size)
+    windows = BlockGrid(pred.height, pred.width, block_size).windows()
     bar = make_progress(len(windows), "windows", progress)
     try:
-        counts = run_windows(spec, windows, scheduler, workers, bar)
+        counts = run_windows(spec, windows, execution, bar)
     finally:
         bar.close()
     return counts, len(windows)
-
-
-def _check_options(block_size: int, workers: int | None, scheduler: str) -> int:
-    plan_windows(1, 1, block_size)
-    from geoseg._util.execution import check_scheduler, default_workers
-
-    check_scheduler(scheduler)
-    n = default_workers() if workers is None else int(workers)
-    if n < 1:
-        raise ParameterError(f"--workers {workers} must be >= 1")
-    return n
 
 
 def _no_pixels(what: str) -> EmptySceneError:
@@ -349,12 +260,13 @@ def evaluate_rasters(
     (a model package path/name, ``{value: name}``, or ``ClassInfo`` list); default: the rasters' tags.
     """
     t0 = time.perf_counter()
-    n_workers = _check_options(block_size, workers, scheduler)
+    block_size = check_block_size(block_size, align=1)  # evaluate only reads: any positive size
+    execution = check_execution(scheduler, workers)
     ign = _ignore_tuple(ignore)
     explicit = resolve_classes(classes)
     p = open_class_raster(pred, "prediction", allow_ungeoreferenced)
     t = open_class_raster(truth, "truth", allow_ungeoreferenced)
-    counts, _ = _pair_counts(p, t, align, ign, block_size, scheduler, n_workers, progress)
+    counts, _ = _pair_counts(p, t, align, ign, block_size, execution, progress)
     if counts.confusion.total == 0:
         raise _no_pixels(f"{p.path} vs {t.path}")
     names, declared, warnings = _names_and_declared(explicit, [p, t], ign)
@@ -364,73 +276,6 @@ def evaluate_rasters(
 
 
 # -- evaluation of a model on a data set --------------------------------------------------------------
-
-#: ``predict_scene`` options a data config may set under ``predict:``.
-PREDICT_OPTIONS = ("bands", "tile_size", "overlap", "blend", "batch_size", "block_size", "device", "amp")
-
-
-def load_data_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate a data config; image/label paths become absolute (relative to the config)."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"data config {path} does not exist; give a YAML file listing images and labels")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        first = str(e).splitlines()[0] if str(e) else "syntax error"
-        raise InputError(f"data config {path} is not valid YAML ({first}); fix it") from None
-    example = "images: [{image: scene.tif, label: labels.tif}]"
-    if _is_training_config(raw):
-        return _training_validation(path)
-    if not isinstance(raw, dict) or not isinstance(raw.get("images"), list) or not raw["images"]:
-        raise InputError(f"data config {path} needs a non-empty 'images' list, e.g. {example}")
-    unknown = set(raw) - {"images", "ignore", "align", "predict"}
-    if unknown:
-        raise InputError(f"data config {path} has unknown key(s) {', '.join(sorted(unknown))}; "
-                         "allowed: images, ignore, align, predict")
-    items = []
-    for i, item in enumerate(raw["images"]):
-        if not isinstance(item, dict) or "image" not in item or "label" not in item:
-            raise InputError(f"entry #{i + 1} of 'images' in {path} needs 'image' and 'label', e.g. {example}")
-        pair = {k: str((path.parent / str(item[k])).resolve()) for k in ("image", "label")}
-        for k, role in (("image", "image"), ("label", "label")):
-            if not os.path.exists(pair[k]):
-                raise InputFileError(f"{role} {pair[k]} (entry #{i + 1} of {path}) does not exist; check the path")
-        items.append(pair)
-    opts = raw.get("predict") or {}
-    if not isinstance(opts, dict) or set(opts) - set(PREDICT_OPTIONS):
-        raise InputError(f"'predict' in {path} may only set {', '.join(PREDICT_OPTIONS)}")
-    return {"images": items, "ignore": raw.get("ignore"), "align": bool(raw.get("align", False)),
-            "predict": dict(opts)}
-
-
-def _is_training_config(raw: Any) -> bool:
-    """A ``geoseg train`` config: image globs, ``pairs`` or a ``val_scenes`` split."""
-    if not isinstance(raw, dict):
-        return False
-    images = raw.get("images")
-    return bool({"pairs", "val_scenes", "labels", "arch"} & set(raw)) or (
-        isinstance(images, list) and bool(images) and all(isinstance(i, str) for i in images))
-
-
-def _training_validation(path: Path) -> dict[str, Any]:
-    """The validation scenes of a training config (split by ``val_scenes``), as a data config."""
-    from geoseg.training.config import build_config
-    from geoseg.training.data import VECTOR_EXT, validation_pairs
-
-    try:
-        cfg = build_config(path)
-        pairs = validation_pairs(cfg)
-    except ParameterError as e:
-        raise InputError(f"training config {path}: {e}") from None
-    vector = [p.label for p in pairs if p.attribute or Path(p.label).suffix.lower() in VECTOR_EXT]
-    if vector:
-        raise InputError(f"label {vector[0]} is a vector layer; rasterize it onto the image grid first "
-                         "(e.g. gdal_rasterize) and list image/label rasters in an evaluation config")
-    return {"images": [{"image": p.image, "label": p.label} for p in pairs], "ignore": cfg.ignore_index,
-            "align": cfg.align_labels, "predict": {}}
 
 
 def evaluate_model(
@@ -461,7 +306,8 @@ def evaluate_model(
     else:
         cfg = {"images": [{"image": os.fspath(d["image"]), "label": os.fspath(d["label"])} for d in data],
                "ignore": None, "align": False, "predict": {}}
-    n_workers = _check_options(block_size, workers, scheduler)
+    block_size = check_block_size(block_size, align=1)  # evaluate only reads: any positive size
+    execution = check_execution(scheduler, workers)
     ign = _ignore_tuple(cfg["ignore"] if ignore is None else ignore)
     do_align = cfg["align"] if align is None else bool(align)
     model_path = resolve(model)
@@ -471,14 +317,14 @@ def evaluate_model(
     popts = dict(cfg["predict"])
     if device is not None:
         popts["device"] = device
-    total = WindowCounts(ConfusionMatrix.empty(), 0, 0)
+    total = WindowCounts.empty()
     summaries = []
     with tempfile.TemporaryDirectory(prefix="geoseg-evaluate-") as tmp:
         for i, (item, label) in enumerate(zip(cfg["images"], labels)):
-            res = predict_scene(item["image"], model_path, Path(tmp) / str(i), workers=n_workers,
-                                scheduler=scheduler, progress=progress, **popts)
+            res = predict_scene(item["image"], model_path, Path(tmp) / str(i), workers=execution.workers,
+                                scheduler=execution.scheduler, progress=progress, **popts)
             pred = open_class_raster(res.landcover, "prediction")
-            counts, _ = _pair_counts(pred, label, do_align, ign, block_size, scheduler, n_workers, False)
+            counts, _ = _pair_counts(pred, label, do_align, ign, block_size, execution, False)
             m = compute_metrics(counts.confusion, names, set(names) - set(ign))
             summaries.append(InputSummary("(predicted)", label.path, m.pixels, counts.nodata, counts.ignored,
                                           m.pixel_accuracy, m.miou, image=item["image"]))
@@ -488,102 +334,3 @@ def evaluate_model(
         raise _no_pixels(f"the {len(labels)} image(s) of the data set")
     metrics = compute_metrics(total.confusion, names, set(names) - set(ign))
     return Evaluation(metrics, tuple(summaries), do_align, ign, time.perf_counter() - t0, model=card.id)
-
-
-# -- outputs ------------------------------------------------------------------------------------------
-
-
-def check_output_files(paths: Iterable[str | os.PathLike | None], overwrite: bool) -> None:
-    """Refuse early: an output that exists without ``overwrite``, or a folder we cannot write into."""
-    for p in paths:
-        if p is None or os.fspath(p) == "-":
-            continue
-        p = Path(p)
-        if p.is_dir():
-            raise OutputError(f"output {p} is a directory; give a file path")
-        if p.exists() and not overwrite:
-            raise OutputExistsError(f"{p} already exists; pass --overwrite or choose another path")
-        ensure_writable_dir(p.parent, "choose a writable path")
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None], overwrite: bool = False) -> str:
-    """Call ``write(tmp_path)`` for a temporary file beside ``path``, then rename it onto ``path``."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; pass --overwrite or choose another path")
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(str(tmp))
-        os.replace(tmp, path)
-    except OSError as e:
-        _unlink(tmp)
-        raise OutputError(f"cannot write {path} ({e.strerror or e}); choose a writable path") from None
-    except BaseException:
-        _unlink(tmp)
-        raise
-    return str(path)
-
-
-def _unlink(p: Path) -> None:
-    try:
-        p.unlink()
-    except FileNotFoundError:
-        pass
-
-
-def write_json(evaluation: Evaluation, path: str | os.PathLike, overwrite: bool = False) -> str:
-    text = json.dumps(evaluation.to_json(), indent=2, allow_nan=False) + "\n"
-
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(text)
-
-    return atomic_write(path, write, overwrite)
-
-
-def _compact(n: int) -> str:
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if n >= div:
-            return f"{n / div:.1f}{suffix}"
-    return str(n)
-
-
-def write_confusion_png(metrics: Metrics, path: str | os.PathLike, overwrite: bool = False,
-                        title: str | None = None) -> str:
-    """Row-normalised confusion matrix (share of each truth class) with pixel counts, as a PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    cm = metrics.confusion.counts.astype(np.float64)
-    k = len(metrics.classes)
-    rows = cm.sum(axis=1, keepdims=True)
-    share = np.divide(cm, rows, out=np.full_like(cm, np.nan), where=rows > 0)
-    labels = [f"{c.name} ({c.value})" if c.name != str(c.value) else c.name for c in metrics.classes]
-    side = min(16.0, max(5.0, 0.55 * k + 3.0))
-    fig = Figure(figsize=(side + 1.2, side), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    im = ax.imshow(np.ma.masked_invalid(share), cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the truth class (row)")
-    ax.set_xticks(range(k), labels, rotation=45, ha="right", rotation_mode="anchor")
-    ax.set_yticks(range(k), labels)
-    ax.set_xlabel("prediction")
-    ax.set_ylabel("truth")
-    if k <= 25:
-        fs = 9 if k <= 10 else 7
-        for i in range(k):
-            for j in range(k):
-                if cm[i, j] == 0 and not (rows[i, 0] > 0):
-                    continue
-                s = share[i, j]
-                ax.text(j, i, f"{100 * s:.0f}%\n{_compact(int(cm[i, j]))}" if not np.isnan(s) else "",
-                        ha="center", va="center", fontsize=fs,
-                        color="white" if (not np.isnan(s) and s > 0.5) else "black")
-    head = title or "confusion matrix"
-    ax.set_title(f"{head}\nmIoU {metrics.miou:.3f}  pixel accuracy {metrics.pixel_accuracy:.3f}  "
-                 f"kappa {metrics.kappa:.3f}  ({metrics.pixels} pixels)", fontsize=10)
-
-    def write(tmp: str) -> None:
-        fig.savefig(tmp, format="png")
-
-    return atomic_write(path, write, overwrite)

@@ -33,8 +33,9 @@ NaN is written as ``null`` by :meth:`Metrics.to_json`.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ class ConfusionMatrix:
         object.__setattr__(self, "counts", counts)
 
     @classmethod
-    def empty(cls, values: Iterable[int] = ()) -> "ConfusionMatrix":
+    def empty(cls, values: Iterable[int] = ()) -> ConfusionMatrix:
         v = tuple(sorted({int(x) for x in values}))
         return cls(v, np.zeros((len(v), len(v)), dtype=np.int64))
 
@@ -69,7 +70,7 @@ class ConfusionMatrix:
     def total(self) -> int:
         return int(self.counts.sum())
 
-    def reindex(self, values: Iterable[int]) -> "ConfusionMatrix":
+    def reindex(self, values: Iterable[int]) -> ConfusionMatrix:
         """The same counts over ``values`` (which must include every value with a count)."""
         new = tuple(sorted({int(v) for v in values}))
         pos = {v: i for i, v in enumerate(new)}
@@ -84,7 +85,7 @@ class ConfusionMatrix:
             out[np.ix_(idx, idx)] = self.counts[np.ix_(keep, keep)]
         return ConfusionMatrix(new, out)
 
-    def __add__(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+    def __add__(self, other: ConfusionMatrix) -> ConfusionMatrix:
         if not isinstance(other, ConfusionMatrix):
             return NotImplemented
         if self.values == other.values:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pyogrio
@@ -83,7 +84,7 @@ def test_codes_exact(pair, tmp_path):
         assert src.tags(1)["CLASS_1"] == "forest_loss" and src.tags(1)["CLASS_2"] == "forest_gain"
         assert src.colormap(1)[1][:3] == (227, 26, 28)
         assert src.overviews(1) == [] or src.overviews(1)[0] == 2  # a COG (tiny: maybe no overview)
-    rec = json.loads(open(r.record).read())
+    rec = json.loads(Path(r.record).read_text())
     assert rec["pixels"]["forest_loss"] == 300 and rec["forest"]["before_values"] == [1]
     assert no_temporaries(r.out_dir)
 
@@ -96,6 +97,14 @@ def test_block_size_and_scheduler_do_not_matter(pair, tmp_path):
     np.testing.assert_array_equal(read(r3.change), exp)
     np.testing.assert_array_equal(read(r1.change), read(r2.change))
     np.testing.assert_array_equal(read(r1.change), exp)
+
+
+@pytest.mark.parametrize("block_size,suggested", [(1000, 1024), (100, 256)])
+def test_block_size_not_a_multiple_of_the_tile_is_refused_with_a_suggestion(pair, tmp_path, block_size, suggested):
+    before, after, _ = pair
+    with pytest.raises(ParameterError, match=f"multiple of 256.*--block-size {suggested}"):
+        detect_change(before, after, tmp_path / "out", block_size=block_size)
+    assert not (tmp_path / "out").exists()  # refused before the output folder is touched
 
 
 def test_forest_by_value_and_per_raster_names(tmp_path):
