@@ -54,9 +54,6 @@ from geoseg.io.output import Product
 __all__ = ["detect_change", "ChangeResult", "ChangeSpec", "ChangeCounts", "PRESETS", "CHANGE_CLASSES",
            "parse_min_area", "change_block", "classify_change"]
 
-#: The old private name of :func:`geoseg.change.classify.forest_items` (geoseg.monitoring imports it).
-_forest_items = forest_items
-
 DEFAULT_THRESHOLD = 50.0
 DEFAULT_BLOCK_SIZE = 1024
 OUTPUT_NAMES = ("change.tif", "loss.gpkg", "change.json", "change.qml", "change_quicklook.png", "report.html",

@@ -15,6 +15,7 @@ from geoseg.change.classify import classify_change, forest_threshold, probabilit
 from geoseg.io.codes import GAIN, LOSS, NO_CHANGE, UNOBSERVED
 from geoseg.io.grid import Window
 from geoseg.io.raster import configure_gdal_cache, read_band
+from geoseg.io.warp import Grid, warped
 
 __all__ = ["Layer", "ChangeSpec", "read_layer", "change_block", "change_window_task"]
 
@@ -59,6 +60,11 @@ class ChangeSpec:
     height: int
     part: str  # the temporary change GeoTIFF
 
+    @property
+    def grid(self) -> Grid:
+        """The reference grid (a warped read needs a CRS: the inputs check refuses a warp without one)."""
+        return Grid(self.crs_wkt or "", self.transform, self.width, self.height)
+
 
 def read_layer(layer: Layer, spec: ChangeSpec, window: Window) -> tuple[np.ndarray, np.ndarray]:
     """(values, valid) of ``layer`` over ``window`` of the reference grid."""
@@ -68,15 +74,9 @@ def read_layer(layer: Layer, spec: ChangeSpec, window: Window) -> tuple[np.ndarr
         if not layer.warp:
             data, valid = read_band(src, layer.band, window, layer.masked)
         else:
-            from affine import Affine
-            from rasterio.crs import CRS
-            from rasterio.enums import Resampling
-            from rasterio.vrt import WarpedVRT
 
             # Without a nodata value an alpha band marks what lies outside the source's footprint.
-            with WarpedVRT(src, crs=CRS.from_wkt(spec.crs_wkt), transform=Affine(*spec.transform),
-                           width=spec.width, height=spec.height, resampling=Resampling[layer.resampling],
-                           add_alpha=layer.nodata is None) as vrt:
+            with warped(src, spec.grid, layer.resampling, add_alpha=layer.nodata is None) as vrt:
                 data, valid = read_band(vrt, layer.band, window, True)
     if np.issubdtype(data.dtype, np.floating):
         valid &= np.isfinite(data)

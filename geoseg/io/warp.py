@@ -23,7 +23,7 @@ from rasterio.windows import Window as RioWindow
 
 from geoseg.errors import InputError, InputFileError
 
-__all__ = ["Grid", "read_on_grid", "to_crs", "reproject_geometry"]
+__all__ = ["Grid", "warped", "read_on_grid", "to_crs", "reproject_geometry"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,13 @@ def _same_lattice(src: Any, grid: Grid) -> RioWindow | None:
     return None
 
 
+def warped(src: Any, grid: Grid, resampling: str = "nearest", **options: Any) -> WarpedVRT:
+    """A rasterio ``WarpedVRT`` of the open dataset ``src`` on ``grid`` (use it in a ``with``); ``options``
+    go to WarpedVRT (``src_nodata``/``nodata``, ``add_alpha``)."""
+    return WarpedVRT(src, crs=CRS.from_wkt(grid.crs_wkt), transform=grid.affine, width=grid.width,
+                     height=grid.height, resampling=Resampling[resampling], **options)
+
+
 def read_on_grid(path: str, grid: Grid, bands: Sequence[int] | None = None, resampling: str = "nearest"
                  ) -> tuple[np.ndarray, float | None, dict[str, Any], np.ndarray]:
     """Read ``bands`` of ``path`` on ``grid``: a windowed (boundless) read when the scene's lattice matches,
@@ -80,12 +87,10 @@ def read_on_grid(path: str, grid: Grid, bands: Sequence[int] | None = None, resa
             cols = np.arange(win.col_off, win.col_off + grid.width)
             covered = ((rows >= 0) & (rows < src.height))[:, None] & ((cols >= 0) & (cols < src.width))[None, :]
             return data, nodata, meta, covered
-        warp = {"crs": CRS.from_wkt(grid.crs_wkt), "transform": grid.affine, "width": grid.width,
-                "height": grid.height, "resampling": getattr(Resampling, resampling)}
         if nodata is not None:
-            with WarpedVRT(src, **warp, src_nodata=nodata, nodata=nodata) as vrt:
+            with warped(src, grid, resampling, src_nodata=nodata, nodata=nodata) as vrt:
                 return vrt.read(bands), nodata, meta, np.ones((grid.height, grid.width), bool)
-        with WarpedVRT(src, **warp, add_alpha=True) as vrt:
+        with warped(src, grid, resampling, add_alpha=True) as vrt:
             return vrt.read(bands), nodata, meta, vrt.read(vrt.count) > 0
 
 

@@ -233,7 +233,7 @@ def _model_id(raw: dict, kind: str, model: str | None) -> str:
 
 def load_config(path: str | os.PathLike) -> MonitorConfig:
     """Read and check a monitoring config (YAML); relative paths are relative to the config file."""
-    from geoseg.change.api import _forest_items
+    from geoseg.change.classify import forest_items
 
     path = Path(path)
     raw = _read_mapping(path)
@@ -241,7 +241,7 @@ def load_config(path: str | os.PathLike) -> MonitorConfig:
     kind, model = _kind_and_model(raw, base)
     scenes = _scenes(raw, base)
     rules = _rules(raw)
-    forest = _forest_items(raw.get("forest", "trees"))
+    forest = forest_items(raw.get("forest", "trees"))
     min_area_ha = _min_area_ha(raw)
     model_id = _model_id(raw, kind, model)
     return MonitorConfig(path=path, aois=_load_aois(base, raw["aois"], str(raw.get("aoi_id_field", "id"))),

@@ -76,7 +76,7 @@ def scene_overlaps(aoi: AOI, scene: Scene) -> bool:
 
 
 def _forest_values(cfg: MonitorConfig, names: dict[int, str], path: str) -> tuple[int, ...]:
-    from geoseg.change.api import resolve_forest_values
+    from geoseg.change.classify import resolve_forest_values
 
     try:
         return resolve_forest_values(cfg.forest, names, path)
