@@ -86,3 +86,14 @@ class OutputLockedError(OutputError, BlockingIOError):
     """Another geoseg run is writing into the same output."""
 
     exit_code = 75
+
+
+# -- vector --
+
+
+class NotAClassRasterError(InputError):
+    """The raster is not an integer class raster."""
+
+
+class MissingDependencyError(OutputError):
+    """An optional package needed for the requested output is not installed."""

@@ -56,8 +56,9 @@ from rasterio.errors import RasterioIOError
 from geoseg._version import __version__
 from geoseg.errors import (
     EmptySceneError,
-    InputError,
     InputFileError,
+    MissingDependencyError,
+    NotAClassRasterError,
     NotGeoreferencedError,
     OutputError,
     OutputExistsError,
@@ -80,14 +81,6 @@ from geoseg.vector.write import SinkSpec, WriteResult, write_staged
 
 __all__ = ["vectorize_raster", "VectorizeResult", "ClassSummary", "FORMATS", "parse_area", "parse_length",
            "NotAClassRasterError", "MissingDependencyError"]
-
-
-class NotAClassRasterError(InputError):
-    """The raster is not an integer class raster."""
-
-
-class MissingDependencyError(OutputError):
-    """An optional package needed for the requested output is not installed."""
 
 
 @dataclass(frozen=True)
