@@ -65,6 +65,7 @@ from geoseg.errors import (
     ParameterError,
     WorkerLostError,
 )
+from geoseg.io.grid import check_block_size
 from geoseg.io.output import ensure_writable_dir, remove_with_sidecars
 from geoseg.io.raster import ClassRaster, class_names_from_tags
 from geoseg.vector.tasks import (
@@ -570,9 +571,7 @@ def vectorize_raster(
     _check_format_dependencies(fmt)
     if connectivity not in (4, 8):
         raise ParameterError(f"connectivity {connectivity} must be 4 or 8")
-    if int(block_size) < 1:
-        raise ParameterError(f"block size {block_size} must be a positive number of pixels, e.g. 2048")
-    block_size = int(block_size)
+    block_size = check_block_size(block_size, align=1)  # vectorize only reads blocks: any size
     if scheduler not in SCHEDULERS:
         raise ParameterError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     n_workers = default_workers() if workers is None else int(workers)

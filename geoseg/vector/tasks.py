@@ -25,10 +25,9 @@ from rasterio.crs import CRS
 from rasterio.errors import RasterioIOError
 
 from geoseg.errors import InputError
-from geoseg.io.grid import Window
+from geoseg.io.grid import BlockGrid
 from geoseg.io.raster import configure_gdal_cache, read_band
 from geoseg.vector.components import (
-    BlockGrid,
     SieveScan,
     apply_sieve,
     block_edges,
@@ -344,10 +343,11 @@ class VectorizeSpec:
 def read_block(spec: VectorizeSpec, index: int) -> tuple[np.ndarray, np.ndarray]:
     """(values, valid) of block ``index``."""
     configure_gdal_cache()
-    r, c, h, w = spec.grid.window(index)
+    win = spec.grid.window(index)
+    r, c, h, w = win.row_off, win.col_off, win.height, win.width
     try:
         with rasterio.open(spec.path) as src:
-            return read_band(src, spec.band, Window(r, c, h, w), spec.masked)
+            return read_band(src, spec.band, win, spec.masked)
     except RasterioIOError as e:
         cause = str(e.__cause__ or e).strip().splitlines()[0]
     # raised outside the except block: GDAL's exception classes, as its context, would not survive the
@@ -395,8 +395,8 @@ def sieve_scan_task(spec: VectorizeSpec, index: int) -> str:
     raster has patches, and dask would keep them in the main process until the last polygonize
     task had run (and send them to every worker again)."""
     values, valid = read_block(spec, index)
-    r, c, _, _ = spec.grid.window(index)
-    scan = scan_block(values, valid, r, c, spec.width, spec.sieve_pixels, spec.connectivity)
+    win = spec.grid.window(index)
+    scan = scan_block(values, valid, win.row_off, win.col_off, spec.width, spec.sieve_pixels, spec.connectivity)
     path = _staging_path(spec, "scan", index)
     arrays = {f.name: getattr(scan, f.name) for f in dataclasses.fields(scan) if f.name != "edges"}
     _save_npz(path, **arrays, **{f"edge_{k}": e for k, e in enumerate(scan.edges)})
@@ -482,8 +482,8 @@ def north_up(transform: Sequence[float]) -> bool:
 def polygonize_task(spec: VectorizeSpec, index: int, sieved: object = None) -> BlockResult:
     """Sieve (if planned: ``sieved`` is the plan task's result), label, polygonize one block; stage
     its final polygons and its open pieces."""
-    grid = spec.grid
-    r0, c0, h, w = grid.window(index)
+    win = spec.grid.window(index)
+    r0, c0, h, w = win.row_off, win.col_off, win.height, win.width
     values, valid = read_block(spec, index)
     if spec.sieve_pixels > 1:
         scan = _load_scan(_staging_path(spec, "scan", index), runs=True)
@@ -613,7 +613,8 @@ def merge_task(spec: VectorizeSpec, *blocks: BlockResult) -> MergeResult:
     for pos, blk in enumerate(blocks):
         if not counts[pos] or blk.open_staged is None:
             continue
-        r0, c0, h, w = spec.grid.window(blk.index)
+        win = spec.grid.window(blk.index)
+        r0, c0, h, w = win.row_off, win.col_off, win.height, win.width
         with np.load(blk.open_staged, allow_pickle=False) as z:
             ids, owner = z["id"], z["hole_owner"]
             pieces = shapely.from_wkb(unpacked(z, "piece"))

@@ -392,7 +392,7 @@ def test_components_after_sieve_are_derived_exactly(case):
 
     a, valid, size, conn = list(_sieve_cases())[case]
     grid = BlockGrid(*a.shape, 8)
-    windows = [grid.window(i) for i in range(len(grid))]
+    windows = [(w.row_off, w.col_off, w.height, w.width) for w in grid.windows()]
     scans = [scan_block(a[r:r + h, c:c + w], valid[r:r + h, c:c + w], r, c, a.shape[1], size, conn)
              for r, c, h, w in windows]
     plan = plan_sieve(grid, scans, size, conn)
