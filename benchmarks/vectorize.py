@@ -4,7 +4,7 @@ Builds a realistic class raster by mosaicking the Dynamic World labels of
 ``shared/data/oscd-dw/*/*/dw_label.tif`` (random flips/rotations, 9 classes, nodata 255) up to
 SIZE x SIZE pixels on a 10 m UTM grid, then runs, each in its own child process:
 
-* ``geoseg``   - :func:`geoseg.vectorize.vectorize_raster` (blocks in a dask graph);
+* ``geoseg``   - :func:`geoseg.vector.api.vectorize_raster` (blocks in a dask graph);
 * ``baseline`` - read the whole band, ``rasterio.features.sieve`` (same minimum mapping unit),
   ``rasterio.features.shapes`` over the whole array, shapely, attributes, one GPKG write.
 

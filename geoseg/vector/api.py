@@ -3,7 +3,7 @@
 The Python API behind ``geoseg vectorize``.  How it works (see docs/vectorize.md):
 
 1. *Sieve* (only with ``min_area``): an exact block-wise version of GDAL's sieve
-   (:mod:`geoseg.vector_graph`): a scan task per block, one small global plan, and the remap
+   (:mod:`geoseg.vector.components`): a scan task per block, one small global plan, and the remap
    applied inside each polygonize task.  The result equals ``rasterio.features.sieve`` on the
    whole raster.
 2. *Polygonize* one task per block: connected components of the (sieved) block are labelled and
@@ -15,7 +15,7 @@ The Python API behind ``geoseg vectorize``.  How it works (see docs/vectorize.md
    on both sides of each seam (same class = same polygon; only the blocks' edge labels are
    needed) gives each output polygon's group of pieces and the last block holding one.  The
    blocks' staged pieces are then read in block order and each group is joined as soon as its
-   last block has been read, by relinking rings (:mod:`geoseg.pixel_union`; GEOS' coverage union
+   last block has been read, by relinking rings (:mod:`geoseg.vector.pixel_union`; GEOS' coverage union
    for 8-connectivity, simplified pieces or a declined relink).  The result equals a single-pass
    polygonize of the whole raster (same polygons, same vertices up to order).
 4. The main process streams the staging files into the output format (a temporary file renamed
@@ -48,7 +48,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import rasterio
-import shapely
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioIOError
@@ -68,16 +67,9 @@ from geoseg.errors import (
 from geoseg.io.grid import check_block_size
 from geoseg.io.output import ensure_writable_dir, remove_with_sidecars
 from geoseg.io.raster import ClassRaster, class_names_from_tags
-from geoseg.vector.tasks import (
-    AreaModel,
-    BlockResult,
-    MergeResult,
-    VectorizeSpec,
-    merge_task,
-    polygonize_task,
-    sieve_plan_task,
-    sieve_scan_task,
-)
+from geoseg.vector.area import area_model, pixel_size_m
+from geoseg.vector.merge import MergeResult, merge_task
+from geoseg.vector.tasks import BlockResult, VectorizeSpec, polygonize_task, sieve_plan_task, sieve_scan_task
 from geoseg.vector.write import SinkSpec, WriteResult, write_staged
 
 __all__ = ["vectorize_raster", "VectorizeResult", "ClassSummary", "FORMATS", "parse_area", "parse_length",
@@ -247,35 +239,6 @@ def open_class_raster(path: str | os.PathLike, band: int = 1) -> ClassRaster:
 
 
 # --------------------------------------------------------------------------------------------
-# measuring in metres
-# --------------------------------------------------------------------------------------------
-
-
-def area_model(info: ClassRaster) -> AreaModel:
-    crs = CRS.from_wkt(info.crs_wkt)
-    if crs.is_projected:
-        return AreaModel("projected", float(crs.linear_units_factor[1]), info.crs_wkt)
-    a, b, c, d, e, f = info.transform
-    lon = c + a * info.width / 2 + b * info.height / 2
-    lat = f + d * info.width / 2 + e * info.height / 2
-    laea = f"+proj=laea +lat_0={lat:.6f} +lon_0={lon:.6f} +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs"
-    return AreaModel("laea", 1.0, info.crs_wkt, laea)
-
-
-def pixel_size_m(info: ClassRaster, model: AreaModel) -> tuple[float, float]:
-    """(pixel area m², pixel side m) at the raster centre (exact for projected rasters)."""
-    a, b, c, d, e, f = info.transform
-    if model.kind == "projected":
-        area = abs(a * e - b * d) * model.factor**2
-        return area, math.sqrt(area)
-    r, col = info.height // 2, info.width // 2
-    corners = [(col, r), (col + 1, r), (col + 1, r + 1), (col, r + 1)]
-    ring = shapely.Polygon([(c + a * x + b * y, f + d * x + e * y) for x, y in corners])
-    area = float(model.measure(np.array([ring]))[0][0])
-    return area, math.sqrt(area)
-
-
-# --------------------------------------------------------------------------------------------
 # the dask graph
 # --------------------------------------------------------------------------------------------
 
@@ -330,7 +293,7 @@ def _merged(merge: Future, progress) -> MergeResult:
 
 def _result(future: Future, progress) -> Any:
     """``future.result()``, redrawing the progress bar (its elapsed time) twice a second meanwhile:
-    the bar has no thread of its own (see geoseg.progress)."""
+    the bar has no thread of its own (see geoseg._util.progress)."""
     while True:
         try:
             return future.result(timeout=0.5)
@@ -340,7 +303,7 @@ def _result(future: Future, progress) -> Any:
 
 def _write(writer: ProcessPoolExecutor | None, writes: list[Future], sink: SinkSpec, paths: list[str],
            append: bool, final: bool, progress) -> Callable[[], WriteResult]:
-    """Start :func:`~geoseg.vector_write.write_staged` in the ``writer`` process (``lean``: no
+    """Start :func:`~geoseg.vector.write.write_staged` in the ``writer`` process (``lean``: no
     dataframe libraries there); the returned call waits for its result.  Without a writer process,
     the returned call writes."""
     if writer is None:
@@ -657,7 +620,7 @@ def vectorize_raster(
         # The seam merge runs in a thread while the blocks' final polygons are written, the merged
         # ones after them.  With worker processes, a freshly forked process writes: this one (which
         # holds the merge) never loads the writer's libraries, and the writer loads pyogrio without
-        # pandas & co. (see geoseg.vector_write).  (Merging first, then writing, lowered the peak by
+        # pandas & co. (see geoseg.vector.write).  (Merging first, then writing, lowered the peak by
         # about 50 MiB on a 10k² raster but took 1.2x the time on an idle 2-core machine.)
         block_paths = [b.staged for b in blocks if b.staged]
         if fmt.key == "parquet":  # cannot be appended to: one write after the merge

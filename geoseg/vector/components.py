@@ -217,7 +217,7 @@ def seam_breakpoints(grid: BlockGrid, edges: list, gid: list,
     Returns ``({X: ys}, {Y: xs})``: for the vertical seam line ``x = X`` the sorted pixel-corner
     ``y`` coordinates where the piece on its left or on its right changes (and likewise for
     horizontal lines ``y = Y``).  Pieces from both sides get a vertex at each of them (see
-    ``geoseg.vector_tasks.densify_seams``), which makes them an edge-matched coverage with far fewer
+    ``geoseg.vector.geometry.densify_seams``), which makes them an edge-matched coverage with far fewer
     vertices than one per pixel.
     """
     lines: tuple[dict[int, np.ndarray], dict[int, np.ndarray]] = ({}, {})

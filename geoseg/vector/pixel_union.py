@@ -1,6 +1,6 @@
 """Union of pixel polygons that meet along shared edges, by relinking their rings; numpy, no GEOS overlay.
 
-The seam merge of :mod:`geoseg.vectorize` joins the pieces of one 4-connected region that GDAL
+The seam merge of :mod:`geoseg.vector.api` joins the pieces of one 4-connected region that GDAL
 polygonized block by block.  The pieces have integer (pixel-corner) vertices and form an
 edge-matched coverage (``densify_seams`` gives both sides of a seam the same vertices), so their
 union is pure bookkeeping on the rings:
