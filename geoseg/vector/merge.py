@@ -44,6 +44,11 @@ class MergeResult:
     relinked: int = 0  # groups unioned by geoseg.vector.pixel_union
     geos_unions: int = 0  # groups unioned by GEOS (8-connectivity, simplified pieces, or a fallback)
 
+    def counts(self) -> dict[str, int]:
+        """The merge's counts as ``VectorizeResult.extra`` reports them."""
+        return {"merged_polygons": self.groups, "seam_pieces": self.pieces, "merge_peak_pieces": self.peak_pieces,
+                "relinked_unions": self.relinked, "geos_unions": self.geos_unions}
+
 
 #: Vertices of merged polygons finished and staged at once (bounds the merge's extra memory).
 MERGE_BATCH_VERTICES = 2_000_000

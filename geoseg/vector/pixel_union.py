@@ -178,6 +178,7 @@ def relink(rings: PixelRings) -> list[np.ndarray] | None:
     return relink_groups(rings, np.zeros(rings.n_rings, dtype=np.int64), 1)[0]
 
 
+# long: memory-tuned (every array is freed as soon as its pass is done; one function keeps that visible)
 def relink_groups(rings: PixelRings, ring_group: np.ndarray, n_groups: int) -> list[list[np.ndarray] | None]:
     """:func:`relink` of several groups at once: ``ring_group`` says which group (0..n_groups-1)
     each ring belongs to; returns one result per group (None: declined).  Vertex keys include the
