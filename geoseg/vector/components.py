@@ -448,9 +448,9 @@ def apply_sieve(values: np.ndarray, valid: np.ndarray, connectivity: int, pieces
     join = lut[adj_a] == lut[adj_b]
     root = union_components(lab.count, adj_a[join], adj_b[join])
     roots, comp = np.unique(root, return_inverse=True)  # roots: smallest old label = first in scan order
-    labels = np.append(comp, -1).astype(np.int32)[lab.labels]  # label -1 stays -1
+    new_labels = np.append(comp, -1).astype(np.int32)[lab.labels]  # label -1 stays -1
     sizes = np.bincount(comp, weights=lab.sizes, minlength=roots.size).astype(np.int64)
-    return out, Labels(labels, lut[roots], sizes, lab.first[roots])
+    return out, Labels(new_labels, lut[roots], sizes, lab.first[roots])
 
 
 def sieve_blocks(values: np.ndarray, valid: np.ndarray, threshold: int, connectivity: int,

@@ -37,14 +37,14 @@ transform, WKB) cost more than the polygon.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import shapely
 
-__all__ = ["PixelRings", "pixel_rings", "piece_rings", "concat_rings", "rings_geometry", "open_rings", "relink", "relink_groups",
-           "union_pixel_polygons", "polygon_of_rings", "normalized", "measure", "multipolygon_wkb"]
+__all__ = ["PixelRings", "pixel_rings", "piece_rings", "concat_rings", "rings_geometry", "open_rings", "relink",
+           "relink_groups", "union_pixel_polygons", "polygon_of_rings", "normalized", "measure", "multipolygon_wkb"]
 
 
 @dataclass(frozen=True)
@@ -241,16 +241,16 @@ def relink_groups(rings: PixelRings, ring_group: np.ndarray, n_groups: int) -> l
     if cand.size:
         e_key = key[nxt[cand]]
         lo, hi = np.minimum(s_key[cand], e_key), np.maximum(s_key[cand], e_key)
-        order = np.lexsort((hi, lo))
-        lo, hi, c = lo[order], hi[order], cand[order]
+        by_segment = np.lexsort((hi, lo))
+        lo, hi, seg = lo[by_segment], hi[by_segment], cand[by_segment]
         same = (lo[1:] == lo[:-1]) & (hi[1:] == hi[:-1])
         if (same[1:] & same[:-1]).any():  # a segment in three rings: not a coverage
             return one_by_one()
         pair = np.flatnonzero(same)
-        a, b = c[pair], c[pair + 1]
-        if (s_key[a] == s_key[b]).any():  # two pieces overlap along a segment (same direction)
+        one, other = seg[pair], seg[pair + 1]
+        if (s_key[one] == s_key[other]).any():  # two pieces overlap along a segment (same direction)
             return one_by_one()
-        cancelled[a] = cancelled[b] = True
+        cancelled[one] = cancelled[other] = True
 
     # 3. chains: from a junction vertex along kept segments to the next junction vertex
     start = np.flatnonzero(junction & ~cancelled)  # positions where a chain begins (segment kept)
@@ -315,7 +315,8 @@ def relink_groups(rings: PixelRings, ring_group: np.ndarray, n_groups: int) -> l
                 r = ring_of[s]
                 spans += [(s, int(off[r + 1])), (int(off[r]), e)]
             c = succ[c]
-        if out[g] is None:
+        group_rings = out[g]
+        if group_rings is None:
             continue
         if c != c0 or len(set(visited)) != len(visited):  # not a simple closed ring
             out[g] = None
@@ -325,12 +326,12 @@ def relink_groups(rings: PixelRings, ring_group: np.ndarray, n_groups: int) -> l
         for s, e in spans:
             ring[at:at + e - s, 0], ring[at:at + e - s, 1] = x[s:e], y[s:e]
             at += e - s
-        out[g].append(_without_collinear(ring))
+        group_rings.append(_without_collinear(ring))
         del ring
     for r in np.flatnonzero(intact).tolist():
-        g = int(ring_group[r])
-        if out[g] is not None:
-            out[g].append(_without_collinear(np.column_stack([x[off[r]:off[r + 1]], y[off[r]:off[r + 1]]])))
+        group_rings = out[int(ring_group[r])]
+        if group_rings is not None:
+            group_rings.append(_without_collinear(np.column_stack([x[off[r]:off[r + 1]], y[off[r]:off[r + 1]]])))
     for g, group_rings in enumerate(out):
         if group_rings is None:
             continue
@@ -469,7 +470,7 @@ def multipolygon_wkb(rings: list[np.ndarray], transform) -> bytearray:
         coords[:, 0] = c + x * a + y * b
         coords[:, 1] = f + x * d + y * e
         del x, y, closed
-        raw = memoryview(coords).cast("B")
+        raw = coords.data.cast("B")
         for start, end in zip(off[:-1] + np.arange(off.size - 1), off[1:] + np.arange(1, off.size)):
             n = int(end - start)
             struct.pack_into("<I", out, pos, n)

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -157,7 +158,7 @@ class _Sink:
         self.spec = spec
         self.count = 0
         self._started = started
-        self._parquet = None
+        self._parquet: Any = None  # a pyarrow.parquet.ParquetWriter (pyarrow is imported when needed)
 
     def write(self, table: dict) -> None:
         """Append one chunk: a dict of attribute columns plus ``wkb`` (see :func:`_frame`)."""

@@ -45,7 +45,7 @@ def write_classes(path, data, *, nodata=255, names=NAMES, crs=UTM, transform=Non
     data = np.asarray(data)
     dtype = dtype or (data.dtype.name if data.dtype != np.int64 else "uint8")
     h, w = data.shape
-    profile = dict(driver="GTiff", width=w, height=h, count=1, dtype=dtype)
+    profile = {"driver": "GTiff", "width": w, "height": h, "count": 1, "dtype": dtype}
     if crs is not None:
         profile.update(crs=crs, transform=transform or Affine(RES, 0, ORIGIN[0], 0, -RES, ORIGIN[1]))
     if nodata is not None:
