@@ -4,7 +4,7 @@ Builds a realistic class raster by mosaicking the Dynamic World labels of
 ``shared/data/oscd-dw/*/*/dw_label.tif`` (random flips/rotations, 9 classes, nodata 255) up to
 SIZE x SIZE pixels on a 10 m UTM grid, then runs, each in its own child process:
 
-* ``geoseg``   - :func:`geoseg.vectorize.vectorize_raster` (blocks in a dask graph);
+* ``geoseg``   - :func:`geoseg.vector.api.vectorize_raster` (blocks in a dask graph);
 * ``baseline`` - read the whole band, ``rasterio.features.sieve`` (same minimum mapping unit),
   ``rasterio.features.shapes`` over the whole array, shapely, attributes, one GPKG write.
 
@@ -55,9 +55,9 @@ def build_raster(path: Path, size: int, cell: int = 420, seed: int = 0) -> dict:
         raise SystemExit(f"no Dynamic World labels of at least {cell} px under {DATA}")
     rng = np.random.default_rng(seed)
     n = -(-size // cell)
-    profile = dict(driver="GTiff", width=size, height=size, count=1, dtype="uint8", nodata=255, crs="EPSG:32633",
-                   transform=Affine(10.0, 0, 400_000.0, 0, -10.0, 5_200_000.0), tiled=True, blockxsize=512,
-                   blockysize=512, compress="deflate", bigtiff="if_safer")
+    profile = {"driver": "GTiff", "width": size, "height": size, "count": 1, "dtype": "uint8", "nodata": 255,
+               "crs": "EPSG:32633", "transform": Affine(10.0, 0, 400_000.0, 0, -10.0, 5_200_000.0), "tiled": True,
+               "blockxsize": 512, "blockysize": 512, "compress": "deflate", "bigtiff": "if_safer"}
     with rasterio.open(path, "w", **profile) as dst:
         for i in range(n):
             strip = np.empty((cell, n * cell), np.uint8)
@@ -91,8 +91,8 @@ def child_baseline(args) -> dict:
     import rasterio.features
     import shapely
 
-    from geoseg.vector.tasks import shapes_to_polygons, to_multipolygons
     from geoseg.vector.api import parse_area
+    from geoseg.vector.geometry import shapes_to_polygons, to_multipolygons
 
     with rasterio.open(args.raster) as src:
         a = src.read(1)
@@ -328,7 +328,8 @@ def main() -> None:
         for row in table:
             g, b = row["geoseg"], row.get("baseline")
             print(f"{row['size']:>6}²  {row['raster_mib']:>10.0f}  {g['work_s']:>8.1f}  {g['peak_rss_mb']:>10.0f}  "
-                  f"{g['peak_rss_mb'] / row['raster_mib']:>8.2f}  {row['largest_vertices']:>12} ({row['largest_share']:.0%})"
+                  f"{g['peak_rss_mb'] / row['raster_mib']:>8.2f}  {row['largest_vertices']:>12} "
+                  f"({row['largest_share']:.0%})"
                   f"{'':>18}" + (f"{b['work_s']:>7.1f}  {b['peak_rss_mb']:>8.0f}" if b else "      -         -"))
     if tmp is not None:
         tmp.cleanup()

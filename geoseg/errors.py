@@ -7,7 +7,8 @@ traceback and exits with :attr:`GeosegError.exit_code`.
 
 Exit codes (documented in the README):
 
-==  ==========================================================
+==  ===================================================
+
 1   unexpected failure (a bug: please report it with the traceback)
 2   command-line usage error (click)
 3   bad input data (scene, bands, georeference, empty scene)
@@ -16,7 +17,8 @@ Exit codes (documented in the README):
 71  a worker process was killed, e.g. out of memory (EX_OSERR: free memory or use fewer/smaller tasks)
 75  the output is locked by another running geoseg job (EX_TEMPFAIL: retry later)
 130 interrupted by Ctrl-C; 143 terminated by SIGTERM (temporary files removed)
-==  ==========================================================
+==  ===================================================
+
 """
 
 from __future__ import annotations
@@ -103,3 +105,14 @@ class MonitorLockedError(GeosegError, BlockingIOError):
 
 class LateObservationError(GeosegError, ValueError):
     """An observation is older than the last one applied to a monitoring state: replay instead."""
+
+
+# -- vector --
+
+
+class NotAClassRasterError(InputError):
+    """The raster is not an integer class raster."""
+
+
+class MissingDependencyError(OutputError):
+    """An optional package needed for the requested output is not installed."""

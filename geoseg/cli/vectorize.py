@@ -7,8 +7,9 @@ import warnings
 import click
 
 from geoseg.cli.options import interactive, overwrite_option, quiet_option, run_command
+from geoseg.vector.options import FORMATS, SCHEDULERS
 
-FORMAT_CHOICES = ("gpkg", "parquet", "fgb", "geojson")
+FORMAT_CHOICES = tuple(FORMATS)  # gpkg, parquet, fgb, geojson
 
 
 @click.command()
@@ -28,7 +29,7 @@ FORMAT_CHOICES = ("gpkg", "parquet", "fgb", "geojson")
 @click.option("--classes", help="Only these classes, by name or value, e.g. trees,water or 1,0.")
 @click.option("--block-size", type=int, default=2048, show_default=True, help="Block size in pixels.")
 @click.option("--workers", type=int, help="Parallel dask workers (default: CPU cores).")
-@click.option("--scheduler", type=click.Choice(["threads", "processes", "synchronous"]), default="processes",
+@click.option("--scheduler", type=click.Choice(SCHEDULERS), default="processes",
               show_default=True, help="dask scheduler: processes polygonize blocks in parallel (GDAL's polygonize "
               "holds the GIL, so threads cannot).")
 @overwrite_option

@@ -3,7 +3,7 @@
 The Python API behind ``geoseg vectorize``.  How it works (see docs/vectorize.md):
 
 1. *Sieve* (only with ``min_area``): an exact block-wise version of GDAL's sieve
-   (:mod:`geoseg.vector_graph`): a scan task per block, one small global plan, and the remap
+   (:mod:`geoseg.vector.components`): a scan task per block, one small global plan, and the remap
    applied inside each polygonize task.  The result equals ``rasterio.features.sieve`` on the
    whole raster.
 2. *Polygonize* one task per block: connected components of the (sieved) block are labelled and
@@ -15,7 +15,7 @@ The Python API behind ``geoseg vectorize``.  How it works (see docs/vectorize.md
    on both sides of each seam (same class = same polygon; only the blocks' edge labels are
    needed) gives each output polygon's group of pieces and the last block holding one.  The
    blocks' staged pieces are then read in block order and each group is joined as soon as its
-   last block has been read, by relinking rings (:mod:`geoseg.pixel_union`; GEOS' coverage union
+   last block has been read, by relinking rings (:mod:`geoseg.vector.pixel_union`; GEOS' coverage union
    for 8-connectivity, simplified pieces or a declined relink).  The result equals a single-pass
    polygonize of the whole raster (same polygons, same vertices up to order).
 4. The main process streams the staging files into the output format (a temporary file renamed
@@ -26,266 +26,80 @@ Memory per task is bounded by the block size; the tasks stage their arrays and p
 return paths and edge labels; the merge holds the groups still open at the current block.  What
 grows with the scene is the largest output polygon (built whole: it is one feature).
 No torch here; dask only in :func:`_run_graph`.
+
+The rooms: options (:mod:`~geoseg.vector.options`), the input raster (:mod:`~geoseg.vector.source`), the area
+model (:mod:`~geoseg.vector.area`), the block tasks (:mod:`~geoseg.vector.tasks`), the seam merge
+(:mod:`~geoseg.vector.merge`), the writer (:mod:`~geoseg.vector.write`), the worker processes
+(:mod:`~geoseg.vector.workers`) and the summary (:mod:`~geoseg.vector.summary`); this module runs them in the
+run skeleton of :class:`geoseg.io.run.RunFolder`, and its old names stay importable here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
-import math
 import os
-import re
-import shutil
 import time
-import uuid
 import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
 
 import numpy as np
-import rasterio
-import shapely
 from rasterio.crs import CRS
-from rasterio.enums import MaskFlags
-from rasterio.errors import RasterioIOError
 
+from geoseg._util.atomic import fsync_path, publish
+from geoseg._util.execution import default_workers as default_workers
+from geoseg._util.progress import make_progress
 from geoseg._version import __version__
-from geoseg.errors import (
-    EmptySceneError,
-    InputError,
-    InputFileError,
-    NotGeoreferencedError,
-    OutputError,
-    OutputExistsError,
-    ParameterError,
-    WorkerLostError,
-)
+from geoseg.errors import EmptySceneError, MissingDependencyError, NotAClassRasterError, OutputError, OutputExistsError
 from geoseg.io.output import ensure_writable_dir, remove_with_sidecars
-from geoseg.io.raster import ClassRaster, class_names_from_tags
-from geoseg.vector.tasks import (
-    AreaModel,
-    BlockResult,
-    MergeResult,
-    VectorizeSpec,
-    merge_task,
-    polygonize_task,
-    sieve_plan_task,
-    sieve_scan_task,
-)
+from geoseg.io.raster import ClassRaster
+from geoseg.io.run import RunFolder
+from geoseg.vector.area import area_model as area_model
+from geoseg.vector.area import pixel_size_m as pixel_size_m
+from geoseg.vector.merge import MergeResult, merge_task
+from geoseg.vector.options import FORMAT_ALIASES as FORMAT_ALIASES
+from geoseg.vector.options import FORMATS, Options, check_options, parse_area, parse_length, select_classes
+from geoseg.vector.options import SCHEDULERS as SCHEDULERS
+from geoseg.vector.options import Format as Format
+from geoseg.vector.options import resolve_format as resolve_format
+from geoseg.vector.source import open_class_raster, style_categories
+from geoseg.vector.summary import ClassSummary, class_stats, present_classes, summary_rows, write_summary
+from geoseg.vector.summary import format_summary as format_summary
+from geoseg.vector.summary import summary_paths as summary_paths
+from geoseg.vector.tasks import BlockResult, VectorizeSpec, polygonize_task, sieve_plan_task, sieve_scan_task
+from geoseg.vector.workers import fork_is_safe, wait_for, worker_lost
+from geoseg.vector.workers import process_pool as _process_pool
 from geoseg.vector.write import SinkSpec, WriteResult, write_staged
 
 __all__ = ["vectorize_raster", "VectorizeResult", "ClassSummary", "FORMATS", "parse_area", "parse_length",
            "NotAClassRasterError", "MissingDependencyError"]
 
 
-class NotAClassRasterError(InputError):
-    """The raster is not an integer class raster."""
-
-
-class MissingDependencyError(OutputError):
-    """An optional package needed for the requested output is not installed."""
-
-
 @dataclass(frozen=True)
-class Format:
-    key: str
-    driver: str
-    extensions: tuple[str, ...]
-    label: str
-
-
-FORMATS: dict[str, Format] = {
-    "gpkg": Format("gpkg", "GPKG", (".gpkg",), "GeoPackage"),
-    "parquet": Format("parquet", "Parquet", (".parquet", ".geoparquet"), "GeoParquet"),
-    "fgb": Format("fgb", "FlatGeobuf", (".fgb",), "FlatGeobuf"),
-    "geojson": Format("geojson", "GeoJSON", (".geojson", ".json"), "GeoJSON (RFC 7946, WGS84)"),
-}
-FORMAT_ALIASES = {"geopackage": "gpkg", "geoparquet": "parquet", "flatgeobuf": "fgb", "json": "geojson"}
-
-# --------------------------------------------------------------------------------------------
-# option parsing
-# --------------------------------------------------------------------------------------------
-
-_AREA_UNITS = {"": 1.0, "m2": 1.0, "m²": 1.0, "sqm": 1.0, "ha": 1e4, "km2": 1e6, "km²": 1e6}
-_NUMBER = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
-
-
-def parse_area(value: str | float | int | None) -> float | None:
-    """``'5000'``, ``'5000m2'``, ``'0.5ha'``, ``'1km2'`` -> square metres (None stays None)."""
-    if value is None:
-        return None
-    if isinstance(value, (int, float)):
-        area = float(value)
-    else:
-        m = re.fullmatch(_NUMBER + r"\s*([a-zA-Z²][a-zA-Z²0-9]*|)", value.strip())
-        unit = m.group(2).lower() if m else None
-        if not m or unit not in _AREA_UNITS:
-            raise ParameterError(
-                f"--min-area {value!r} is not an area; give square metres or hectares, e.g. 5000, 5000m2 or 0.5ha"
-            )
-        area = float(m.group(1)) * _AREA_UNITS[unit]
-    if not math.isfinite(area) or area < 0:
-        raise ParameterError(f"--min-area {value!r} must be a non-negative area, e.g. 0.5ha")
-    return area
-
-
-def parse_length(value: str | float | int | None) -> tuple[float, str] | None:
-    """``'10'``/``'10m'`` -> (10.0, 'm'); ``'1.5px'`` -> (1.5, 'px'); None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, (int, float)):
-        number, unit = float(value), "m"
-    else:
-        m = re.fullmatch(_NUMBER + r"\s*(m|px|)", value.strip().lower())
-        if not m:
-            raise ParameterError(
-                f"--simplify {value!r} is not a length; give metres or pixels, e.g. 10, 10m or 1.5px"
-            )
-        number, unit = float(m.group(1)), m.group(2) or "m"
-    if not math.isfinite(number) or number < 0:
-        raise ParameterError(f"--simplify {value!r} must be a non-negative tolerance, e.g. 10m")
-    return number, unit
-
-
-def resolve_format(output: str | os.PathLike, fmt: str | None) -> Format:
-    if fmt:
-        key = FORMAT_ALIASES.get(fmt.lower(), fmt.lower())
-        if key not in FORMATS:
-            raise ParameterError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-        return FORMATS[key]
-    suffix = Path(output).suffix.lower()
-    for f in FORMATS.values():
-        if suffix in f.extensions:
-            return f
-    known = ", ".join(e for f in FORMATS.values() for e in f.extensions)
-    raise ParameterError(
-        f"cannot tell the output format from {os.fspath(output)!r}; use one of the extensions {known} "
-        "or pass --format"
-    )
+class VectorizeResult:
+    output: str
+    format: str
+    layer: str | None
+    features: int
+    summary: tuple[ClassSummary, ...]
+    summary_csv: str
+    summary_json: str
+    crs: str
+    area_crs: str
+    min_area_m2: float | None
+    sieve_pixels: int
+    blocks: int
+    seconds: float
+    warnings: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
-# the input raster
+# the block tasks: a dask graph on threads or forked worker processes
 # --------------------------------------------------------------------------------------------
-
-
-def _class_names(src: rasterio.DatasetReader, band: int) -> dict[int, str]:
-    """``CLASS_<value>`` tags (dataset, then band), as written by ``geoseg predict``."""
-    return class_names_from_tags(src.tags(), src.tags(band))
-
-
-def _colors(src: rasterio.DatasetReader, band: int) -> dict[int, str]:
-    """The band's colour table as ``{value: "#RRGGBB"}`` (empty without one)."""
-    try:
-        cmap = src.colormap(band)
-    except ValueError:  # no colour table
-        return {}
-    return {int(v): "#{:02X}{:02X}{:02X}".format(*rgba[:3]) for v, rgba in cmap.items()}
-
-
-def _style_categories(info: ClassRaster, names: dict[int, str], present: np.ndarray,
-                      selected: tuple[int, ...] | None) -> list:
-    """The polygon layer's style: one category per named or present class (within ``selected``),
-    coloured as in the raster's colour table; empty when the raster has none."""
-    from geoseg.delivery.style import Category
-
-    values = set(names) | {int(v) for v in present}
-    if selected is not None:
-        values &= set(selected)
-    if not info.colors or not values <= set(info.colors):
-        return []
-    return [Category(v, names.get(v, f"class_{v}"), info.colors[v]) for v in sorted(values)]
-
-
-def open_class_raster(path: str | os.PathLike, band: int = 1) -> ClassRaster:
-    """Inspect a class raster; one-line InputError naming the fix when it cannot be vectorized."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InputFileError(f"input raster {path} does not exist; check the path")
-    if os.path.isdir(path):
-        raise InputFileError(f"input raster {path} is a directory; give a class GeoTIFF such as landcover.tif")
-    try:
-        with rasterio.open(path) as src:
-            if not 1 <= band <= src.count:
-                raise ParameterError(f"--band {band} out of range: {path} has band(s) 1..{src.count}")
-            dtype = src.dtypes[band - 1]
-            flags = src.mask_flag_enums[band - 1]
-            info = ClassRaster(
-                path=path,
-                band=band,
-                width=src.width,
-                height=src.height,
-                dtype=dtype,
-                crs_wkt=src.crs.to_wkt() if src.crs else None,
-                transform=tuple(src.transform)[:6],  # type: ignore[arg-type]
-                nodata=src.nodata,
-                masked=MaskFlags.all_valid not in flags,
-                class_names=_class_names(src, band),
-                colors=_colors(src, band),
-            )
-    except RasterioIOError:
-        raise InputFileError(f"{path} is not a readable raster; give a class GeoTIFF such as landcover.tif") from None
-    if not np.issubdtype(np.dtype(info.dtype), np.integer):
-        raise NotAClassRasterError(
-            f"{path} is {info.dtype}, not an integer class raster; vectorize a class map such as geoseg's "
-            "landcover.tif, or convert it first (e.g. gdal_translate -ot Byte)"
-        )
-    if not info.crs_wkt:
-        raise NotGeoreferencedError(
-            f"{path} has no CRS; areas and output coordinates need one: set it with "
-            "gdal_edit.py -a_srs EPSG:<code> (and -a_ullr if it has no geotransform)"
-        )
-    if info.transform == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0):
-        raise NotGeoreferencedError(
-            f"{path} has no geotransform; set it with gdal_edit.py -a_ullr <ulx> <uly> <lrx> <lry>"
-        )
-    crs = CRS.from_wkt(info.crs_wkt)
-    if not (crs.is_projected or crs.is_geographic):
-        raise NotGeoreferencedError(
-            f"{path} has a CRS that is neither projected nor geographic; reproject it "
-            "(e.g. gdalwarp -t_srs EPSG:<utm code>) so areas can be computed"
-        )
-    return info
-
-
-# --------------------------------------------------------------------------------------------
-# measuring in metres
-# --------------------------------------------------------------------------------------------
-
-
-def area_model(info: ClassRaster) -> AreaModel:
-    crs = CRS.from_wkt(info.crs_wkt)
-    if crs.is_projected:
-        return AreaModel("projected", float(crs.linear_units_factor[1]), info.crs_wkt)
-    a, b, c, d, e, f = info.transform
-    lon = c + a * info.width / 2 + b * info.height / 2
-    lat = f + d * info.width / 2 + e * info.height / 2
-    laea = f"+proj=laea +lat_0={lat:.6f} +lon_0={lon:.6f} +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs"
-    return AreaModel("laea", 1.0, info.crs_wkt, laea)
-
-
-def pixel_size_m(info: ClassRaster, model: AreaModel) -> tuple[float, float]:
-    """(pixel area m², pixel side m) at the raster centre (exact for projected rasters)."""
-    a, b, c, d, e, f = info.transform
-    if model.kind == "projected":
-        area = abs(a * e - b * d) * model.factor**2
-        return area, math.sqrt(area)
-    r, col = info.height // 2, info.width // 2
-    corners = [(col, r), (col + 1, r), (col + 1, r + 1), (col, r + 1)]
-    ring = shapely.Polygon([(c + a * x + b * y, f + d * x + e * y) for x, y in corners])
-    area = float(model.measure(np.array([ring]))[0][0])
-    return area, math.sqrt(area)
-
-
-# --------------------------------------------------------------------------------------------
-# the dask graph
-# --------------------------------------------------------------------------------------------
-
-SCHEDULERS = ("threads", "processes", "synchronous")
 
 
 def _run_graph(spec: VectorizeSpec, scheduler: str, workers: int, progress,
@@ -327,33 +141,19 @@ def _run_graph(spec: VectorizeSpec, scheduler: str, workers: int, progress,
     return sorted(done, key=lambda b: b.index)
 
 
-def _merged(merge: Future, progress) -> MergeResult:
-    """The seam merge's result (it runs in a thread), then a step of the progress bar."""
-    merged = _result(merge, progress)
-    progress.advance(1)
-    return merged
-
-
-def _result(future: Future, progress) -> Any:
-    """``future.result()``, redrawing the progress bar (its elapsed time) twice a second meanwhile:
-    the bar has no thread of its own (see geoseg.progress)."""
-    while True:
-        try:
-            return future.result(timeout=0.5)
-        except TimeoutError:
-            progress.refresh()
-
-
-def _write(writer: ProcessPoolExecutor | None, writes: list[Future], sink: SinkSpec, paths: list[str],
-           append: bool, final: bool, progress) -> Callable[[], WriteResult]:
-    """Start :func:`~geoseg.vector_write.write_staged` in the ``writer`` process (``lean``: no
-    dataframe libraries there); the returned call waits for its result.  Without a writer process,
-    the returned call writes."""
-    if writer is None:
-        return lambda: write_staged(sink, paths, append, final)
-    future = writer.submit(write_staged, sink, paths, append, final, True)
-    writes.append(future)
-    return lambda: _result(future, progress)
+def _run_blocks(spec: VectorizeSpec, opts: Options, progress,
+                stack: contextlib.ExitStack) -> tuple[list[BlockResult], ProcessPoolExecutor | None]:
+    """The block results, and the writer process (None: this process writes).  ``processes`` falls back to
+    threads where forking is not safe (see :func:`~geoseg.vector.workers.fork_is_safe`)."""
+    scheduler = opts.scheduler
+    if scheduler == "processes" and not fork_is_safe():
+        scheduler = "threads"  # see fork_is_safe
+    if scheduler != "processes":
+        return _run_graph(spec, scheduler, opts.workers, progress), None
+    with _process_pool(opts.workers) as pool:  # the workers end with the graph, and their memory
+        blocks = _run_graph(spec, scheduler, opts.workers, progress, pool)
+    # one fresh process writes (forked now: no other thread runs yet)
+    return blocks, (_start_writer(stack) if fork_is_safe() else None)
 
 
 def _start_writer(stack: contextlib.ExitStack) -> ProcessPoolExecutor:
@@ -364,167 +164,59 @@ def _start_writer(stack: contextlib.ExitStack) -> ProcessPoolExecutor:
     return pool
 
 
-def fork_is_safe() -> bool:
-    """Whether block tasks may run in forked worker processes: on a platform with ``fork`` and
-    with no other thread alive in this process.
-
-    GDAL's polygonize holds the GIL (rasterio builds every shape in Python), so only processes
-    polygonize blocks in parallel, and forked ones start in milliseconds with every module
-    already imported.  Forking a process in which other threads run (torch's or dask's pools
-    after ``geoseg predict``; geoseg's own progress bar has no refresh thread) can deadlock the child, and fresh
-    interpreters (spawn, forkserver) re-import the caller's ``__main__``, which breaks scripts
-    without an ``if __name__ == "__main__"`` guard: in those cases the blocks run on threads.
-    """
-    import multiprocessing
-    import threading
-
-    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
-
-
-def _process_pool(workers: int) -> ProcessPoolExecutor:
-    """Forked worker processes for the block tasks (see :func:`fork_is_safe`)."""
-    import multiprocessing
-
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init,
-                               initargs=(os.getpid(),))
-
-
-def _worker_init(parent: int) -> None:
-    """In each worker process: Ctrl-C is the parent's to handle (it cleans up and ends the pool),
-    SIGTERM ends the worker as by default, and the worker ends when its parent dies (Linux), rather
-    than waiting for tasks forever."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux/glibc
-        pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 # --------------------------------------------------------------------------------------------
-# summary
+# the seam merge (a thread) and the writer (a process, or this one)
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ClassSummary:
-    value: int
-    name: str
-    count: int
-    area_ha: float
-    share: float  # percent of the vectorized area
+def _merged(merge: Future, progress) -> MergeResult:
+    """The seam merge's result (it runs in a thread), then a step of the progress bar."""
+    merged = wait_for(merge, progress)
+    progress.advance(1)
+    return merged
 
 
-def summary_rows(stats: dict[int, list], names: dict[int, str]) -> list[ClassSummary]:
-    total = sum(s[1] for s in stats.values())
-    rows = []
-    for v in sorted(stats):
-        count, area = stats[v]
-        rows.append(ClassSummary(v, names[v], int(count), area / 1e4, 100.0 * area / total if total else 0.0))
-    return rows
+def _write(writer: ProcessPoolExecutor | None, writes: list[Future], sink: SinkSpec, paths: list[str],
+           append: bool, final: bool, progress) -> Callable[[], WriteResult]:
+    """Start :func:`~geoseg.vector.write.write_staged` in the ``writer`` process (``lean``: no
+    dataframe libraries there); the returned call waits for its result.  Without a writer process,
+    the returned call writes."""
+    if writer is None:
+        return lambda: write_staged(sink, paths, append, final)
+    future = writer.submit(write_staged, sink, paths, append, final, True)
+    writes.append(future)
+    return lambda: wait_for(future, progress)
 
 
-def format_summary(rows: Sequence[ClassSummary]) -> str:
-    lines = [f"{'class':>6}  {'name':<22}{'polygons':>10}{'area ha':>14}{'share':>8}"]
-    for r in rows:
-        lines.append(f"{r.value:>6}  {r.name:<22}{r.count:>10}{r.area_ha:>14.2f}{r.share:>7.1f}%")
-    total_n = sum(r.count for r in rows)
-    total_a = sum(r.area_ha for r in rows)
-    lines.append(f"{'':>6}  {'total':<22}{total_n:>10}{total_a:>14.2f}{100.0 if rows else 0.0:>7.1f}%")
-    return "\n".join(lines)
-
-
-def summary_paths(output: str | os.PathLike) -> tuple[Path, Path]:
-    out = Path(output)
-    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
-    return out.with_name(stem + ".summary.csv"), out.with_name(stem + ".summary.json")
+def _merge_and_write(spec: VectorizeSpec, blocks: list[BlockResult], sink: SinkSpec, merge_pool: ThreadPoolExecutor,
+                     writer: ProcessPoolExecutor | None, writes: list[Future],
+                     progress) -> tuple[list[WriteResult], MergeResult]:
+    """Merge the open pieces across seams while the blocks' final polygons are written, then write the
+    merged ones (GeoParquet, which cannot be appended to: one write after the merge).  Empties ``blocks``
+    once the merge has them (this process then holds none of their arrays)."""
+    # The seam merge runs in a thread while the blocks' final polygons are written, the merged
+    # ones after them.  With worker processes, a freshly forked process writes: this one (which
+    # holds the merge) never loads the writer's libraries, and the writer loads pyogrio without
+    # pandas & co. (see geoseg.vector.write).  (Merging first, then writing, lowered the peak by
+    # about 50 MiB on a 10k² raster but took 1.2x the time on an idle 2-core machine.)
+    block_paths = [b.staged for b in blocks if b.staged]
+    if sink.key == "parquet":  # cannot be appended to: one write after the merge
+        merged = _merged(merge_pool.submit(merge_task, spec, *blocks), progress)
+        blocks.clear()
+        return [_write(writer, writes, sink, block_paths + merged.staged, append=False, final=True,
+                       progress=progress)()], merged
+    first = _write(writer, writes, sink, block_paths, append=False, final=False, progress=progress)
+    merge_future = merge_pool.submit(merge_task, spec, *blocks)
+    blocks.clear()
+    parts = [first()]  # without a writer process, written here while the merge runs
+    merged = _merged(merge_future, progress)
+    parts.append(_write(writer, writes, sink, merged.staged, append=True, final=True, progress=progress)())
+    return parts, merged
 
 
 # --------------------------------------------------------------------------------------------
-# the API
+# the outputs: refused early, published at the end
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VectorizeResult:
-    output: str
-    format: str
-    layer: str | None
-    features: int
-    summary: tuple[ClassSummary, ...]
-    summary_csv: str
-    summary_json: str
-    crs: str
-    area_crs: str
-    min_area_m2: float | None
-    sieve_pixels: int
-    blocks: int
-    seconds: float
-    warnings: tuple[str, ...] = ()
-    extra: dict = field(default_factory=dict)
-
-
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def _check_format_dependencies(fmt: Format) -> None:
-    import importlib.util
-
-    if fmt.key == "parquet" and importlib.util.find_spec("pyarrow") is None:  # found, not imported
-        raise MissingDependencyError(
-            "GeoParquet output needs the pyarrow package; install it (pip install pyarrow) "
-            "or choose another format, e.g. -o landcover.gpkg"
-        )
-
-
-def _select_classes(classes: Sequence[str | int] | str | None, names: dict[int, str]) -> tuple[int, ...] | None:
-    if classes is None:
-        return None
-    items = [c.strip() for c in classes.split(",")] if isinstance(classes, str) else list(classes)
-    items = [c for c in items if c != ""]
-    if not items:
-        raise ParameterError("--classes is empty; give class names or values, e.g. --classes forest,water")
-    by_name = {n.lower(): v for v, n in names.items()}
-    out = []
-    for item in items:
-        if isinstance(item, (int, np.integer)) or (isinstance(item, str) and re.fullmatch(r"-?\d+", item)):
-            out.append(int(item))
-        elif str(item).lower() in by_name:
-            out.append(by_name[str(item).lower()])
-        else:
-            known = ", ".join(f"{n} ({v})" for v, n in sorted(names.items())) or "none: the raster has no class names"
-            raise ParameterError(f"unknown class {item!r} in --classes; known classes: {known}; or give class values")
-    return tuple(sorted(set(out)))
-
-
-def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
-    """Move a finished temporary file into place; without ``overwrite`` never replace a file that
-    another run created meanwhile (a hard link fails if the name exists; rename would not)."""
-    if overwrite:
-        os.replace(tmp, final)
-        return
-    try:
-        os.link(tmp, final)
-    except FileExistsError:
-        raise OutputExistsError(
-            f"{final} was created by another run meanwhile; pass --overwrite to replace it"
-        ) from None
-    except OSError:  # no hard links on this file system: check, then rename
-        if final.exists():
-            raise OutputExistsError(f"{final} was created by another run meanwhile; pass --overwrite to replace it")
-        os.replace(tmp, final)
-        return
-    os.unlink(tmp)
 
 
 def _check_outputs(output: Path, extra: Sequence[Path], overwrite: bool) -> None:
@@ -535,6 +227,106 @@ def _check_outputs(output: Path, extra: Sequence[Path], overwrite: bool) -> None
         if existing:
             raise OutputExistsError(f"{', '.join(existing)} already exists; pass --overwrite or choose another -o")
     ensure_writable_dir(output.parent, "choose a writable -o path")
+
+
+def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
+    """Move a finished temporary file into place, fsynced (:func:`geoseg._util.atomic.publish`); without
+    ``overwrite`` never replace a file that another run created meanwhile (a hard link fails if the name
+    exists; rename would not)."""
+    if overwrite:
+        publish(tmp, final)
+        return
+    meanwhile = f"{final} was created by another run meanwhile; pass --overwrite to replace it"
+    fsync_path(tmp)
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        raise OutputExistsError(meanwhile) from None
+    except OSError:  # no hard links on this file system: check, then rename
+        if final.exists():
+            raise OutputExistsError(meanwhile) from None
+        publish(tmp, final)
+        return
+    os.unlink(tmp)
+    with contextlib.suppress(OSError):  # some filesystems refuse to fsync a folder
+        fsync_path(final.parent)
+
+
+def _embed_style(gpkg: Path, layer: str, info: ClassRaster, names: dict[int, str], present: np.ndarray,
+                 selected: tuple[int, ...] | None) -> None:
+    """QGIS opens the layer styled like the raster (default style in layer_styles), if it has a colour table."""
+    categories = style_categories(info, names, present, selected)
+    if categories:
+        from geoseg.delivery.style import embed_gpkg_style
+
+        embed_gpkg_style(gpkg, layer, categories)
+
+
+def _record(info: ClassRaster, out: Path, opts: Options, spec: VectorizeSpec, layer: str | None, crs: CRS,
+            features: int, rows: list[ClassSummary], seconds: float, messages: list[str]) -> dict:
+    """The run's record (``<stem>.summary.json``)."""
+    tolerance = opts.tolerance
+    return {
+        "geoseg_version": __version__,
+        "input": os.path.abspath(info.path),
+        "output": os.path.abspath(out),
+        "format": opts.format.key,
+        "layer": layer,
+        "crs": crs.to_string(),
+        "area_crs": spec.area.description,
+        "options": {"band": spec.band, "min_area_m2": opts.min_area_m2, "sieve_pixels": spec.sieve_pixels,
+                    "connectivity": spec.connectivity, "simplify": None if tolerance is None else
+                    {"value": tolerance[0], "unit": tolerance[1], "pixels": spec.simplify_px},
+                    "classes": list(spec.selected) if spec.selected is not None else None,
+                    "block_size": spec.block_size},
+        "features": features,
+        "classes": [r.__dict__ for r in rows],
+        "total_area_ha": sum(r.area_ha for r in rows),
+        "seconds": round(seconds, 3),
+        "warnings": messages,
+    }
+
+
+def _execute(run: RunFolder, spec: VectorizeSpec, opts: Options, info: ClassRaster, tmp_out: Path, layer: str,
+             messages: list[str], show_progress: bool | None,
+             ) -> tuple[np.ndarray, dict[int, str], list[WriteResult], MergeResult]:
+    """Run the blocks, the merge and the writes into ``tmp_out``: (classes present, their names, the writes,
+    the merge).  Worker processes, the merge thread and the progress bar end here, either way."""
+    fmt = opts.format
+    bar = make_progress(len(spec.grid) * (2 if spec.sieve_pixels else 1) + 2, "blocks", show_progress)  # + merge, write
+    merge_pool = ThreadPoolExecutor(1, thread_name_prefix="geoseg-merge")
+    writes: list[Future] = []
+    stack = contextlib.ExitStack()
+    try:
+        Path(spec.staging).mkdir()
+        blocks, writer = _run_blocks(spec, opts, bar, stack)
+        if sum(b.valid_pixels for b in blocks) == 0:
+            raise EmptySceneError(f"{info.path} has no valid pixel (all nodata); nothing to vectorize")
+        present = np.unique(np.concatenate([b.present_values for b in blocks]))
+        present, names = present_classes(info, present, spec.selected, messages)
+        crs = CRS.from_wkt(spec.area.crs_wkt)
+        epsg = crs.to_epsg()
+        sink = SinkSpec(str(tmp_out), fmt.key, fmt.driver, layer, spec.area.crs_wkt,
+                        f"EPSG:{epsg}" if epsg else crs.to_wkt(), names)
+        run.on_failure(lambda: remove_with_sidecars(sink.staged_path))  # (FlatGeobuf's, GeoJSON's GeoPackage)
+        parts, merged = _merge_and_write(spec, blocks, sink, merge_pool, writer, writes, bar)
+        bar.advance(1)
+        return present, names, parts, merged
+    except BaseException as exc:
+        for f in writes:  # a worker may still be writing: let it end before its file goes
+            f.cancel() or f.exception()
+        if isinstance(exc, BrokenProcessPool):
+            raise worker_lost(bool(writes), opts.workers, opts.block_size) from None
+        raise
+    finally:
+        merge_pool.shutdown(wait=True)  # the merge must end before its staging folder goes (RunFolder's exit)
+        stack.close()
+        bar.close()
+
+
+# --------------------------------------------------------------------------------------------
+# the API
+# --------------------------------------------------------------------------------------------
 
 
 def vectorize_raster(
@@ -570,187 +362,47 @@ def vectorize_raster(
     ``synchronous`` runs everything in this thread.  ``style``: give a GeoPackage the raster's
     palette as its default QGIS style (when the raster has a colour table).
     """
-    from geoseg._util.progress import make_progress
-
     t0 = time.perf_counter()
-    fmt = resolve_format(output, format)
-    _check_format_dependencies(fmt)
-    if connectivity not in (4, 8):
-        raise ParameterError(f"connectivity {connectivity} must be 4 or 8")
-    if int(block_size) < 1:
-        raise ParameterError(f"block size {block_size} must be a positive number of pixels, e.g. 2048")
-    block_size = int(block_size)
-    if scheduler not in SCHEDULERS:
-        raise ParameterError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
-    n_workers = default_workers() if workers is None else int(workers)
-    if n_workers < 1:
-        raise ParameterError(f"--workers {workers} must be >= 1")
-    min_area_m2 = parse_area(min_area)
-    tolerance = parse_length(simplify)
+    opts = check_options(output, format, connectivity, block_size, scheduler, workers, min_area, simplify)
     info = open_class_raster(raster, band)
     model = area_model(info)
     pix_area, pix_side = pixel_size_m(info, model)
-    sieve_pixels = 0
-    if min_area_m2:
-        sieve_pixels = max(0, math.ceil(min_area_m2 / pix_area - 1e-9))
-        if sieve_pixels <= 1:
-            sieve_pixels = 0
-    simplify_px = None
-    if tolerance and tolerance[0] > 0:
-        simplify_px = tolerance[0] if tolerance[1] == "px" else tolerance[0] / pix_side
-    selected = _select_classes(classes, info.class_names)
-
+    selected = select_classes(classes, info.class_names)
     out = Path(output)
     csv_path, json_path = summary_paths(out)
     _check_outputs(out, (csv_path, json_path), overwrite)
+    fmt = opts.format
     layer_name = (layer or out.stem) if fmt.key == "gpkg" else None
-    run_id = uuid.uuid4().hex[:12]
-    staging = out.parent / f".{out.name}.{run_id}.parts"
-    # the format's own extension: GDAL's FlatGeobuf driver makes a folder of a path without ".fgb"
-    tmp_out = out.parent / f".{out.name}.{run_id}.part{fmt.extensions[0]}"
-    tmp_csv = csv_path.with_name(f".{csv_path.name}.{run_id}.tmp")
-    tmp_json = json_path.with_name(f".{json_path.name}.{run_id}.tmp")
-
-    spec = VectorizeSpec(
-        path=os.path.abspath(info.path), band=band, height=info.height, width=info.width, block_size=block_size,
-        transform=info.transform, masked=info.masked, connectivity=connectivity, sieve_pixels=sieve_pixels,
-        simplify_px=simplify_px, selected=selected, area=model, staging=str(staging),
-    )
-    n_blocks = len(spec.grid)
-    bar = make_progress(n_blocks * (2 if sieve_pixels else 1) + 2, "blocks", progress)  # + merge, write
     messages: list[str] = []
-    merge_pool = ThreadPoolExecutor(1, thread_name_prefix="geoseg-merge")
-    writes: list[Future] = []
-    sink: SinkSpec | None = None  # (its staging GeoPackage is removed after a failure)
-    stack = contextlib.ExitStack()
-    try:
-        staging.mkdir()
-        if scheduler == "processes" and not fork_is_safe():
-            scheduler = "threads"  # see fork_is_safe
-        if scheduler == "processes":
-            with _process_pool(n_workers) as pool:  # the workers end with the graph, and their memory
-                blocks = _run_graph(spec, scheduler, n_workers, bar, pool)
-            # one fresh process writes (forked now: no other thread runs yet)
-            writer = _start_writer(stack) if fork_is_safe() else None
-        else:
-            blocks = _run_graph(spec, scheduler, n_workers, bar)
-            writer = None
-        if sum(b.valid_pixels for b in blocks) == 0:
-            raise EmptySceneError(f"{info.path} has no valid pixel (all nodata); nothing to vectorize")
-        present = np.unique(np.concatenate([b.present_values for b in blocks]))
-        if selected is not None:
-            absent = sorted(set(selected) - set(present.tolist()))
-            if absent:
-                messages.append(
-                    f"--classes {', '.join(map(str, absent))}: no such value in {info.path} (nodata excluded; values "
-                    f"present: {', '.join(map(str, present[:20].tolist()))}{' ...' if present.size > 20 else ''})"
-                )
-            present = present[np.isin(present, selected)]
-        names = dict(info.class_names)
-        missing = [int(v) for v in present if int(v) not in names]
-        if missing:
-            for v in missing:
-                names[v] = f"class_{v}"
-            shown = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-            hint = (f"; {len(present)} distinct values: is this a class raster at all (not, say, band {band} of an "
-                    "image)?" if len(present) > 255 else "")
-            messages.append(
-                f"class value(s) {shown} have no name in {info.path} (no CLASS_<value> band tag); named "
-                f"class_<value>{hint}"
-            )
-        crs = CRS.from_wkt(info.crs_wkt)
-        epsg = crs.to_epsg()
-        sink = SinkSpec(str(tmp_out), fmt.key, fmt.driver, layer_name or out.stem, info.crs_wkt,
-                        f"EPSG:{epsg}" if epsg else crs.to_wkt(), names)
-        # The seam merge runs in a thread while the blocks' final polygons are written, the merged
-        # ones after them.  With worker processes, a freshly forked process writes: this one (which
-        # holds the merge) never loads the writer's libraries, and the writer loads pyogrio without
-        # pandas & co. (see geoseg.vector_write).  (Merging first, then writing, lowered the peak by
-        # about 50 MiB on a 10k² raster but took 1.2x the time on an idle 2-core machine.)
-        block_paths = [b.staged for b in blocks if b.staged]
-        if fmt.key == "parquet":  # cannot be appended to: one write after the merge
-            merged = _merged(merge_pool.submit(merge_task, spec, *blocks), bar)
-            del blocks
-            parts = [_write(writer, writes, sink, block_paths + merged.staged, append=False, final=True,
-                            progress=bar)()]
-        else:
-            first = _write(writer, writes, sink, block_paths, append=False, final=False, progress=bar)
-            merge_future = merge_pool.submit(merge_task, spec, *blocks)
-            del blocks
-            parts = [first()]  # without a writer process, written here while the merge runs
-            merged = _merged(merge_future, bar)
-            parts.append(_write(writer, writes, sink, merged.staged, append=True, final=True, progress=bar)())
-        bar.advance(1)
-        bar.close()
+    # lock=False: vectorize writes one file (and its summary) into any folder, and never left a lock file there
+    with RunFolder(out.parent, [out.name, csv_path.name, json_path.name], overwrite, lock=False, check=False) as run:
+        # the format's own extension: GDAL's FlatGeobuf driver makes a folder of a path without ".fgb"
+        tmp_out = run.stage(out.parent / f".{out.name}.{run.run_id}.part{fmt.extensions[0]}", out)
+        tmp_csv, tmp_json = run.temp(csv_path.name), run.temp(json_path.name)
+        spec = VectorizeSpec(
+            path=os.path.abspath(info.path), band=band, height=info.height, width=info.width,
+            block_size=opts.block_size, transform=info.transform, masked=info.masked, connectivity=connectivity,
+            sieve_pixels=opts.sieve_pixels(pix_area), simplify_px=opts.simplify_px(pix_side), selected=selected,
+            area=model, staging=str(run.work_dir(out.name)),
+        )
+        present, names, parts, merged = _execute(run, spec, opts, info, tmp_out, layer_name or out.stem, messages,
+                                                 progress)
         features = sum(p.count for p in parts)
-        stats: dict[int, list] = {int(v): [0, 0.0] for v in present}
-        for part in parts:
-            for v, (cnt, area) in part.stats.items():
-                stats[v][0] += cnt
-                stats[v][1] += area
-        rows = summary_rows(stats, names)
+        rows = summary_rows(class_stats(present, parts), names)
         seconds = time.perf_counter() - t0
-        record = {
-            "geoseg_version": __version__,
-            "input": os.path.abspath(info.path),
-            "output": os.path.abspath(out),
-            "format": fmt.key,
-            "layer": layer_name,
-            "crs": crs.to_string(),
-            "area_crs": model.description,
-            "options": {"band": band, "min_area_m2": min_area_m2, "sieve_pixels": sieve_pixels,
-                        "connectivity": connectivity, "simplify": None if tolerance is None else
-                        {"value": tolerance[0], "unit": tolerance[1], "pixels": simplify_px},
-                        "classes": list(selected) if selected is not None else None, "block_size": block_size},
-            "features": features,
-            "classes": [r.__dict__ for r in rows],
-            "total_area_ha": sum(r.area_ha for r in rows),
-            "seconds": round(seconds, 3),
-            "warnings": messages,
-        }
-        with open(tmp_csv, "w", newline="") as fh:
-            wr = csv.writer(fh)
-            wr.writerow(["class", "name", "count", "area_ha", "share_percent"])
-            for r in rows:
-                wr.writerow([r.value, r.name, r.count, f"{r.area_ha:.4f}", f"{r.share:.3f}"])
-        tmp_json.write_text(json.dumps(record, indent=2) + "\n")
-        categories = _style_categories(info, names, present, selected) if fmt.key == "gpkg" and style else []
-        if categories:  # QGIS opens the layer styled like the raster (default style in layer_styles)
-            from geoseg.delivery.style import embed_gpkg_style
-
-            embed_gpkg_style(tmp_out, layer_name or "", categories)
+        crs = CRS.from_wkt(model.crs_wkt)
+        write_summary(tmp_csv, tmp_json, rows,
+                      _record(info, out, opts, spec, layer_name, crs, features, rows, seconds, messages))
+        if fmt.key == "gpkg" and style:
+            _embed_style(tmp_out, layer_name or "", info, names, present, selected)
         for tmp, final in ((tmp_out, out), (tmp_csv, csv_path), (tmp_json, json_path)):
             _publish(tmp, final, overwrite)
-    except BaseException as exc:
-        try:
-            for f in writes:  # a worker may still be writing: let it end before its file goes
-                f.cancel() or f.exception()
-        finally:
-            remove_with_sidecars(tmp_out, tmp_csv, tmp_json, *([sink.staged_path] if sink else []))
-        if isinstance(exc, BrokenProcessPool):
-            if writes:
-                raise WorkerLostError(
-                    "the vectorize writer process was killed (usually out of memory: GDAL needs about 66 bytes "
-                    "per vertex of the largest polygon to write it); free memory and run again"
-                ) from None
-            raise WorkerLostError(
-                "a vectorize worker process was killed (usually out of memory); free memory, or lower "
-                f"--workers (was {n_workers}) or --block-size (was {block_size})"
-            ) from None
-        raise
-    finally:
-        merge_pool.shutdown(wait=True)  # the merge must end before its staging folder goes
-        stack.close()
-        bar.close()  # (again: closing twice is harmless)
-        shutil.rmtree(staging, ignore_errors=True)
     for m in messages:
         warnings.warn(m, UserWarning, stacklevel=2)
     return VectorizeResult(
         output=str(out), format=fmt.key, layer=layer_name, features=features, summary=tuple(rows),
         summary_csv=str(csv_path), summary_json=str(json_path), crs=crs.to_string(),
-        area_crs=model.description, min_area_m2=min_area_m2, sieve_pixels=sieve_pixels, blocks=n_blocks,
-        seconds=seconds, warnings=tuple(messages),
-        extra={"merged_polygons": merged.groups, "seam_pieces": merged.pieces,
-               "merge_peak_pieces": merged.peak_pieces, "relinked_unions": merged.relinked,
-               "geos_unions": merged.geos_unions},
+        area_crs=model.description, min_area_m2=opts.min_area_m2, sieve_pixels=spec.sieve_pixels,
+        blocks=len(spec.grid), seconds=seconds, warnings=tuple(messages),
+        extra=merged.counts(),
     )

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geoseg.io.grid import BlockGrid  # the one block layout (also imported from here)
+
 UP, UP_LEFT, UP_RIGHT, LEFT = 0, 1, 2, 3
 
 
@@ -169,32 +171,6 @@ def block_edges(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BlockGrid:
-    """Block layout of a raster: block ``(r, c)`` has index ``r * n_cols + c``."""
-
-    height: int
-    width: int
-    block_size: int
-
-    @property
-    def n_rows(self) -> int:
-        return -(-self.height // self.block_size)
-
-    @property
-    def n_cols(self) -> int:
-        return -(-self.width // self.block_size)
-
-    def __len__(self) -> int:
-        return self.n_rows * self.n_cols
-
-    def window(self, index: int) -> tuple[int, int, int, int]:
-        """(row_off, col_off, height, width) of block ``index``."""
-        r, c = divmod(index, self.n_cols)
-        bs = self.block_size
-        return r * bs, c * bs, min(bs, self.height - r * bs), min(bs, self.width - c * bs)
-
-
 @dataclass
 class SeamPairs:
     """Pixel pairs across seams: global piece ids ``a``, ``b``, whether their values are equal, scan key."""
@@ -241,7 +217,7 @@ def seam_breakpoints(grid: BlockGrid, edges: list, gid: list,
     Returns ``({X: ys}, {Y: xs})``: for the vertical seam line ``x = X`` the sorted pixel-corner
     ``y`` coordinates where the piece on its left or on its right changes (and likewise for
     horizontal lines ``y = Y``).  Pieces from both sides get a vertex at each of them (see
-    ``geoseg.vector_tasks.densify_seams``), which makes them an edge-matched coverage with far fewer
+    ``geoseg.vector.geometry.densify_seams``), which makes them an edge-matched coverage with far fewer
     vertices than one per pixel.
     """
     lines: tuple[dict[int, np.ndarray], dict[int, np.ndarray]] = ({}, {})
@@ -472,9 +448,9 @@ def apply_sieve(values: np.ndarray, valid: np.ndarray, connectivity: int, pieces
     join = lut[adj_a] == lut[adj_b]
     root = union_components(lab.count, adj_a[join], adj_b[join])
     roots, comp = np.unique(root, return_inverse=True)  # roots: smallest old label = first in scan order
-    labels = np.append(comp, -1).astype(np.int32)[lab.labels]  # label -1 stays -1
+    new_labels = np.append(comp, -1).astype(np.int32)[lab.labels]  # label -1 stays -1
     sizes = np.bincount(comp, weights=lab.sizes, minlength=roots.size).astype(np.int64)
-    return out, Labels(labels, lut[roots], sizes, lab.first[roots])
+    return out, Labels(new_labels, lut[roots], sizes, lab.first[roots])
 
 
 def sieve_blocks(values: np.ndarray, valid: np.ndarray, threshold: int, connectivity: int,
@@ -483,14 +459,14 @@ def sieve_blocks(values: np.ndarray, valid: np.ndarray, threshold: int, connecti
     h, w = values.shape
     grid = BlockGrid(h, w, block_size)
     scans = []
-    for i in range(len(grid)):
-        r, c, bh, bw = grid.window(i)
+    for win in grid.windows():
+        r, c, bh, bw = win.row_off, win.col_off, win.height, win.width
         scans.append(scan_block(values[r:r + bh, c:c + bw], valid[r:r + bh, c:c + bw], r, c, w, threshold,
                                 connectivity))
     plan = plan_sieve(grid, scans, threshold, connectivity)
     out = values.copy()
-    for i in range(len(grid)):
-        r, c, bh, bw = grid.window(i)
+    for i, win in enumerate(grid.windows()):
+        r, c, bh, bw = win.row_off, win.col_off, win.height, win.width
         out[r:r + bh, c:c + bw] = apply_sieve(values[r:r + bh, c:c + bw], valid[r:r + bh, c:c + bw],
                                               connectivity, plan.pieces[i], plan.new_values[i],
                                               scans[i].adj_a, scans[i].adj_b, scans[i].labels((bh, bw)))[0]

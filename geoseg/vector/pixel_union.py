@@ -1,6 +1,6 @@
 """Union of pixel polygons that meet along shared edges, by relinking their rings; numpy, no GEOS overlay.
 
-The seam merge of :mod:`geoseg.vectorize` joins the pieces of one 4-connected region that GDAL
+The seam merge of :mod:`geoseg.vector.api` joins the pieces of one 4-connected region that GDAL
 polygonized block by block.  The pieces have integer (pixel-corner) vertices and form an
 edge-matched coverage (``densify_seams`` gives both sides of a seam the same vertices), so their
 union is pure bookkeeping on the rings:
@@ -37,14 +37,14 @@ transform, WKB) cost more than the polygon.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import shapely
 
-__all__ = ["PixelRings", "pixel_rings", "piece_rings", "concat_rings", "rings_geometry", "open_rings", "relink", "relink_groups",
-           "union_pixel_polygons", "polygon_of_rings", "normalized", "measure", "multipolygon_wkb"]
+__all__ = ["PixelRings", "pixel_rings", "piece_rings", "concat_rings", "rings_geometry", "open_rings", "relink",
+           "relink_groups", "union_pixel_polygons", "polygon_of_rings", "normalized", "measure", "multipolygon_wkb"]
 
 
 @dataclass(frozen=True)
@@ -178,6 +178,7 @@ def relink(rings: PixelRings) -> list[np.ndarray] | None:
     return relink_groups(rings, np.zeros(rings.n_rings, dtype=np.int64), 1)[0]
 
 
+# long: memory-tuned (every array is freed as soon as its pass is done; one function keeps that visible)
 def relink_groups(rings: PixelRings, ring_group: np.ndarray, n_groups: int) -> list[list[np.ndarray] | None]:
     """:func:`relink` of several groups at once: ``ring_group`` says which group (0..n_groups-1)
     each ring belongs to; returns one result per group (None: declined).  Vertex keys include the
@@ -240,16 +241,16 @@ def relink_groups(rings: PixelRings, ring_group: np.ndarray, n_groups: int) -> l
     if cand.size:
         e_key = key[nxt[cand]]
         lo, hi = np.minimum(s_key[cand], e_key), np.maximum(s_key[cand], e_key)
-        order = np.lexsort((hi, lo))
-        lo, hi, c = lo[order], hi[order], cand[order]
+        by_segment = np.lexsort((hi, lo))
+        lo, hi, seg = lo[by_segment], hi[by_segment], cand[by_segment]
         same = (lo[1:] == lo[:-1]) & (hi[1:] == hi[:-1])
         if (same[1:] & same[:-1]).any():  # a segment in three rings: not a coverage
             return one_by_one()
         pair = np.flatnonzero(same)
-        a, b = c[pair], c[pair + 1]
-        if (s_key[a] == s_key[b]).any():  # two pieces overlap along a segment (same direction)
+        one, other = seg[pair], seg[pair + 1]
+        if (s_key[one] == s_key[other]).any():  # two pieces overlap along a segment (same direction)
             return one_by_one()
-        cancelled[a] = cancelled[b] = True
+        cancelled[one] = cancelled[other] = True
 
     # 3. chains: from a junction vertex along kept segments to the next junction vertex
     start = np.flatnonzero(junction & ~cancelled)  # positions where a chain begins (segment kept)
@@ -314,7 +315,8 @@ def relink_groups(rings: PixelRings, ring_group: np.ndarray, n_groups: int) -> l
                 r = ring_of[s]
                 spans += [(s, int(off[r + 1])), (int(off[r]), e)]
             c = succ[c]
-        if out[g] is None:
+        group_rings = out[g]
+        if group_rings is None:
             continue
         if c != c0 or len(set(visited)) != len(visited):  # not a simple closed ring
             out[g] = None
@@ -324,12 +326,12 @@ def relink_groups(rings: PixelRings, ring_group: np.ndarray, n_groups: int) -> l
         for s, e in spans:
             ring[at:at + e - s, 0], ring[at:at + e - s, 1] = x[s:e], y[s:e]
             at += e - s
-        out[g].append(_without_collinear(ring))
+        group_rings.append(_without_collinear(ring))
         del ring
     for r in np.flatnonzero(intact).tolist():
-        g = int(ring_group[r])
-        if out[g] is not None:
-            out[g].append(_without_collinear(np.column_stack([x[off[r]:off[r + 1]], y[off[r]:off[r + 1]]])))
+        group_rings = out[int(ring_group[r])]
+        if group_rings is not None:
+            group_rings.append(_without_collinear(np.column_stack([x[off[r]:off[r + 1]], y[off[r]:off[r + 1]]])))
     for g, group_rings in enumerate(out):
         if group_rings is None:
             continue
@@ -468,7 +470,7 @@ def multipolygon_wkb(rings: list[np.ndarray], transform) -> bytearray:
         coords[:, 0] = c + x * a + y * b
         coords[:, 1] = f + x * d + y * e
         del x, y, closed
-        raw = memoryview(coords).cast("B")
+        raw = coords.data.cast("B")
         for start, end in zip(off[:-1] + np.arange(off.size - 1), off[1:] + np.arange(1, off.size)):
             n = int(end - start)
             struct.pack_into("<I", out, pos, n)

@@ -10,7 +10,7 @@ GeoJSON writer reprojects to WGS84 itself under RFC 7946).  GeoParquet goes thro
 call.
 
 It is a plain function over a :class:`SinkSpec` (paths and strings only), so
-:mod:`geoseg.vectorize` can run it in a forked worker process: the process that merges never loads
+:mod:`geoseg.vector.api` can run it in a forked worker process: the process that merges never loads
 the writer's libraries.  There, with ``lean=True``, pyogrio is imported without its optional
 pandas/geopandas/pyarrow/pyproj (about 87 MiB; only GeoParquet needs any of them).
 """
@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from geoseg.io.output import GPKG_DATASET_OPTIONS, remove_with_sidecars
-from geoseg.vector.tasks import trim_heap, unpacked
+from geoseg.vector.staging import trim_heap, unpacked
 
 __all__ = ["SinkSpec", "WriteResult", "write_staged", "COLUMNS"]
 
@@ -157,7 +158,7 @@ class _Sink:
         self.spec = spec
         self.count = 0
         self._started = started
-        self._parquet = None
+        self._parquet: Any = None  # a pyarrow.parquet.ParquetWriter (pyarrow is imported when needed)
 
     def write(self, table: dict) -> None:
         """Append one chunk: a dict of attribute columns plus ``wkb`` (see :func:`_frame`)."""

@@ -1,4 +1,4 @@
-"""geoseg.pixel_union: the ring-relinking union of edge-matched pixel polygons."""
+"""geoseg.vector.pixel_union: the ring-relinking union of edge-matched pixel polygons."""
 
 import numpy as np
 import pytest

@@ -45,7 +45,7 @@ def write_classes(path, data, *, nodata=255, names=NAMES, crs=UTM, transform=Non
     data = np.asarray(data)
     dtype = dtype or (data.dtype.name if data.dtype != np.int64 else "uint8")
     h, w = data.shape
-    profile = dict(driver="GTiff", width=w, height=h, count=1, dtype=dtype)
+    profile = {"driver": "GTiff", "width": w, "height": h, "count": 1, "dtype": dtype}
     if crs is not None:
         profile.update(crs=crs, transform=transform or Affine(RES, 0, ORIGIN[0], 0, -RES, ORIGIN[1]))
     if nodata is not None:
@@ -178,28 +178,28 @@ def test_blocks_equal_single_pass(tmp_path, name, block_size):
     src = write_classes(tmp_path / "lc.tif", data)
     r = vec(src, tmp_path / "lc.gpkg", block_size=block_size, workers=2)
     assert r.blocks >= 4 and r.extra["merged_polygons"] > 0  # seams were really crossed
-    # every multi-piece polygon was joined by relinking its rings (geoseg.pixel_union), none by GEOS
+    # every multi-piece polygon was joined by relinking its rings (geoseg.vector.pixel_union), none by GEOS
     assert r.extra["relinked_unions"] > 0 and r.extra["geos_unions"] == 0
     assert_same_as_single_pass(read(r.output), data, valid)
 
 
 @pytest.mark.parametrize("name", sorted(PATTERNS))
 def test_merged_polygons_finished_in_numpy_are_byte_identical(tmp_path, name, monkeypatch):
-    """Large merged polygons are finished in numpy (geoseg.pixel_union) instead of GEOS: same output."""
+    """Large merged polygons are finished in numpy (geoseg.vector.pixel_union) instead of GEOS: same output."""
     data = PATTERNS[name]()
     src = write_classes(tmp_path / "lc.tif", data)
     geos = read(vec(src, tmp_path / "geos.gpkg", block_size=16, scheduler="threads").output)
-    monkeypatch.setattr("geoseg.vector.tasks.NUMPY_FINISH_VERTICES", 0)
+    monkeypatch.setattr("geoseg.vector.merge.NUMPY_FINISH_VERTICES", 0)
     numpy_ = read(vec(src, tmp_path / "numpy.gpkg", block_size=16, scheduler="threads").output)
     assert (numpy_.drop(columns="geometry") == geos.drop(columns="geometry")).all().all()
     assert (shapely.to_wkb(numpy_.geometry.values) == shapely.to_wkb(geos.geometry.values)).all()
 
 
 def test_geos_fallback_when_relinking_declines(tmp_path, monkeypatch):
-    """If geoseg.pixel_union.relink_groups declines a group, GEOS joins the (compactly held) pieces instead."""
+    """If geoseg.vector.pixel_union.relink_groups declines a group, GEOS joins the (compactly held) pieces instead."""
     data = PATTERNS["noisy"]()
     src = write_classes(tmp_path / "lc.tif", data)
-    monkeypatch.setattr("geoseg.vector.tasks.relink_groups", lambda rings, ring_group, n: [None] * n)
+    monkeypatch.setattr("geoseg.vector.merge.relink_groups", lambda rings, ring_group, n: [None] * n)
     r = vec(src, tmp_path / "lc.gpkg", block_size=16, scheduler="threads")
     assert r.extra["relinked_unions"] == 0 and r.extra["geos_unions"] > 0
     assert_same_as_single_pass(read(r.output), data, data != 255)
@@ -246,7 +246,7 @@ def test_real_labels_equal_single_pass_and_stay_valid_simplified(tmp_path, conne
 def test_rotated_grid_stays_valid_and_seamless(tmp_path, simplify, monkeypatch):
     """A rotated geotransform (b, d != 0): the merged polygons take the GEOS finish (no numpy WKB), the
     transformed polygons are checked, and the result equals the single pass."""
-    monkeypatch.setattr("geoseg.vector.tasks.NUMPY_FINISH_VERTICES", 0)  # would pick numpy if allowed
+    monkeypatch.setattr("geoseg.vector.merge.NUMPY_FINISH_VERTICES", 0)  # would pick numpy if allowed
     t = Affine(8.0, 3.0, ORIGIN[0], 2.5, -9.0, ORIGIN[1])
     data = PATTERNS["noisy"]()
     src = write_classes(tmp_path / "lc.tif", data, transform=t)
@@ -392,7 +392,7 @@ def test_components_after_sieve_are_derived_exactly(case):
 
     a, valid, size, conn = list(_sieve_cases())[case]
     grid = BlockGrid(*a.shape, 8)
-    windows = [grid.window(i) for i in range(len(grid))]
+    windows = [(w.row_off, w.col_off, w.height, w.width) for w in grid.windows()]
     scans = [scan_block(a[r:r + h, c:c + w], valid[r:r + h, c:c + w], r, c, a.shape[1], size, conn)
              for r, c, h, w in windows]
     plan = plan_sieve(grid, scans, size, conn)
