@@ -41,11 +41,27 @@ def remove_quietly(*paths: str | os.PathLike) -> None:
             os.unlink(p)
 
 
-def publish(tmp: str | os.PathLike, path: str | os.PathLike, *, fsync: bool = True) -> None:
-    """Move a finished temporary file onto ``path`` (fsync the file first and the folder after)."""
+def publish(tmp: str | os.PathLike, path: str | os.PathLike, *, fsync: bool = True, replace: bool = True) -> None:
+    """Move a finished temporary file onto ``path`` (fsync the file first and the folder after).
+
+    ``replace=False`` never replaces a file that appeared at ``path`` meanwhile (another run's): a hard link
+    fails if the name exists, where a rename would not (:class:`OutputExistsError`)."""
     if fsync:
         fsync_path(tmp)
-    os.replace(tmp, path)
+    if replace:
+        os.replace(tmp, path)
+    else:
+        meanwhile = f"{path} was created by another run meanwhile; pass --overwrite to replace it"
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise OutputExistsError(meanwhile) from None
+        except OSError:  # no hard links on this file system: check, then rename
+            if Path(path).exists():
+                raise OutputExistsError(meanwhile) from None
+            os.replace(tmp, path)
+        else:
+            os.unlink(tmp)
     if fsync:
         with contextlib.suppress(OSError):  # some filesystems refuse to fsync a folder
             fsync_path(Path(path).parent)

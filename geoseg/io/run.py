@@ -75,12 +75,14 @@ class RunFolder:
         """Also run ``cleanup`` if the run fails (e.g. removing a product's intermediate files)."""
         self._on_failure.append(cleanup)
 
-    def publish(self, *, fsync: bool = True) -> list[str]:
-        """Move every staged temporary onto its final name, in staging order; returns the final paths."""
+    def publish(self, *, fsync: bool = True, replace: bool = True) -> list[str]:
+        """Move every staged temporary onto its final name, in staging order; returns the final paths.
+        ``replace=False``: never replace a file another run created meanwhile (see ``_util.atomic.publish``)."""
         done = []
         for tmp, final in self._staged:
-            remove_quietly(f"{final}.aux.xml")  # a previous run's GDAL sidecar must not outlive it
-            publish(tmp, final, fsync=fsync)
+            if replace:
+                remove_quietly(f"{final}.aux.xml")  # a previous run's GDAL sidecar must not outlive it
+            publish(tmp, final, fsync=fsync, replace=replace)
             done.append(str(final))
         self._staged.clear()
         return done

@@ -49,7 +49,6 @@ from pathlib import Path
 import numpy as np
 from rasterio.crs import CRS
 
-from geoseg._util.atomic import fsync_path, publish
 from geoseg._util.execution import default_workers as default_workers
 from geoseg._util.progress import make_progress
 from geoseg._version import __version__
@@ -229,29 +228,6 @@ def _check_outputs(output: Path, extra: Sequence[Path], overwrite: bool) -> None
     ensure_writable_dir(output.parent, "choose a writable -o path")
 
 
-def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
-    """Move a finished temporary file into place, fsynced (:func:`geoseg._util.atomic.publish`); without
-    ``overwrite`` never replace a file that another run created meanwhile (a hard link fails if the name
-    exists; rename would not)."""
-    if overwrite:
-        publish(tmp, final)
-        return
-    meanwhile = f"{final} was created by another run meanwhile; pass --overwrite to replace it"
-    fsync_path(tmp)
-    try:
-        os.link(tmp, final)
-    except FileExistsError:
-        raise OutputExistsError(meanwhile) from None
-    except OSError:  # no hard links on this file system: check, then rename
-        if final.exists():
-            raise OutputExistsError(meanwhile) from None
-        publish(tmp, final)
-        return
-    os.unlink(tmp)
-    with contextlib.suppress(OSError):  # some filesystems refuse to fsync a folder
-        fsync_path(final.parent)
-
-
 def _embed_style(gpkg: Path, layer: str, info: ClassRaster, names: dict[int, str], present: np.ndarray,
                  selected: tuple[int, ...] | None) -> None:
     """QGIS opens the layer styled like the raster (default style in layer_styles), if it has a colour table."""
@@ -395,8 +371,7 @@ def vectorize_raster(
                       _record(info, out, opts, spec, layer_name, crs, features, rows, seconds, messages))
         if fmt.key == "gpkg" and style:
             _embed_style(tmp_out, layer_name or "", info, names, present, selected)
-        for tmp, final in ((tmp_out, out), (tmp_csv, csv_path), (tmp_json, json_path)):
-            _publish(tmp, final, overwrite)
+        run.publish(replace=overwrite)
     for m in messages:
         warnings.warn(m, UserWarning, stacklevel=2)
     return VectorizeResult(

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geoseg._util.atomic import atomic_path, atomic_write, atomic_write_text, temp_path
+from geoseg._util.atomic import atomic_path, atomic_write, atomic_write_text, publish, temp_path
 from geoseg._util.execution import check_execution, check_scheduler, default_workers
 from geoseg._util.lock import file_lock
 from geoseg.errors import OutputError, OutputExistsError, OutputLockedError, ParameterError
@@ -45,6 +45,20 @@ def test_atomic_write_refuses_without_overwrite_and_names_the_fix(tmp_path):
     with pytest.raises(OutputError, match="cannot write .*; choose another folder"):
         atomic_write_text(tmp_path / "missing" / "x.txt", "new", hint="choose another folder")
     assert target.read_text() == "keep"
+
+
+def test_publish_never_replaces_a_file_created_meanwhile(tmp_path):
+    tmp, final = tmp_path / ".x.tmp", tmp_path / "x.gpkg"
+    tmp.write_text("new")
+    final.write_text("another run's")
+    with pytest.raises(OutputExistsError, match="created by another run meanwhile; pass --overwrite"):
+        publish(tmp, final, replace=False)
+    assert final.read_text() == "another run's"
+    publish(tmp, final, replace=True)
+    assert final.read_text() == "new" and not tmp.exists()
+    tmp.write_text("third")
+    publish(tmp, tmp_path / "y.gpkg", replace=False)
+    assert (tmp_path / "y.gpkg").read_text() == "third" and not tmp.exists()
 
 
 def test_file_lock_excludes_another_process_and_dies_with_it(tmp_path):

@@ -714,23 +714,6 @@ def test_format_option_with_another_extension_writes_one_file(tmp_path):
     assert len(read(r.output)) == r.features
 
 
-def test_publish_never_replaces_a_file_created_meanwhile(tmp_path):
-    from geoseg.errors import OutputExistsError
-    from geoseg.vector.api import _publish
-
-    tmp, final = tmp_path / ".x.tmp", tmp_path / "x.gpkg"
-    tmp.write_text("new")
-    final.write_text("another run's")
-    with pytest.raises(OutputExistsError, match="created by another run meanwhile; pass --overwrite"):
-        _publish(tmp, final, overwrite=False)
-    assert final.read_text() == "another run's"
-    _publish(tmp, final, overwrite=True)
-    assert final.read_text() == "new" and not tmp.exists()
-    tmp.write_text("third")
-    _publish(tmp, tmp_path / "y.gpkg", overwrite=False)
-    assert (tmp_path / "y.gpkg").read_text() == "third" and not tmp.exists()
-
-
 def test_geographic_raster_areas_in_local_equal_area(tmp_path):
     data = np.zeros((40, 50), np.uint8)
     data[10:20, 10:30] = 1
