@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 
-from geoseg.errors import InputError, InputFileError, OutputError
+from geoseg._util.atomic import atomic_path
+from geoseg.errors import InputError, InputFileError
 from geoseg.io.codes import ClassInfo
 
 __all__ = ["write_quicklook", "write_change_quicklook", "read_decimated", "classes_from_raster"]
@@ -116,15 +117,8 @@ def _display_aspect(src) -> float:
 
 
 def _save(fig, out: Path, dpi: int) -> None:
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
-    try:
+    with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png", facecolor="white")
-        os.replace(tmp, out)
-    except OSError as e:
-        raise OutputError(f"cannot write {out} ({e.strerror or e}); check the folder is writable") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _class_counts(classes, class_pixels: dict | None, data: np.ndarray) -> dict[int, int]:

@@ -22,13 +22,14 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote
 
+from geoseg._util.atomic import atomic_write_text
 from geoseg.delivery.stac import read_record
-from geoseg.delivery.style import atomic_write_text
 from geoseg.errors import InputFileError, OutputExistsError, ParameterError
 
 __all__ = ["write_report", "render_report", "write_change_report", "change_sections", "write_monitor_report",

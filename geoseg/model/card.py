@@ -47,7 +47,7 @@ class Normalization:
         return {"type": "scale", "scale": list(self.a), "offset": list(self.b)}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any], n_bands: int) -> "Normalization":
+    def from_json(cls, d: dict[str, Any], n_bands: int) -> Normalization:
         kind = d.get("type")
         keys = {"meanstd": ("mean", "std"), "scale": ("scale", "offset")}
         if kind not in keys:
@@ -103,7 +103,7 @@ class ModelCard:
     def class_values(self) -> list[int]:
         return [c.value for c in self.classes]
 
-    def with_(self, **changes: Any) -> "ModelCard":
+    def with_(self, **changes: Any) -> ModelCard:
         return replace(self, **changes)
 
     # -- JSON -----------------------------------------------------------------
@@ -134,7 +134,7 @@ class ModelCard:
         return json.dumps(self.to_json(), indent=2)
 
     @classmethod
-    def from_json(cls, d: Any) -> "ModelCard":
+    def from_json(cls, d: Any) -> ModelCard:
         if not isinstance(d, dict):
             raise ModelPackageError("the model card is not a JSON object; regenerate it with 'geoseg model init'")
         fmt = d.get("geoseg_model_format")

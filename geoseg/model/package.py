@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError, safe_open
 
+from geoseg._util.atomic import fsync_path, publish, temp_path
 from geoseg.errors import ModelPackageError, OutputExistsError
 from geoseg.model.card import ModelCard
 
@@ -87,7 +87,7 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
         ) from None
 
 
-def load_model(ref: str | os.PathLike) -> tuple[ModelCard, "nn.Module"]:
+def load_model(ref: str | os.PathLike) -> tuple[ModelCard, nn.Module]:
     """Build the network of a package and load its weights (strict, float32, eval mode, on the CPU)."""
     import torch
     from safetensors.torch import load_file
@@ -120,7 +120,7 @@ def load_model(ref: str | os.PathLike) -> tuple[ModelCard, "nn.Module"]:
 
 
 def save_package(
-    card: ModelCard, net: "nn.Module", out: str | os.PathLike, overwrite: bool = False, half: bool = False
+    card: ModelCard, net: nn.Module, out: str | os.PathLike, overwrite: bool = False, half: bool = False
 ) -> Path:
     """Write a package folder atomically (temp folder + rename).  ``half`` stores float weights as fp16."""
     import torch
@@ -130,7 +130,8 @@ def save_package(
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; choose another path or pass --overwrite")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = temp_path(out)  # a folder beside ``out``, created with the usual (umask) permissions: meant to be shared
+    tmp.mkdir()
     try:
         state: dict[str, Any] = {}
         for k, v in net.state_dict().items():
@@ -140,14 +141,11 @@ def save_package(
             state[k] = v.contiguous()
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={META_KEY: json.dumps(card.to_json())})
         (tmp / CARD_NAME).write_text(card.dumps() + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a package is meant to be shared
         for f in tmp.iterdir():
-            os.chmod(f, 0o666 & ~umask)
+            fsync_path(f)
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(tmp, out)
+        publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

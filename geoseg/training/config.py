@@ -117,7 +117,7 @@ class TrainConfig:
     def work_path(self) -> Path:
         return Path(self.work_dir) if self.work_dir else Path(str(self.output).rstrip("/\\") + ".train")
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         def need(cond: bool, msg: str) -> None:
             if not cond:
                 raise ParameterError(msg)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import rasterio

@@ -14,13 +14,15 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
+from geoseg._util.atomic import atomic_path, atomic_write_text
 from geoseg._version import __version__
 from geoseg.errors import InputError, OutputExistsError, ParameterError
 from geoseg.io.grid import align_up
@@ -173,14 +175,12 @@ def _prepare_work(work: Path, output: Path, resume: bool, overwrite: bool) -> No
 
 
 def _write_logs(work: Path, history: list[dict[str, Any]]) -> None:
-    tmp = work / ".log.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(work / "log.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
         w.writeheader()
         for rec in history:
             w.writerow({k: rec.get(k) for k in LOG_FIELDS})
-    os.replace(tmp, work / "log.csv")
-    ck._atomic_write_text(work / "log.json", json.dumps(history, indent=1) + "\n")
+    atomic_write_text(work / "log.json", json.dumps(history, indent=1) + "\n")
 
 
 def _batch(scenes: list[Scene], windows: list[tuple[int, int, int]], size: int, norm: Normalization,
@@ -351,7 +351,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
             best_miou, best_epoch, since_best = miou, epoch, 0
             ck.save_weights(net, work / "best.safetensors")
             best_metrics = {"epoch": epoch, **sc, "val_loss": val_loss, "confusion_matrix": cm.tolist()}
-            ck._atomic_write_text(work / "best.json", json.dumps(best_metrics, indent=1) + "\n")
+            atomic_write_text(work / "best.json", json.dumps(best_metrics, indent=1) + "\n")
         else:
             since_best += 1
         rec = {
