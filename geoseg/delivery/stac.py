@@ -41,8 +41,9 @@ from rasterio.crs import CRS
 from geoseg._util.atomic import atomic_write_text
 from geoseg.errors import InputError, InputFileError
 
-__all__ = ["write_stac_item", "stac_item", "read_record", "change_item", "write_change_item", "monitor_item", "monitor_catalog",
-           "multihash_sha256", "classification_classes", "dumps", "STAC_VERSION", "EXTENSIONS", "ITEM_NAME"]
+__all__ = ["write_stac_item", "stac_item", "read_record", "change_item", "write_change_item", "monitor_item",
+           "monitor_catalog", "multihash_sha256", "classification_classes", "dumps", "STAC_VERSION", "EXTENSIONS",
+           "ITEM_NAME"]
 
 STAC_VERSION = "1.1.0"
 EXTENSIONS = {
