@@ -226,4 +226,5 @@ def default_color(i: int) -> str:
     if i < len(_PALETTE):
         return _PALETTE[i]
     rng = np.random.default_rng(i)
-    return "#%02X%02X%02X" % tuple(int(v) for v in rng.integers(40, 220, 3))
+    r, g, b = (int(v) for v in rng.integers(40, 220, 3))
+    return f"#{r:02X}{g:02X}{b:02X}"

@@ -230,11 +230,11 @@ def test_scene_split_keeps_groups_together(dataset, tmp_path):
 
 
 def test_class_balanced_sampling_favours_rare_classes(tmp_path):
-    from geoseg.training.data import Scene, WindowSampler
+    from geoseg.training.data import TrainScene, WindowSampler
 
     t = np.zeros((64, 64), dtype=np.int16)
     t[30:32, 30:32] = 1  # 4 px of a rare class
-    s = Scene("x", "y", "g", np.zeros((1, 64, 64), np.uint16), np.ones((64, 64), bool), t)
+    s = TrainScene("x", "y", "g", np.zeros((1, 64, 64), np.uint16), np.ones((64, 64), bool), t)
     rng = np.random.default_rng(0)
     for mode, lo, hi in (("random", 0.0, 0.05), ("balanced", 0.4, 0.6)):
         sampler = WindowSampler([s], 2, 16, mode, 1.0, seed=0)
