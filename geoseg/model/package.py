@@ -6,9 +6,11 @@ card needs no torch; :func:`load_model` imports it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,6 +121,35 @@ def load_model(ref: str | os.PathLike) -> tuple[ModelCard, nn.Module]:
     return card, net
 
 
+@contextlib.contextmanager
+def atomic_folder(path: Path, *, shared: bool = False) -> Iterator[Path]:
+    """Yield a new hidden folder beside ``path`` to fill; on success its files are fsynced, whatever is at
+    ``path`` is removed and the folder renamed onto it; on any failure the folder is removed.
+
+    A folder-level :func:`geoseg._util.atomic.atomic_path` (for model packages and training checkpoints).
+    The folder gets the usual (umask) permissions; ``shared``: its files too (safetensors writes its files
+    private), as a package is meant to be shared.
+    """
+    tmp = temp_path(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        for f in tmp.iterdir():
+            if shared:
+                os.chmod(f, 0o666 & ~umask)
+            fsync_path(f)
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        publish(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def save_package(
     card: ModelCard, net: nn.Module, out: str | os.PathLike, overwrite: bool = False, half: bool = False
 ) -> Path:
@@ -130,23 +161,13 @@ def save_package(
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; choose another path or pass --overwrite")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(out)  # a folder beside ``out``, created with the usual (umask) permissions: meant to be shared
-    tmp.mkdir()
-    try:
-        state: dict[str, Any] = {}
-        for k, v in net.state_dict().items():
-            v = v.detach().to("cpu")
-            if half and v.is_floating_point():
-                v = v.to(torch.float16)
-            state[k] = v.contiguous()
+    state: dict[str, Any] = {}
+    for k, v in net.state_dict().items():
+        v = v.detach().to("cpu")
+        if half and v.is_floating_point():
+            v = v.to(torch.float16)
+        state[k] = v.contiguous()
+    with atomic_folder(out, shared=True) as tmp:
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={META_KEY: json.dumps(card.to_json())})
         (tmp / CARD_NAME).write_text(card.dumps() + "\n")
-        for f in tmp.iterdir():
-            fsync_path(f)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -21,8 +21,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from geoseg._util.atomic import atomic_write, atomic_write_text, fsync_path, publish, temp_path
+from geoseg._util.atomic import atomic_write, atomic_write_text
 from geoseg.errors import InputError
+from geoseg.model.package import atomic_folder
 
 LATEST = "latest.json"
 
@@ -63,22 +64,13 @@ def save_checkpoint(work: Path, epoch: int, net: torch.nn.Module, opt: torch.opt
     work.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-epoch{epoch:04d}"
     final = work / name
-    tmp = temp_path(final)  # a folder beside the final one: hidden, unique, removed on any failure
-    tmp.mkdir()
-    try:
+    with atomic_folder(final) as tmp:
         save_file(_cpu_state(net), str(tmp / "model.safetensors"))
         tensors, meta = _optimizer_split(opt)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         full = {**state, "epoch": epoch, "optimizer": meta,
                 "scheduler": sched.state_dict() if sched is not None else None}
         (tmp / "state.json").write_text(json.dumps(full, indent=1, default=_json_default))
-        for f in tmp.iterdir():
-            fsync_path(f)
-        shutil.rmtree(final, ignore_errors=True)
-        publish(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     previous = read_latest(work)
     atomic_write_text(work / LATEST, json.dumps({"checkpoint": name, "epoch": epoch}) + "\n")
     if previous is not None and previous != final:
