@@ -298,11 +298,9 @@ def _facts_html(record: dict[str, Any], classes: list[dict[str, Any]]) -> str:
     return fact_boxes(facts)
 
 
-def render_report(out_dir: str | os.PathLike, *, sections: Sequence[tuple[str, str]] = (),
-                  title: str | None = None, pending: Sequence[str] = ()) -> str:
-    """The report of the run in ``out_dir`` as an HTML string (see :func:`write_report`)."""
-    out = Path(out_dir)
-    record = _read_record(out)
+def _checked_sections(sections: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The caller's extra ``(title, html)`` blocks, refused when one is malformed or references anything
+    external."""
     checked: list[tuple[str, str]] = []
     for i, sec in enumerate(sections or ()):
         try:
@@ -314,7 +312,15 @@ def render_report(out_dir: str | os.PathLike, *, sections: Sequence[tuple[str, s
             raise ParameterError(f"report section {sec_title!r} references external resources ({bad[0]}); "
                                  "embed images as data: URIs (geoseg.report.embed_png) and link only local files")
         checked.append((str(sec_title), str(sec_html)))
+    return checked
 
+
+def render_report(out_dir: str | os.PathLike, *, sections: Sequence[tuple[str, str]] = (),
+                  title: str | None = None, pending: Sequence[str] = ()) -> str:
+    """The report of the run in ``out_dir`` as an HTML string (see :func:`write_report`)."""
+    out = Path(out_dir)
+    record = _read_record(out)
+    checked = _checked_sections(sections)
     table, classes = _class_rows(record)
     model = record.get("model") or {}
     scene_name = Path(record.get("scene") or "scene").name
@@ -343,10 +349,9 @@ def render_report(out_dir: str | os.PathLike, *, sections: Sequence[tuple[str, s
 </div>
 <section id="outputs-section" class="wide"><h2>Outputs</h2>{_outputs_html(out, record, pending)}</section>
 {extra}"""
-    doc = page(heading, f"geoseg land-cover run report · model {model.get('id', '?')}",
+    return page(heading, f"geoseg land-cover run report · model {model.get('id', '?')}",
                 record.get('run_id'), record.get('created'), body, record.get('geoseg_version', ''),
                 source="run.json")
-    return doc
 
 
 def write_report(out_dir: str | os.PathLike, *, sections: Sequence[tuple[str, str]] = (),
@@ -359,7 +364,7 @@ def write_report(out_dir: str | os.PathLike, *, sections: Sequence[tuple[str, st
     external (:class:`~geoseg.errors.ParameterError` otherwise).  ``pending``: names of files written
     *after* the report (e.g. ``item.json``) that it should link to although they do not exist yet.
     ``overwrite=False`` refuses an existing report (:class:`~geoseg.errors.OutputExistsError`).
-    Written atomically: a temporary file beside the target, then ``os.replace``.
+    Written atomically (:mod:`geoseg._util.atomic`).
     """
     target = Path(out_dir) / name
     if not overwrite and target.exists():
