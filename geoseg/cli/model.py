@@ -17,7 +17,8 @@ def model() -> None:
 
 
 @model.command("init")
-@click.option("--arch", default="Unet", show_default=True, help="Any smp architecture (Unet, FPN, ...) or PixelLinear/PixelMLP.")
+@click.option("--arch", default="Unet", show_default=True,
+              help="Any smp architecture (Unet, FPN, ...) or PixelLinear/PixelMLP.")
 @click.option("--encoder", default="resnet18", show_default=True, help="smp encoder (ignored by Pixel* archs).")
 @click.option("--bands", required=True, help="Input band names in order, e.g. B2,B3,B4,B8.")
 @click.option("--classes", "classes_path", required=True, type=click.Path(dir_okay=False),

@@ -8,8 +8,9 @@ YAML (``--arch-params '{encoder_depth: 4}'``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import MISSING, fields
-from typing import Any, Callable
+from typing import Any
 
 import click
 

@@ -76,13 +76,13 @@ def _tiff_ifds(path: Path, limit: int = 64) -> list[tuple[int, bool, int, int]] 
             big, off = True, struct.unpack(e + "Q", head[8:16])[0]
         else:
             return None
-        out = []
+        out: list[tuple[int, bool, int, int]] = []
         while off and len(out) < limit:
             f.seek(off)
             n = struct.unpack(e + ("Q" if big else "H"), f.read(8 if big else 2))[0]
             size = 20 if big else 12
             raw = f.read(n * size)
-            tags = {}
+            tags: dict[int, int | None] = {}
             for i in range(n):
                 ent = raw[i * size:(i + 1) * size]
                 tag, typ = struct.unpack(e + "HH", ent[:4])
@@ -140,35 +140,50 @@ def validate_cog(path: str | os.PathLike) -> list[str]:
         if not tiled:  # overviews (and masks) in the file
             problems.append(f"sub-image {k} of {p.name} ({w}x{h}, an overview or mask) is not tiled")
 
-    # IFD order: main first, then the overviews from the largest to the smallest
+    problems += _ifd_order_problems(p, main_ifd, ovr_ifd)
+    problems += _data_order_problems(p, main_data, ovr_ifd, ovr_data)
+    return problems
+
+
+def _ifd_order_problems(p: Path, main_ifd: int | None, ovr_ifd: list[int | None]) -> list[str]:
+    """IFD order: main first (at the start of the file), then the overviews from the largest to the smallest."""
     if main_ifd is None:
-        problems.append(f"{p.name}: GDAL reports no IFD offset; cannot check the IFD order")
-    else:
-        if main_ifd not in (8, 16):
-            ghost_end = _ghost_header_end(p)
-            if ghost_end is None or main_ifd > ghost_end + 8:
-                problems.append(f"the main IFD of {p.name} is at offset {main_ifd}, not at the start of the "
-                                "file: a reader needs a second request to find it")
-        prev = main_ifd
-        for i, off in enumerate(ovr_ifd):
-            if off is None:
-                continue
-            if off < prev:
-                problems.append(f"the IFD of overview {i} (offset {off}) of {p.name} comes before the IFD "
-                                f"{'of the main image' if i == 0 else f'of overview {i - 1}'} ({prev}); "
-                                "IFDs must all be at the start, main image first")
-            prev = off
-    # data order: smallest overview first, full resolution last
-    if main_data is not None and ovr_data and all(d is not None for d in ovr_data):
-        if ovr_ifd and ovr_ifd[-1] is not None and ovr_data[-1] < ovr_ifd[-1]:
-            problems.append(f"the tile data of the smallest overview of {p.name} precede its IFD")
-        for i in range(len(ovr_data) - 2, -1, -1):
-            if ovr_data[i] < ovr_data[i + 1]:
-                problems.append(f"the tile data of overview {i} of {p.name} precede those of the smaller "
-                                f"overview {i + 1}; the smallest overview's data must come first")
-        if main_data < ovr_data[0]:
-            problems.append(f"the full-resolution tile data of {p.name} (offset {main_data}) precede the "
-                            f"overviews' (offset {ovr_data[0]}); overview data must come first")
+        return [f"{p.name}: GDAL reports no IFD offset; cannot check the IFD order"]
+    problems = []
+    if main_ifd not in (8, 16):
+        ghost_end = _ghost_header_end(p)
+        if ghost_end is None or main_ifd > ghost_end + 8:
+            problems.append(f"the main IFD of {p.name} is at offset {main_ifd}, not at the start of the "
+                            "file: a reader needs a second request to find it")
+    prev = main_ifd
+    for i, off in enumerate(ovr_ifd):
+        if off is None:
+            continue
+        if off < prev:
+            problems.append(f"the IFD of overview {i} (offset {off}) of {p.name} comes before the IFD "
+                            f"{'of the main image' if i == 0 else f'of overview {i - 1}'} ({prev}); "
+                            "IFDs must all be at the start, main image first")
+        prev = off
+    return problems
+
+
+def _data_order_problems(p: Path, main_data: int | None, ovr_ifd: list[int | None],
+                         ovr_data: list[int | None]) -> list[str]:
+    """Data order: the smallest overview's tiles first, full resolution last."""
+    known = [d for d in ovr_data if d is not None]
+    if main_data is None or not ovr_data or len(known) != len(ovr_data):
+        return []
+    problems = []
+    last_ifd = ovr_ifd[-1] if ovr_ifd else None
+    if last_ifd is not None and known[-1] < last_ifd:
+        problems.append(f"the tile data of the smallest overview of {p.name} precede its IFD")
+    for i in range(len(known) - 2, -1, -1):
+        if known[i] < known[i + 1]:
+            problems.append(f"the tile data of overview {i} of {p.name} precede those of the smaller "
+                            f"overview {i + 1}; the smallest overview's data must come first")
+    if main_data < known[0]:
+        problems.append(f"the full-resolution tile data of {p.name} (offset {main_data}) precede the "
+                        f"overviews' (offset {known[0]}); overview data must come first")
     return problems
 
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 
-from geoseg.errors import InputError, InputFileError, OutputError
+from geoseg._util.atomic import atomic_path
+from geoseg.errors import InputError, InputFileError
 from geoseg.io.codes import ClassInfo
 
 __all__ = ["write_quicklook", "write_change_quicklook", "read_decimated", "classes_from_raster"]
@@ -46,7 +47,8 @@ def classes_from_raster(src) -> list[ClassInfo]:
 
 def read_decimated(path: str | os.PathLike, max_w: int, max_h: int, band: int = 1
                    ) -> tuple[np.ndarray, float, int | None]:
-    """Band ``band`` (default 1) at most ``max_w`` x ``max_h``, read from the coarsest overview that is still at least that big.
+    """Band ``band`` (default 1) at most ``max_w`` x ``max_h``, read from the coarsest overview that is still at
+    least that big.
 
     Returns ``(array, factor, overview_level)``: ``factor`` is full-resolution pixels per returned pixel,
     ``overview_level`` the overview read (``None``: the full-resolution band, when no overview is large
@@ -116,23 +118,37 @@ def _display_aspect(src) -> float:
 
 
 def _save(fig, out: Path, dpi: int) -> None:
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
-    try:
+    with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png", facecolor="white")
-        os.replace(tmp, out)
-    except OSError as e:
-        raise OutputError(f"cannot write {out} ({e.strerror or e}); check the folder is writable") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
-def _class_counts(classes, class_pixels: dict | None, data: np.ndarray) -> dict[int, int]:
+def _class_counts(classes: Sequence[ClassInfo], class_pixels: Mapping[str, int] | None,
+                  data: np.ndarray) -> dict[int, int]:
     """Pixels per class value: exact counts by class name when given, else counted on ``data``
     (an overview: approximate)."""
     if class_pixels is not None:
         return {c.value: int(class_pixels.get(c.name, 0)) for c in classes}
     return {c.value: int(np.count_nonzero(data == c.value)) for c in classes}
+
+
+def _rgb(c: ClassInfo) -> tuple[float, float, float]:
+    r, g, b = c.rgb
+    return (r / 255, g / 255, b / 255)
+
+
+def _class_colours(classes: Sequence[ClassInfo]) -> list[tuple[float, float, float, float]]:
+    """The colours of a :func:`_class_index` image: transparent for 0, then one per class."""
+    return [(1, 1, 1, 0)] + [(*_rgb(c), 1.0) for c in classes]
+
+
+def _class_index(data: np.ndarray, classes: Sequence[ClassInfo], nodata: int) -> np.ndarray:
+    """Palette image of a class array: 0 = nodata (transparent/white), then one index per class."""
+    lut = np.zeros(256, dtype=np.uint8)
+    for i, c in enumerate(classes, start=1):
+        lut[c.value] = i
+    idx = lut[data]
+    idx[data == nodata] = 0
+    return idx
 
 
 def write_quicklook(raster_path: str | os.PathLike, out_path: str | os.PathLike | None = None,
@@ -170,14 +186,8 @@ def write_quicklook(raster_path: str | os.PathLike, out_path: str | os.PathLike 
             aspect = _display_aspect(src)
             full_shape = (src.width, src.height)
 
-        # palette image: index 0 = nodata (transparent/white), then one index per class
-        lut = np.zeros(256, dtype=np.uint8)
-        for i, c in enumerate(cls, start=1):
-            lut[c.value] = i
-        idx = lut[data]
-        idx[data == nodata] = 0
-        colours = [(1, 1, 1, 0)] + [tuple(v / 255 for v in c.rgb) + (1.0,) for c in cls]
-        cmap = ListedColormap(colours)
+        idx = _class_index(data, cls, nodata)
+        cmap = ListedColormap(_class_colours(cls))
 
         ax = fig.add_axes((0.02, 0.08, 0.66, 0.84))
         ax.imshow(idx, cmap=cmap, vmin=0, vmax=len(cls), interpolation="nearest", aspect=aspect)
@@ -198,7 +208,7 @@ def write_quicklook(raster_path: str | os.PathLike, out_path: str | os.PathLike 
         counts = _class_counts(cls, class_pixels, data)
         share_note = "area share" if class_pixels is not None else "area share\n(approx., from overview)"
         total = sum(counts.values()) or 1
-        handles = [Patch(facecolor=tuple(v / 255 for v in c.rgb), edgecolor="#555555",
+        handles = [Patch(facecolor=_rgb(c), edgecolor="#555555",
                          label=f"{c.name}  {100 * counts[c.value] / total:.1f} %") for c in cls]
         fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.70, 0.92), frameon=False,
                    fontsize=10, title=share_note, title_fontsize=9, alignment="left")
@@ -230,6 +240,10 @@ def _forest_panel(path: Path, band: int, is_forest, max_w: int, max_h: int):
     return idx, aspect, shape
 
 
+#: (title, index image, colours, display aspect, ground metres per displayed pixel or None: no scale bar)
+_Panel = tuple[str, np.ndarray, list[tuple[float, float, float, float]], float, float | None]
+
+
 def write_change_quicklook(change_path: str | os.PathLike, before_path: str | os.PathLike,
                            after_path: str | os.PathLike, out_path: str | os.PathLike | None = None, *,
                            before_forest, after_forest, before_band: int = 1, after_band: int = 1,
@@ -251,8 +265,6 @@ def write_change_quicklook(change_path: str | os.PathLike, before_path: str | os
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
 
     change, before, after = Path(change_path), Path(before_path), Path(after_path)
     for p in (change, before, after):
@@ -274,58 +286,70 @@ def write_change_quicklook(change_path: str | os.PathLike, before_path: str | os
             c_shape = (src.width, src.height)
             res_x = abs(src.transform.a)
         cdata, factor, _ = read_decimated(change, pw, ph)
-        lut = np.zeros(256, dtype=np.uint8)
-        for i, c in enumerate(cls, start=1):
-            lut[c.value] = i
-        cidx = lut[cdata]
-        cidx[cdata == nodata] = 0
+        cidx = _class_index(cdata, cls, nodata)
         fn_colours = [(1, 1, 1, 0), _rgb01(NONFOREST_COLOUR), _rgb01(FOREST_COLOUR)]
-        panels = []
+        panels: list[_Panel] = []
         for role, path, band, fn in (("before", before, before_band, before_forest),
                                      ("after", after, after_band, after_forest)):
             idx, aspect, shape = _forest_panel(path, band, fn, pw, ph)
             panels.append((f"{role}: {path.name}  ({shape[0]} x {shape[1]} px)", idx, fn_colours, aspect, None))
         panels.append((title or f"change: {change.name}  ({c_shape[0]} x {c_shape[1]} px)", cidx,
-                       [(1, 1, 1, 0)] + [tuple(v / 255 for v in c.rgb) + (1.0,) for c in cls], c_aspect,
-                       res_x * factor * m_per_unit))
-        for k, (ttl, idx, colours, aspect, px_m) in enumerate(panels):
-            ax = fig.add_axes((0.01 + k * 0.33, 0.30, 0.31, 0.62))
-            ax.imshow(idx, cmap=ListedColormap(colours), vmin=0, vmax=len(colours) - 1, interpolation="nearest",
-                      aspect=aspect)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(ttl, fontsize=10)
-            if px_m is not None:
-                _scale_bar(ax, idx.shape, px_m)
-            if k < 2:  # forest legend with approximate shares of the observed pixels
-                n_obs = int(np.count_nonzero(idx)) or 1
-                handles = [Patch(facecolor=_rgb01(FOREST_COLOUR), edgecolor="#555555",
-                                 label=f"forest  {100 * np.count_nonzero(idx == 2) / n_obs:.1f} %"),
-                           Patch(facecolor=_rgb01(NONFOREST_COLOUR), edgecolor="#555555",
-                                 label=f"non-forest  {100 * np.count_nonzero(idx == 1) / n_obs:.1f} %"),
-                           Patch(facecolor="white", edgecolor="#555555", label="no data")]
-                fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.02 + k * 0.33, 0.27),
-                           frameon=False, fontsize=10, title="share of observed (approx., from overview)",
-                           title_fontsize=9, alignment="left")
-        counts = _class_counts(cls, class_pixels, cdata)
-        note = ("change, share of observed pixels" if class_pixels is not None
-                else "change, share of observed (approx., from overview)")
-        total = sum(counts.values()) or 1
-
-        def label(c: ClassInfo) -> str:
-            ha = (f", {counts[c.value] * pixel_area_m2 / 1e4:,.2f} ha"
-                  if pixel_area_m2 and class_pixels is not None else "")
-            return f"{c.name.replace('_', ' ')}  {100 * counts[c.value] / total:.1f} %{ha}"
-
-        handles = [Patch(facecolor=tuple(v / 255 for v in c.rgb), edgecolor="#555555", label=label(c)) for c in cls]
-        handles.append(Patch(facecolor="white", edgecolor="#555555", label="unobserved"))
-        fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.68, 0.27), frameon=False, fontsize=10,
-                   title=note, title_fontsize=9, alignment="left")
+                       _class_colours(cls), c_aspect, res_x * factor * m_per_unit))
+        for k, panel in enumerate(panels):
+            _draw_panel(fig, k, panel)
+        _change_legend(fig, cls, _class_counts(cls, class_pixels, cdata), class_pixels is not None, pixel_area_m2)
         fig.text(0.99, 0.02, crs_note, fontsize=9, color="#333333", ha="right", va="bottom")
         _save(fig, out, dpi)
     finally:
         plt.close(fig)
     return str(out)
+
+
+def _draw_panel(fig, k: int, panel: _Panel) -> None:
+    """Panel ``k`` (0 before, 1 after, 2 change) of a change quicklook; the two forest panels get a legend
+    with approximate shares of their observed pixels."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    ttl, idx, colours, aspect, px_m = panel
+    ax = fig.add_axes((0.01 + k * 0.33, 0.30, 0.31, 0.62))
+    ax.imshow(idx, cmap=ListedColormap(colours), vmin=0, vmax=len(colours) - 1, interpolation="nearest",
+              aspect=aspect)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(ttl, fontsize=10)
+    if px_m is not None:
+        _scale_bar(ax, idx.shape, px_m)
+    if k < 2:
+        n_obs = int(np.count_nonzero(idx)) or 1
+        handles = [Patch(facecolor=_rgb01(FOREST_COLOUR), edgecolor="#555555",
+                         label=f"forest  {100 * np.count_nonzero(idx == 2) / n_obs:.1f} %"),
+                   Patch(facecolor=_rgb01(NONFOREST_COLOUR), edgecolor="#555555",
+                         label=f"non-forest  {100 * np.count_nonzero(idx == 1) / n_obs:.1f} %"),
+                   Patch(facecolor="white", edgecolor="#555555", label="no data")]
+        fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.02 + k * 0.33, 0.27),
+                   frameon=False, fontsize=10, title="share of observed (approx., from overview)",
+                   title_fontsize=9, alignment="left")
+
+
+def _change_legend(fig, cls: Sequence[ClassInfo], counts: dict[int, int], exact: bool,
+                   pixel_area_m2: float | None) -> None:
+    """The change classes' legend: shares of the observed pixels (``exact``: from the record's counts, with
+    hectares when ``pixel_area_m2`` is given; else approximate, from the overview)."""
+    from matplotlib.patches import Patch
+
+    note = ("change, share of observed pixels" if exact
+            else "change, share of observed (approx., from overview)")
+    total = sum(counts.values()) or 1
+
+    def label(c: ClassInfo) -> str:
+        ha = f", {counts[c.value] * pixel_area_m2 / 1e4:,.2f} ha" if pixel_area_m2 and exact else ""
+        return f"{c.name.replace('_', ' ')}  {100 * counts[c.value] / total:.1f} %{ha}"
+
+    handles = [Patch(facecolor=_rgb(c), edgecolor="#555555", label=label(c)) for c in cls]
+    handles.append(Patch(facecolor="white", edgecolor="#555555", label="unobserved"))
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.68, 0.27), frameon=False, fontsize=10,
+               title=note, title_fontsize=9, alignment="left")
 
 
 def _rgb01(hex_colour: str) -> tuple[float, float, float, float]:

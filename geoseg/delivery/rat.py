@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from geoseg.delivery.style import atomic_write_text
+from geoseg._util.atomic import atomic_write_text
 from geoseg.errors import InputError
 from geoseg.io.codes import ClassInfo
 

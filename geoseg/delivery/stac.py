@@ -30,18 +30,20 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import rasterio
 import rasterio.warp
 from rasterio.crs import CRS
 
-from geoseg.delivery.style import atomic_write_text
+from geoseg._util.atomic import atomic_write_text
 from geoseg.errors import InputError, InputFileError
 
-__all__ = ["write_stac_item", "stac_item", "read_record", "change_item", "write_change_item", "monitor_item", "monitor_catalog",
-           "multihash_sha256", "classification_classes", "dumps", "STAC_VERSION", "EXTENSIONS", "ITEM_NAME"]
+__all__ = ["write_stac_item", "stac_item", "read_record", "change_item", "write_change_item", "monitor_item",
+           "monitor_catalog", "multihash_sha256", "classification_classes", "dumps", "STAC_VERSION", "EXTENSIONS",
+           "ITEM_NAME"]
 
 STAC_VERSION = "1.1.0"
 EXTENSIONS = {

@@ -17,17 +17,20 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 from xml.sax.saxutils import escape, quoteattr
 
+# atomic_write_text is also re-exported here for geoseg.change.api, which still imports it from this module;
+# remove it from __all__ once that import points to geoseg._util.atomic.
+from geoseg._util.atomic import atomic_write_text, publish, remove_quietly, temp_path
 from geoseg.errors import InputError, OutputError
 from geoseg.io.codes import ClassInfo
 
-__all__ = ["Category", "ALERT_CATEGORIES", "LOSS_CATEGORY", "write_gfw_qml", "gfw_qml", "write_qml", "raster_qml", "write_percent_qml", "percent_qml", "vector_qml", "vector_sld", "embed_gpkg_style", "qml_path",
-           "atomic_write_text", "NODATA"]
+__all__ = ["Category", "ALERT_CATEGORIES", "LOSS_CATEGORY", "write_gfw_qml", "gfw_qml", "write_qml", "raster_qml",
+           "write_percent_qml", "percent_qml", "vector_qml", "vector_sld", "embed_gpkg_style", "qml_path", "NODATA",
+           "atomic_write_text"]
 
 NODATA = 255
 QGIS_VERSION = "3.28.0-Firenze"  # the QML format written here is read by QGIS 3.x (paletted since 3.0)
@@ -44,21 +47,15 @@ MIN_MAX_ORIGIN = """      <minMaxOrigin>
         <stdDevFactor>2</stdDevFactor>
       </minMaxOrigin>"""
 
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> str:
-    """Write ``text`` (UTF-8) to a temporary file beside ``path`` and rename it into place."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, p)
-    except OSError as e:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise OutputError(f"cannot write {p} ({e.strerror or e}); check the folder is writable") from None
-    return str(p)
+# QGIS's default hue/saturation block of a raster pipe, and the renderer flags of its vector renderers.
+_HUE_SATURATION = ('    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0" colorizeRed="255" '
+                   'colorizeGreen="128" colorizeBlue="128" colorizeStrength="100" invertColors="0"/>')
+_RENDERER_FLAGS = 'symbollevels="0" enableorderby="0" forceraster="0" referencescale="-1"'
+_SLD_ROOT = ('<StyledLayerDescriptor xmlns="http://www.opengis.net/sld" version="1.1.0" '
+             'xmlns:ogc="http://www.opengis.net/ogc" xmlns:se="http://www.opengis.net/se" '
+             'xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+             'xsi:schemaLocation="http://www.opengis.net/sld '
+             'http://schemas.opengis.net/sld/1.1.0/StyledLayerDescriptor.xsd">')
 
 
 def _check_classes(classes: Sequence[ClassInfo]) -> list[ClassInfo]:
@@ -94,7 +91,7 @@ def raster_qml(classes: Sequence[ClassInfo], nodata: int | None = NODATA) -> str
       </colorPalette>
     </rasterrenderer>
     <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
-    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0" colorizeRed="255" colorizeGreen="128" colorizeBlue="128" colorizeStrength="100" invertColors="0"/>
+{_HUE_SATURATION}
     <rasterresampler maxOversampling="2"/>
     <resamplingStage>resamplingFilter</resamplingStage>
   </pipe>
@@ -138,7 +135,8 @@ def percent_qml(band: int = 1, label: str = "probability", nodata: int | None = 
         return raw * scale + offset
 
     items = "\n".join(
-        f'            <item value="{_num(shown(v))}" color="{c.lower()}" label={quoteattr(f"{v} % {label}")} alpha="255"/>'
+        f'            <item value="{_num(shown(v))}" color="{c.lower()}" label={quoteattr(f"{v} % {label}")} '
+        'alpha="255"/>'
         for v, c in PERCENT_RAMP
     )
     if nodata is None:
@@ -165,17 +163,19 @@ def _pseudocolor_qml(band: int, vmin: str, vmax: str, items: str, transparency: 
     return f"""{DOCTYPE}
 <qgis version="{QGIS_VERSION}" styleCategories="AllStyleCategories" hasScaleBasedVisibilityFlag="0">
   <pipe>
-{provider}    <rasterrenderer type="singlebandpseudocolor" band="{band}" opacity="1" alphaBand="-1" classificationMin="{vmin}" classificationMax="{vmax}" nodataColor="">
+{provider}    <rasterrenderer type="singlebandpseudocolor" band="{band}" opacity="1" alphaBand="-1" \
+classificationMin="{vmin}" classificationMax="{vmax}" nodataColor="">
 {transparency}
 {MIN_MAX_ORIGIN}
       <rastershader>
-        <colorrampshader colorRampType="{ramp}" classificationMode="{mode}" clip="0" minimumValue="{vmin}" maximumValue="{vmax}">
+        <colorrampshader colorRampType="{ramp}" classificationMode="{mode}" clip="0" minimumValue="{vmin}" \
+maximumValue="{vmax}">
 {items}
         </colorrampshader>
       </rastershader>
     </rasterrenderer>
     <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
-    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0" colorizeRed="255" colorizeGreen="128" colorizeBlue="128" colorizeStrength="100" invertColors="0"/>
+{_HUE_SATURATION}
     <rasterresampler maxOversampling="2"/>
   </pipe>
   <blendMode>0</blendMode>
@@ -232,8 +232,9 @@ def _categories(items: Sequence[ClassInfo | Category]) -> list[Category]:
     items = list(items)
     if not items:
         raise InputError("no classes given for the style; pass the model card's classes")
-    if all(isinstance(c, ClassInfo) for c in items):
-        return [Category(c.value, c.name, c.color) for c in sorted(items, key=lambda c: c.value)]
+    infos = [c for c in items if isinstance(c, ClassInfo)]
+    if len(infos) == len(items):
+        return [Category(c.value, c.name, c.color) for c in sorted(infos, key=lambda c: c.value)]
     return [c if isinstance(c, Category) else Category(c.value, c.name, c.color) for c in items]
 
 
@@ -269,7 +270,7 @@ def vector_qml(classes: Sequence[ClassInfo | Category], field: str | None = "cla
     if field is None:
         if len(cats) != 1:
             raise InputError("a style without a field has exactly one category (single symbol)")
-        renderer = f"""  <renderer-v2 type="singleSymbol" symbollevels="0" enableorderby="0" forceraster="0" referencescale="-1">
+        renderer = f"""  <renderer-v2 type="singleSymbol" {_RENDERER_FLAGS}>
     <symbols>
 {_fill_symbol(0, cats[0])}
     </symbols>
@@ -282,7 +283,7 @@ def vector_qml(classes: Sequence[ClassInfo | Category], field: str | None = "cla
             f'type="{"string" if isinstance(c.value, str) else "long"}"/>'
             for i, c in enumerate(cats)
         )
-        renderer = f"""  <renderer-v2 type="categorizedSymbol" attr={quoteattr(field)} symbollevels="0" enableorderby="0" forceraster="0" referencescale="-1">
+        renderer = f"""  <renderer-v2 type="categorizedSymbol" attr={quoteattr(field)} {_RENDERER_FLAGS}>
     <categories>
 {entries}
     </categories>
@@ -332,7 +333,7 @@ def vector_sld(classes: Sequence[ClassInfo | Category], layer: str, field: str |
           </se:PolygonSymbolizer>
         </se:Rule>""" for c in cats)
     return f"""<?xml version="1.0" encoding="UTF-8"?>
-<StyledLayerDescriptor xmlns="http://www.opengis.net/sld" version="1.1.0" xmlns:ogc="http://www.opengis.net/ogc" xmlns:se="http://www.opengis.net/se" xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="http://www.opengis.net/sld http://schemas.opengis.net/sld/1.1.0/StyledLayerDescriptor.xsd">
+{_SLD_ROOT}
   <NamedLayer>
     <se:Name>{escape(layer)}</se:Name>
     <UserStyle>
@@ -381,53 +382,56 @@ def embed_gpkg_style(gpkg_path: str | os.PathLike, layer: str, classes: Sequence
     if not src.is_file():
         raise InputError(f"{src} does not exist; write the GeoPackage before embedding its style")
     name = style_name or layer
-    tmp = src.with_name(f".{src.name}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp = temp_path(src)
     try:
         shutil.copyfile(src, tmp)
-        con = sqlite3.connect(tmp)
-        try:
-            row = con.execute("SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?",
-                              (layer,)).fetchone()
-            if row is None:
-                known = [r[0] for r in con.execute("SELECT table_name FROM gpkg_geometry_columns")]
-                raise InputError(f"{src} has no feature layer {layer!r} (layers: {', '.join(known) or 'none'}); "
-                                 "pass the vector layer's name")
-            geom_col = row[0]
-            if field is not None:
-                cols = [r[1] for r in con.execute(f'PRAGMA table_info("{layer.replace(chr(34), chr(34) * 2)}")')]
-                if field not in cols:
-                    raise InputError(f"layer {layer!r} of {src} has no field {field!r} to style by "
-                                     f"(fields: {', '.join(cols)})")
-            with con:
-                con.execute(_LAYER_STYLES_DDL)
-                con.execute(
-                    "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, last_change) "
-                    "SELECT 'layer_styles', 'attributes', 'layer_styles', 'QGIS layer styles', "
-                    "strftime('%Y-%m-%dT%H:%M:%fZ','now') "
-                    "WHERE NOT EXISTS (SELECT 1 FROM gpkg_contents WHERE table_name = 'layer_styles')"
-                )
-                con.execute("UPDATE layer_styles SET useAsDefault = 0 WHERE f_table_name = ?", (layer,))
-                con.execute("DELETE FROM layer_styles WHERE f_table_name = ? AND styleName = ?", (layer, name))
-                con.execute(
-                    "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
-                    "styleName, styleQML, styleSLD, useAsDefault, description, owner, ui, update_time) "
-                    "VALUES ('', '', ?, ?, ?, ?, ?, 1, ?, 'geoseg', NULL, strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
-                    (layer, geom_col, name, vector_qml(classes, field), vector_sld(classes, layer, field),
-                     description),
-                )
-        finally:
-            con.close()
-        os.replace(tmp, src)
+        _store_style(tmp, src, layer, classes, field, name, description)
+        publish(tmp, src)
     except sqlite3.DatabaseError as e:
         raise InputError(f"{src} is not a readable GeoPackage ({e}); re-create it with geoseg vectorize") from None
     except OSError as e:
         raise OutputError(f"cannot update {src} ({e.strerror or e}); check the folder is writable") from None
     finally:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
+        remove_quietly(tmp, f"{tmp}-journal")
     return name
+
+
+def _store_style(gpkg: Path, src: Path, layer: str, classes: Sequence[ClassInfo | Category], field: str | None,
+                 name: str, description: str) -> None:
+    """Write the style rows into the GeoPackage copy ``gpkg`` (``src``: the name used in messages)."""
+    con = sqlite3.connect(gpkg)
+    try:
+        row = con.execute("SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?",
+                          (layer,)).fetchone()
+        if row is None:
+            known = [r[0] for r in con.execute("SELECT table_name FROM gpkg_geometry_columns")]
+            raise InputError(f"{src} has no feature layer {layer!r} (layers: {', '.join(known) or 'none'}); "
+                             "pass the vector layer's name")
+        geom_col = row[0]
+        if field is not None:
+            cols = [r[1] for r in con.execute(f'PRAGMA table_info("{layer.replace(chr(34), chr(34) * 2)}")')]
+            if field not in cols:
+                raise InputError(f"layer {layer!r} of {src} has no field {field!r} to style by "
+                                 f"(fields: {', '.join(cols)})")
+        with con:
+            con.execute(_LAYER_STYLES_DDL)
+            con.execute(
+                "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, last_change) "
+                "SELECT 'layer_styles', 'attributes', 'layer_styles', 'QGIS layer styles', "
+                "strftime('%Y-%m-%dT%H:%M:%fZ','now') "
+                "WHERE NOT EXISTS (SELECT 1 FROM gpkg_contents WHERE table_name = 'layer_styles')"
+            )
+            con.execute("UPDATE layer_styles SET useAsDefault = 0 WHERE f_table_name = ?", (layer,))
+            con.execute("DELETE FROM layer_styles WHERE f_table_name = ? AND styleName = ?", (layer, name))
+            con.execute(
+                "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
+                "styleName, styleQML, styleSLD, useAsDefault, description, owner, ui, update_time) "
+                "VALUES ('', '', ?, ?, ?, ?, ?, 1, ?, 'geoseg', NULL, strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+                (layer, geom_col, name, vector_qml(classes, field), vector_sld(classes, layer, field),
+                 description),
+            )
+    finally:
+        con.close()
 
 
 # ---------------------------------------------------------------------------------------------

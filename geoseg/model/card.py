@@ -47,7 +47,7 @@ class Normalization:
         return {"type": "scale", "scale": list(self.a), "offset": list(self.b)}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any], n_bands: int) -> "Normalization":
+    def from_json(cls, d: dict[str, Any], n_bands: int) -> Normalization:
         kind = d.get("type")
         keys = {"meanstd": ("mean", "std"), "scale": ("scale", "offset")}
         if kind not in keys:
@@ -103,7 +103,7 @@ class ModelCard:
     def class_values(self) -> list[int]:
         return [c.value for c in self.classes]
 
-    def with_(self, **changes: Any) -> "ModelCard":
+    def with_(self, **changes: Any) -> ModelCard:
         return replace(self, **changes)
 
     # -- JSON -----------------------------------------------------------------
@@ -134,7 +134,7 @@ class ModelCard:
         return json.dumps(self.to_json(), indent=2)
 
     @classmethod
-    def from_json(cls, d: Any) -> "ModelCard":
+    def from_json(cls, d: Any) -> ModelCard:
         if not isinstance(d, dict):
             raise ModelPackageError("the model card is not a JSON object; regenerate it with 'geoseg model init'")
         fmt = d.get("geoseg_model_format")
@@ -226,4 +226,5 @@ def default_color(i: int) -> str:
     if i < len(_PALETTE):
         return _PALETTE[i]
     rng = np.random.default_rng(i)
-    return "#%02X%02X%02X" % tuple(int(v) for v in rng.integers(40, 220, 3))
+    r, g, b = (int(v) for v in rng.integers(40, 220, 3))
+    return f"#{r:02X}{g:02X}{b:02X}"

@@ -6,15 +6,17 @@ card needs no torch; :func:`load_model` imports it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError, safe_open
 
+from geoseg._util.atomic import fsync_path, publish, temp_path
 from geoseg.errors import ModelPackageError, OutputExistsError
 from geoseg.model.card import ModelCard
 
@@ -87,7 +89,7 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
         ) from None
 
 
-def load_model(ref: str | os.PathLike) -> tuple[ModelCard, "nn.Module"]:
+def load_model(ref: str | os.PathLike) -> tuple[ModelCard, nn.Module]:
     """Build the network of a package and load its weights (strict, float32, eval mode, on the CPU)."""
     import torch
     from safetensors.torch import load_file
@@ -119,8 +121,37 @@ def load_model(ref: str | os.PathLike) -> tuple[ModelCard, "nn.Module"]:
     return card, net
 
 
+@contextlib.contextmanager
+def atomic_folder(path: Path, *, shared: bool = False) -> Iterator[Path]:
+    """Yield a new hidden folder beside ``path`` to fill; on success its files are fsynced, whatever is at
+    ``path`` is removed and the folder renamed onto it; on any failure the folder is removed.
+
+    A folder-level :func:`geoseg._util.atomic.atomic_path` (for model packages and training checkpoints).
+    The folder gets the usual (umask) permissions; ``shared``: its files too (safetensors writes its files
+    private), as a package is meant to be shared.
+    """
+    tmp = temp_path(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        for f in tmp.iterdir():
+            if shared:
+                os.chmod(f, 0o666 & ~umask)
+            fsync_path(f)
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        publish(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def save_package(
-    card: ModelCard, net: "nn.Module", out: str | os.PathLike, overwrite: bool = False, half: bool = False
+    card: ModelCard, net: nn.Module, out: str | os.PathLike, overwrite: bool = False, half: bool = False
 ) -> Path:
     """Write a package folder atomically (temp folder + rename).  ``half`` stores float weights as fp16."""
     import torch
@@ -130,25 +161,13 @@ def save_package(
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; choose another path or pass --overwrite")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        state: dict[str, Any] = {}
-        for k, v in net.state_dict().items():
-            v = v.detach().to("cpu")
-            if half and v.is_floating_point():
-                v = v.to(torch.float16)
-            state[k] = v.contiguous()
+    state: dict[str, Any] = {}
+    for k, v in net.state_dict().items():
+        v = v.detach().to("cpu")
+        if half and v.is_floating_point():
+            v = v.to(torch.float16)
+        state[k] = v.contiguous()
+    with atomic_folder(out, shared=True) as tmp:
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={META_KEY: json.dumps(card.to_json())})
         (tmp / CARD_NAME).write_text(card.dumps() + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a package is meant to be shared
-        for f in tmp.iterdir():
-            os.chmod(f, 0o666 & ~umask)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -9,7 +9,8 @@ downloaded: smp encoders are always built with ``encoder_weights=None``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch

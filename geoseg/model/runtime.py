@@ -27,7 +27,7 @@ _TTA = {
 }
 
 
-def predict_tta(predictor: "Predictor", x: np.ndarray, mode: str = "none") -> np.ndarray:
+def predict_tta(predictor: Predictor, x: np.ndarray, mode: str = "none") -> np.ndarray:
     """Probabilities averaged over flipped/rotated copies of ``x``, each mapped back before averaging.
 
     ``x``: (B, C, H, W).  Rotations keep H and W multiples of the output stride, so

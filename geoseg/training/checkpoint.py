@@ -14,7 +14,6 @@ interrupted run resumes from the last complete epoch.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,15 +21,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from geoseg._util.atomic import atomic_write, atomic_write_text
 from geoseg.errors import InputError
+from geoseg.model.package import atomic_folder
 
 LATEST = "latest.json"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _optimizer_split(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -57,9 +52,11 @@ def _optimizer_join(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> d
 
 
 def save_weights(net: torch.nn.Module, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file(_cpu_state(net), tmp))
+
+
+def _cpu_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
 
 
 def save_checkpoint(work: Path, epoch: int, net: torch.nn.Module, opt: torch.optim.Optimizer,
@@ -67,18 +64,15 @@ def save_checkpoint(work: Path, epoch: int, net: torch.nn.Module, opt: torch.opt
     work.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-epoch{epoch:04d}"
     final = work / name
-    tmp = work / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp / "model.safetensors"))
-    tensors, meta = _optimizer_split(opt)
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    full = {**state, "epoch": epoch, "optimizer": meta, "scheduler": sched.state_dict() if sched is not None else None}
-    (tmp / "state.json").write_text(json.dumps(full, indent=1, default=_json_default))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    with atomic_folder(final) as tmp:
+        save_file(_cpu_state(net), str(tmp / "model.safetensors"))
+        tensors, meta = _optimizer_split(opt)
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        full = {**state, "epoch": epoch, "optimizer": meta,
+                "scheduler": sched.state_dict() if sched is not None else None}
+        (tmp / "state.json").write_text(json.dumps(full, indent=1, default=_json_default))
     previous = read_latest(work)
-    _atomic_write_text(work / LATEST, json.dumps({"checkpoint": name, "epoch": epoch}) + "\n")
+    atomic_write_text(work / LATEST, json.dumps({"checkpoint": name, "epoch": epoch}) + "\n")
     if previous is not None and previous != final:
         shutil.rmtree(previous, ignore_errors=True)
     return final

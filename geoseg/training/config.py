@@ -7,6 +7,7 @@ are an error (a typo must not silently train something else).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -21,11 +22,15 @@ SCHEDULES = ("onecycle", "cosine", "constant")
 LOSSES = ("ce", "dice", "focal")
 
 
+def _json_copy(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
 def _f(default: Any, help: str, kind: str = "scalar", path: bool = False) -> Any:
     """A config field with its help text; ``kind`` tells the CLI how to parse a value."""
     meta = {"help": help, "kind": kind, "path": path}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata=meta)
+        return field(default_factory=functools.partial(_json_copy, default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -117,7 +122,7 @@ class TrainConfig:
     def work_path(self) -> Path:
         return Path(self.work_dir) if self.work_dir else Path(str(self.output).rstrip("/\\") + ".train")
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         def need(cond: bool, msg: str) -> None:
             if not cond:
                 raise ParameterError(msg)
@@ -196,7 +201,8 @@ def parse_cli_value(key: str, raw: Any) -> Any:
 
 def _coerce(name: str, value: Any) -> Any:
     f = {f.name: f for f in fields(TrainConfig)}[name]
-    default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+    default = f.default if f.default is not MISSING else f.default_factory() if f.default_factory is not MISSING \
+        else None
     kind = f.metadata.get("kind", "scalar")
     if value is None:
         if kind.endswith("_or_none") or kind in ("yaml",) or default is None:
@@ -291,7 +297,7 @@ def build_config(yaml_path: str | os.PathLike | None, overrides: dict[str, Any] 
             data[k] = _resolve_paths(k, v, ybase) if k in path_keys else v
     path_keys = {f.name for f in fields(TrainConfig) if f.metadata.get("path")}
     for k, v in (overrides or {}).items():
-        if k not in TrainConfig.keys():
+        if k not in TrainConfig.keys():  # noqa: SIM118 (keys() is the classmethod listing the fields)
             raise ParameterError(f"unknown config key {k!r}")
         v = _coerce(k, parse_cli_value(k, v))
         data[k] = _resolve_paths(k, v, base) if k in path_keys else v

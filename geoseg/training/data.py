@@ -11,9 +11,10 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -42,7 +43,7 @@ class Pair:
 
 
 @dataclass
-class Scene:
+class TrainScene:
     """One image in memory with its class-index target (``IGNORE`` where excluded)."""
 
     image_path: str
@@ -57,7 +58,7 @@ class Scene:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.target.shape  # type: ignore[return-value]
+        return self.target.shape
 
     def class_counts(self, n_classes: int) -> np.ndarray:
         t = self.target[self.target >= 0]
@@ -110,7 +111,8 @@ def class_lut(classes: Sequence[ClassInfo], ignore_value: int) -> dict[int, int]
     return {c.value: i for i, c in enumerate(classes) if c.value != ignore_value}
 
 
-def values_to_index(lab: np.ndarray, lut: dict[int, int], ignore_values: Sequence[int]) -> tuple[np.ndarray, dict[int, int]]:
+def values_to_index(lab: np.ndarray, lut: dict[int, int], ignore_values: Sequence[int]
+                    ) -> tuple[np.ndarray, dict[int, int]]:
     """Label values -> int16 class indexes (IGNORE for ignore values and values not in ``lut``)."""
     out = np.full(lab.shape, IGNORE, dtype=np.int16)
     for value, idx in lut.items():
@@ -164,7 +166,8 @@ def rasterize_vector(path: str, attribute: str, classes: Sequence[ClassInfo], ou
     return rasterize(shapes, out_shape=out_shape, transform=transform, fill=fill, dtype="int32")
 
 
-def _read_label_raster(path: str, ref: rasterio.DatasetReader, align: bool, ignore: int) -> tuple[np.ndarray, float | None]:
+def _read_label_raster(path: str, ref: rasterio.DatasetReader, align: bool, ignore: int
+                       ) -> tuple[np.ndarray, float | None]:
     try:
         src = rasterio.open(path)
     except RasterioIOError:
@@ -185,7 +188,7 @@ def _read_label_raster(path: str, ref: rasterio.DatasetReader, align: bool, igno
         return dst, src.nodata
 
 
-def load_scene(pair: Pair, bands: Sequence[str], classes: Sequence[ClassInfo], cfg: TrainConfig) -> Scene:
+def load_scene(pair: Pair, bands: Sequence[str], classes: Sequence[ClassInfo], cfg: TrainConfig) -> TrainScene:
     """Read an image (the named bands) and its labels as class indexes on the image grid."""
     info = open_scene(pair.image)
     idx = match_bands(bands, info.descriptions, info.count)
@@ -215,7 +218,7 @@ def load_scene(pair: Pair, bands: Sequence[str], classes: Sequence[ClassInfo], c
         lut.pop(v, None)
     target, unlisted = values_to_index(lab, lut, ignore_values)
     target[~valid] = IGNORE
-    return Scene(pair.image, pair.label, pair.group, x, valid, target, crs, transform, unlisted)
+    return TrainScene(pair.image, pair.label, pair.group, x, valid, target, crs, transform, unlisted)
 
 
 # -- spatial split -----------------------------------------------------------------------------
@@ -240,7 +243,8 @@ def validation_pairs(cfg: TrainConfig) -> list[Pair]:
     return [p for p in pairs if p.group in groups]
 
 
-def split_scenes(scenes: list[Scene], cfg: TrainConfig) -> tuple[list[Scene], list[Scene], dict[str, Any]]:
+def split_scenes(scenes: list[TrainScene], cfg: TrainConfig
+                 ) -> tuple[list[TrainScene], list[TrainScene], dict[str, Any]]:
     """(train, validation, description).  Never shares a labelled pixel (or a scene group) between sides."""
     rng = np.random.default_rng([cfg.seed, 7])
     if cfg.split == "scenes":
@@ -259,7 +263,7 @@ def split_scenes(scenes: list[Scene], cfg: TrainConfig) -> tuple[list[Scene], li
         val = [s for s in scenes if s.group in val_groups]
         if not train:
             raise ParameterError("every scene is in validation; leave some for training")
-        desc = {"split": "scenes", "validation_groups": sorted(val_groups)}
+        desc: dict[str, Any] = {"split": "scenes", "validation_groups": sorted(val_groups)}
         return train, val, desc
     # blocks: a checkerboard-free random choice of square blocks per scene, with a buffer
     b, buf = cfg.val_block, cfg.val_buffer
@@ -290,12 +294,13 @@ def split_scenes(scenes: list[Scene], cfg: TrainConfig) -> tuple[list[Scene], li
             val.append(replace(s, target=t_val))
         n_blocks += n
         n_val_blocks += k
-    desc = {"split": "blocks", "block_px": b, "buffer_px": buf, "blocks": n_blocks, "validation_blocks": n_val_blocks}
+    desc = {"split": "blocks", "block_px": b, "buffer_px": buf, "blocks": n_blocks,
+                            "validation_blocks": n_val_blocks}
     return train, val, desc
 
 
 # -- statistics --------------------------------------------------------------------------------
-def band_stats(scenes: Sequence[Scene]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def band_stats(scenes: Sequence[TrainScene]) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-band mean and standard deviation (sensor units) over the valid pixels of ``scenes``."""
     c = scenes[0].x.shape[0]
     n = 0
@@ -333,7 +338,7 @@ def auto_class_weights(counts: np.ndarray) -> list[float]:
 class WindowSampler:
     """Draws training windows (scene, row, col): centred on random labelled pixels, or class-balanced."""
 
-    def __init__(self, scenes: Sequence[Scene], n_classes: int, window: int, sampling: str,
+    def __init__(self, scenes: Sequence[TrainScene], n_classes: int, window: int, sampling: str,
                  balanced_fraction: float, seed: int, max_points: int = 50_000) -> None:
         self.scenes, self.window, self.sampling = list(scenes), window, sampling
         self.balanced_fraction = balanced_fraction if sampling == "balanced" else 0.0
@@ -384,7 +389,8 @@ class WindowSampler:
         return out
 
 
-def crop(scene: Scene, r0: int, c0: int, size_h: int, size_w: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def crop(scene: TrainScene, r0: int, c0: int, size_h: int, size_w: int | None = None
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x float32 (C,h,w), valid (h,w), target (h,w)) of a window, padded (invalid, IGNORE) outside the scene."""
     size_w = size_h if size_w is None else size_w
     c = scene.x.shape[0]
@@ -427,7 +433,7 @@ def normalise(x: np.ndarray, valid: np.ndarray, norm: Normalization) -> np.ndarr
     return xn
 
 
-def val_windows(scenes: Sequence[Scene], size: int) -> list[tuple[int, int, int]]:
+def val_windows(scenes: Sequence[TrainScene], size: int) -> list[tuple[int, int, int]]:
     """Non-overlapping windows covering every labelled pixel of ``scenes`` (windows without labels skipped)."""
     out = []
     for si, s in enumerate(scenes):

@@ -6,7 +6,8 @@ loss term and no score.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +19,8 @@ IGNORE = -1
 
 class FocalLoss(nn.Module):
     """Softmax focal loss ``-w_t (1 - p_t)^gamma log p_t`` averaged over non-ignored pixels."""
+
+    weight: torch.Tensor | None  # a buffer (not saved)
 
     def __init__(self, gamma: float = 2.0, weight: torch.Tensor | None = None) -> None:
         super().__init__()
@@ -37,6 +40,8 @@ class FocalLoss(nn.Module):
 
 class CombinedLoss(nn.Module):
     """``sum_i w_i * loss_i`` over ``terms`` = {'ce'|'dice'|'focal': weight}."""
+
+    class_weights: torch.Tensor | None  # a buffer (not saved)
 
     def __init__(self, terms: dict[str, float], n_classes: int, class_weights: Sequence[float] | None = None,
                  focal_gamma: float = 2.0) -> None:

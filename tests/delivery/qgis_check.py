@@ -205,49 +205,69 @@ def check_raster(ck: Checker, tif: Path) -> None:
                   f"nodata {nodata:g} (shown as {shown(nodata):g}) is not fully transparent in the style")
 
     if r.type() == "paletted":
-        got = {int(c.value): (c.label, hexrgb(c.color), c.color.alpha()) for c in r.classes()}
-        rec["classes"] = {str(v): list(x) for v, x in sorted(got.items())}
-        ck.expect(r.band() == 1, where, f"paletted renderer on band {r.band()}, not 1")
-        exp = gdal_classes(ds)
-        ck.expect(bool(exp), where, "the raster has no CLASS_<value> tags to compare the style with")
-        run_json = tif.parent / "run.json"
-        if tif.name == "landcover.tif" and run_json.is_file():
-            card = {int(c["value"]): (c["name"], c["color"].lower())
-                    for c in json.loads(run_json.read_text())["classes"]}
-            ck.expect(card == exp, where, f"raster class table {exp} differs from run.json classes {card}")
-            exp = card
-        want = {v: (n, c, 255) for v, (n, c) in exp.items()}
-        ck.expect(got == want, where, f"palette classes {got} differ from the class table {want}")
-        lut = {v: (*QColor(c).getRgb()[:3], 255) for v, (_, c, _) in got.items()}
-
-        def shade(v):
-            return lut.get(int(v), (0, 0, 0, 0))  # values outside the palette are not drawn
+        shade = _check_palette(ck, where, tif, ds, r, rec)
     else:
-        shader = r.shader().rasterShaderFunction()
-        items = [(i.value, hexrgb(i.color), i.color.alpha(), i.label) for i in shader.colorRampItemList()]
-        rec["ramp"] = {"type": ["interpolated", "discrete", "exact"][int(shader.colorRampType())],
-                       "min": r.classificationMin(), "max": r.classificationMax(), "items": items}
-        ck.expect(len(items) >= 2, where, f"colour ramp has {len(items)} items")
-        if tif.name in PERCENT:
-            ck.expect(r.band() == 1, where, f"pseudocolour on band {r.band()}, not 1")
-            lo, hi = shown(0), shown(100)  # 0 and 100 % as QGIS shows them (0..1 with geoseg's scale 0.01)
-            ck.expect(abs(r.classificationMin() - lo) < 1e-6 and abs(r.classificationMax() - hi) < 1e-6, where,
-                      f"ramp covers {r.classificationMin():g}..{r.classificationMax():g}, but 0..100 % of this "
-                      f"raster (scale {scale:g}, offset {offset:g}) is shown as {lo:g}..{hi:g}")
-            ck.expect(int(shader.colorRampType()) == 0, where, "percent ramp is not interpolated")
-            ck.expect(abs(items[0][0] - lo) < 1e-6 and abs(items[-1][0] - hi) < 1e-6, where,
-                      f"ramp stops {[i[0] for i in items]} do not span {lo:g}..{hi:g} (0..100 %)")
-            ck.expect(all("%" in i[3] for i in items), where, f"ramp labels {[i[3] for i in items]} lack '%'")
-        if tif.name == "alerts_gfw.tif":
-            ck.expect(int(shader.colorRampType()) == 1, where, "GFW ramp is not discrete")
-            ck.expect([i[0] for i in items] == [0, 29999, 39999] and items[0][2] == 0, where,
-                      f"GFW ramp items {items} are not 0 (transparent) / 29999 / 39999")
+        shade = _check_ramp(ck, where, tif, r, rec, shown, scale, offset)
+    _check_render(ck, where, layer, ds, band, r, shade, shown, transparent, rec)
 
-        def shade(v):
-            ok, *rgba = r.shader().shade(shown(v))
-            return tuple(rgba) if ok else (0, 0, 0, 0)
 
-    # 4. render with QGIS's map renderer and compare with the colours the style gives to the stored values
+def _check_palette(ck: Checker, where: str, tif: Path, ds, r, rec: dict):
+    """3. a paletted renderer: its classes are the raster's class table (and run.json's); returns the
+    colour the style gives to a stored value."""
+    got = {int(c.value): (c.label, hexrgb(c.color), c.color.alpha()) for c in r.classes()}
+    rec["classes"] = {str(v): list(x) for v, x in sorted(got.items())}
+    ck.expect(r.band() == 1, where, f"paletted renderer on band {r.band()}, not 1")
+    exp = gdal_classes(ds)
+    ck.expect(bool(exp), where, "the raster has no CLASS_<value> tags to compare the style with")
+    run_json = tif.parent / "run.json"
+    if tif.name == "landcover.tif" and run_json.is_file():
+        card = {int(c["value"]): (c["name"], c["color"].lower())
+                for c in json.loads(run_json.read_text())["classes"]}
+        ck.expect(card == exp, where, f"raster class table {exp} differs from run.json classes {card}")
+        exp = card
+    want = {v: (n, c, 255) for v, (n, c) in exp.items()}
+    ck.expect(got == want, where, f"palette classes {got} differ from the class table {want}")
+    lut = {v: (*QColor(c).getRgb()[:3], 255) for v, (_, c, _) in got.items()}
+
+    def shade(v):
+        return lut.get(int(v), (0, 0, 0, 0))  # values outside the palette are not drawn
+
+    return shade
+
+
+def _check_ramp(ck: Checker, where: str, tif: Path, r, rec: dict, shown, scale: float, offset: float):
+    """3. a pseudocolour renderer: percent ramps span 0..100 %, the GFW ramp is discrete; returns the
+    colour the style gives to a stored value."""
+    shader = r.shader().rasterShaderFunction()
+    items = [(i.value, hexrgb(i.color), i.color.alpha(), i.label) for i in shader.colorRampItemList()]
+    rec["ramp"] = {"type": ["interpolated", "discrete", "exact"][int(shader.colorRampType())],
+                   "min": r.classificationMin(), "max": r.classificationMax(), "items": items}
+    ck.expect(len(items) >= 2, where, f"colour ramp has {len(items)} items")
+    if tif.name in PERCENT:
+        ck.expect(r.band() == 1, where, f"pseudocolour on band {r.band()}, not 1")
+        lo, hi = shown(0), shown(100)  # 0 and 100 % as QGIS shows them (0..1 with geoseg's scale 0.01)
+        ck.expect(abs(r.classificationMin() - lo) < 1e-6 and abs(r.classificationMax() - hi) < 1e-6, where,
+                  f"ramp covers {r.classificationMin():g}..{r.classificationMax():g}, but 0..100 % of this "
+                  f"raster (scale {scale:g}, offset {offset:g}) is shown as {lo:g}..{hi:g}")
+        ck.expect(int(shader.colorRampType()) == 0, where, "percent ramp is not interpolated")
+        ck.expect(abs(items[0][0] - lo) < 1e-6 and abs(items[-1][0] - hi) < 1e-6, where,
+                  f"ramp stops {[i[0] for i in items]} do not span {lo:g}..{hi:g} (0..100 %)")
+        ck.expect(all("%" in i[3] for i in items), where, f"ramp labels {[i[3] for i in items]} lack '%'")
+    if tif.name == "alerts_gfw.tif":
+        ck.expect(int(shader.colorRampType()) == 1, where, "GFW ramp is not discrete")
+        ck.expect([i[0] for i in items] == [0, 29999, 39999] and items[0][2] == 0, where,
+                  f"GFW ramp items {items} are not 0 (transparent) / 29999 / 39999")
+
+    def shade(v):
+        ok, *rgba = r.shader().shade(shown(v))
+        return tuple(rgba) if ok else (0, 0, 0, 0)
+
+    return shade
+
+
+def _check_render(ck: Checker, where: str, layer, ds, band, r, shade, shown, transparent: set, rec: dict) -> None:
+    """4. render with QGIS's map renderer and compare with the colours the style gives to the stored
+    values."""
     w, h = ds.RasterXSize, ds.RasterYSize
     zoom = min(1.0, MAX_RENDER / max(w, h))
     rw, rh = max(1, round(w * zoom)), max(1, round(h * zoom))
@@ -317,7 +337,7 @@ def check_gpkg(ck: Checker, gpkg: Path) -> None:
         if gpkg.name == "landcover.gpkg" and run_json.is_file():
             card = [(str(c["value"]), c["name"], c["color"].lower())
                     for c in sorted(json.loads(run_json.read_text())["classes"], key=lambda c: c["value"])]
-        for table, geom_col, org, org_id, definition in layers:
+        for table, _geom_col, org, org_id, definition in layers:
             want = VECTOR_LAYERS.get(table)
             if want is None and table not in styles:
                 continue  # an unstyled layer geoseg does not promise a style for
@@ -372,8 +392,15 @@ def check_vector_layer(ck, gpkg, table, want, styles, count, srs, card, distinct
     rec["feature_count"] = layer.featureCount()
     ck.expect(layer.featureCount() == count, where, f"QGIS counts {layer.featureCount()} features, the table {count}")
 
-    # renderer content: field, categories (value, label, colour), every value in the data has a category
-    colours = []
+    colours = _check_categories(ck, where, layer, r, doc, want, card, distinct, rec)
+    _check_sld(ck, where, gpkg, table, style_sld, colours, rec)
+    _check_vector_render(ck, where, layer, r, colours, count, distinct, rec)
+
+
+def _check_categories(ck, where, layer, r, doc, want, card, distinct, rec) -> dict:
+    """The renderer's content: field, categories (value, label, colour), every value in the data has a
+    category; returns the colour of each category (``None``: the single symbol)."""
+    colours: dict = {}
     if r.type() == "categorizedSymbol":
         cats = [(str(c.value()), c.label(), hexrgb(c.symbol().color())) for c in r.categories()]
         rec["field"], rec["categories"] = r.classAttribute(), cats
@@ -396,8 +423,11 @@ def check_vector_layer(ck, gpkg, table, want, styles, count, srs, card, distinct
     stored = [o.get("value") for o in doc.iter("Option") if o.get("name") == "color"]
     parsed = [",".join(map(str, QColor(c).getRgb())) for c in colours.values()]
     ck.expect(stored == parsed, where, f"symbol colours parsed {parsed} differ from the stored QML {stored}")
+    return colours
 
-    # the SLD copy loads in QGIS too (one rule per category)
+
+def _check_sld(ck, where, gpkg, table, style_sld, colours, rec) -> None:
+    """The SLD copy loads in QGIS too (one rule per category)."""
     with tempfile.NamedTemporaryFile("w", suffix=".sld", delete=False, encoding="utf-8") as f:
         f.write(style_sld)
     try:
@@ -414,7 +444,9 @@ def check_vector_layer(ck, gpkg, table, want, styles, count, srs, card, distinct
     finally:
         os.unlink(f.name)
 
-    # render: the category colours are drawn, and almost nothing else
+
+def _check_vector_render(ck, where, layer, r, colours, count, distinct, rec) -> None:
+    """Render: the category colours are drawn, and almost nothing else."""
     if count == 0:
         return
     ext = layer.extent()

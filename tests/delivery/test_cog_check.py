@@ -51,8 +51,21 @@ def test_change_raster_is_cog(tmp_path):
     assert validate_cog(r.change) == []
 
 
+def _monitor_test_helpers():
+    """tests/monitoring/test_monitor.py's project builder, importable when this file runs on its own too
+    (pytest puts a test file's folder on sys.path only when it collects that file)."""
+    import importlib
+    import sys
+
+    folder = str(Path(__file__).resolve().parents[1] / "monitoring")
+    if folder not in sys.path:
+        sys.path.append(folder)
+    return importlib.import_module("test_monitor")
+
+
 def test_monitor_gfw_raster_is_cog(tmp_path):
-    from test_monitor import DATES, _project
+    tm = _monitor_test_helpers()
+    DATES, _project = tm.DATES, tm._project
 
     from geoseg.monitoring.api import run_monitor
 

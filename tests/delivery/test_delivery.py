@@ -391,9 +391,9 @@ def test_quicklook_reads_overviews_not_full_resolution(tmp_path, monkeypatch):
     small = ((r // 500 + c // 700) % 3).astype(np.uint8)
     big = np.kron(small, np.ones((50, 50), np.uint8))
     tif = tmp_path / "big.tif"
-    profile = dict(driver="COG", width=w, height=h, count=1, dtype="uint8", nodata=255, crs="EPSG:32633",
-                   transform=Affine(10, 0, 500000, 0, -10, 5100000), compress="deflate",
-                   overview_resampling="mode")
+    profile = {"driver": "COG", "width": w, "height": h, "count": 1, "dtype": "uint8", "nodata": 255,
+               "crs": "EPSG:32633", "transform": Affine(10, 0, 500000, 0, -10, 5100000), "compress": "deflate",
+               "overview_resampling": "mode"}
     with rasterio.open(tmp_path / "plain.tif", "w", **{**profile, "driver": "GTiff", "tiled": True}) as dst:
         dst.write(big, 1)
         dst.write_colormap(1, {0: (0, 0, 255, 255), 1: (0, 128, 0, 255), 2: (255, 0, 0, 255)})

@@ -262,7 +262,8 @@ def test_errors_and_atomic_write(out, tmp_path, monkeypatch):
         write_report(out)
     monkeypatch.undo()
     assert (out / REPORT_NAME).read_bytes() == first  # the old report is intact
-    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".geoseg.lock"]  # and no temporary is left
+    # and no temporary is left
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".geoseg.lock"]
 
 
 def test_cli(out, tmp_path):

@@ -371,10 +371,10 @@ def test_change_and_monitor_geopackages_are_version_1_2(change_dir, tmp_path):
 def test_acquisition_time_flows_from_scene_tags_through_predict_into_change(tmp_path, linear_model):
     """Scene tag (or --acquired) -> run.json, product tags, predict item datetime -> change start/end."""
     from click.testing import CliRunner
-    from geoseg.testing import pattern_scene
 
     from geoseg.cli import cli as main
     from geoseg.predict.api import predict_scene
+    from geoseg.testing import pattern_scene
 
     scene, _ = pattern_scene(64, 80)
     first = write_raster(tmp_path / "s1.tif", scene, descriptions=BANDS4, DATE="20160927")

@@ -50,10 +50,10 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def _cfg(dataset: Path, tmp: Path, **kw) -> TrainConfig:
-    base = dict(images=[str(dataset / "*" / "image.tif")], labels="{dir}/label.tif", classes=CLASSES,
-                val_scenes=["*/d/*"], arch="PixelMLP", window=16, val_window=32, samples_per_epoch=32,
-                batch_size=8, epochs=3, lr=0.05, schedule="constant", seed=3, device="cpu", threads=1,
-                output=str(tmp / "model"), brightness=20.0, contrast=0.05)
+    base = {"images": [str(dataset / "*" / "image.tif")], "labels": "{dir}/label.tif", "classes": CLASSES,
+            "val_scenes": ["*/d/*"], "arch": "PixelMLP", "window": 16, "val_window": 32, "samples_per_epoch": 32,
+            "batch_size": 8, "epochs": 3, "lr": 0.05, "schedule": "constant", "seed": 3, "device": "cpu",
+            "threads": 1, "output": str(tmp / "model"), "brightness": 20.0, "contrast": 0.05}
     base.update(kw)
     return TrainConfig(**base).validate()
 
@@ -230,11 +230,11 @@ def test_scene_split_keeps_groups_together(dataset, tmp_path):
 
 
 def test_class_balanced_sampling_favours_rare_classes(tmp_path):
-    from geoseg.training.data import Scene, WindowSampler
+    from geoseg.training.data import TrainScene, WindowSampler
 
     t = np.zeros((64, 64), dtype=np.int16)
     t[30:32, 30:32] = 1  # 4 px of a rare class
-    s = Scene("x", "y", "g", np.zeros((1, 64, 64), np.uint16), np.ones((64, 64), bool), t)
+    s = TrainScene("x", "y", "g", np.zeros((1, 64, 64), np.uint16), np.ones((64, 64), bool), t)
     rng = np.random.default_rng(0)
     for mode, lo, hi in (("random", 0.0, 0.05), ("balanced", 0.4, 0.6)):
         sampler = WindowSampler([s], 2, 16, mode, 1.0, seed=0)
@@ -259,7 +259,7 @@ def test_fine_tuning_with_a_new_class_list_gets_a_new_head(dataset, tmp_path):
     assert any("fine-tuning from" in line and "new head" in line for line in lines)
     assert card.normalization == load_model(base.output)[0].normalization
     s0, s1 = net0.state_dict(), net.state_dict()
-    close = dict(rtol=0, atol=1e-6)  # lr 1e-9: training barely moves the weights
+    close = {"rtol": 0, "atol": 1e-6}  # lr 1e-9: training barely moves the weights
     torch.testing.assert_close(s1["net.0.weight"], s0["net.0.weight"], **close)  # body copied
     assert s1["net.2.weight"].shape[0] == 4
     torch.testing.assert_close(s1["net.2.weight"][0], s0["net.2.weight"][0], **close)  # 'water' kept its row
