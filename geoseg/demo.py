@@ -19,11 +19,8 @@ SAMPLE = Path(__file__).resolve().parent.parent / "tiles" / "hongkong_20160927" 
 
 
 def _untrained_package(out: Path) -> Path:
-    import torch
-
     from geoseg.model.card import ModelCard, Normalization, parse_classes
-    from geoseg.model.package import save_package
-    from geoseg.model.registry import build_model
+    from geoseg.model.package import init_package
     from geoseg.model.schemes import DYNAMIC_WORLD, S2_DW_BANDS
 
     card = ModelCard(
@@ -37,9 +34,7 @@ def _untrained_package(out: Path) -> Path:
         overlap=64,
         description="Untrained demo model (random weights): classes are meaningless.",
     )
-    torch.manual_seed(0)
-    net = build_model(card.architecture, card.encoder, card.in_channels, card.n_classes)
-    return save_package(card, net, out, overwrite=True)
+    return init_package(card, out, seed=0, overwrite=True)
 
 
 @click.command()

@@ -90,7 +90,7 @@ class OutputLockedError(OutputError, BlockingIOError):
     exit_code = 75
 
 
-# -- monitoring --
+# -- monitoring (geoseg monitor run) --
 
 
 class ConfigError(InputError):
@@ -107,7 +107,7 @@ class LateObservationError(GeosegError, ValueError):
     """An observation is older than the last one applied to a monitoring state: replay instead."""
 
 
-# -- vector --
+# -- vectorizing (geoseg vectorize) --
 
 
 class NotAClassRasterError(InputError):

@@ -27,6 +27,7 @@ def test_public_api_resolves_every_name():
         geoseg.nope  # noqa: B018
 
 
+@pytest.mark.slow
 def test_import_geoseg_is_light():
     code = "import sys, geoseg; print(sorted(m for m in ('torch', 'dask', 'geopandas') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -109,3 +110,33 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, **options: object) 
 def atomic_write_text(path: str | os.PathLike, text: str, **options: object) -> str:
     """Write ``text`` as UTF-8, atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"), **options)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, *, shared: bool = False) -> Iterator[Path]:
+    """Yield a new hidden folder beside ``path`` to fill; on success its files are fsynced, whatever is at
+    ``path`` is removed and the folder renamed onto it; on any failure the folder is removed.
+
+    A folder-level :func:`atomic_path` (for model packages and training checkpoints).
+    The folder gets the usual (umask) permissions; ``shared``: its files too (safetensors writes its files
+    private), as a package is meant to be shared.
+    """
+    path = Path(path)
+    tmp = temp_path(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        for f in tmp.iterdir():
+            if shared:
+                os.chmod(f, 0o666 & ~umask)
+            fsync_path(f)
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        publish(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

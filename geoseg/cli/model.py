@@ -40,10 +40,8 @@ def model() -> None:
 def init(arch, encoder, bands, classes_path, mean, std, scale, tile_size, overlap, gsd, input_nodata,
          model_id, seed, output, overwrite) -> None:
     """Create an untrained model package (a starting point for training, or for tests)."""
-    import torch
-
-    from geoseg.model.package import save_package
-    from geoseg.model.registry import build_model, canonical_arch, output_stride
+    from geoseg.model.package import init_package
+    from geoseg.model.registry import canonical_arch, output_stride
 
     band_names = tuple(b.strip() for b in bands.split(",") if b.strip())
     classes = parse_classes(read_class_file(classes_path))
@@ -76,9 +74,7 @@ def init(arch, encoder, bands, classes_path, mean, std, scale, tile_size, overla
         trained=False,
         description="Untrained (random weights): its classes are meaningless until it is trained.",
     )
-    torch.manual_seed(seed)
-    net = build_model(card.architecture, card.encoder, card.in_channels, card.n_classes, **card.arch_params)
-    path = save_package(card, net, output, overwrite=overwrite)
+    path = init_package(card, output, seed=seed, overwrite=overwrite)
     click.echo(f"wrote untrained model package {path}")
 
 

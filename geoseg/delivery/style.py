@@ -22,15 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-# atomic_write_text is also re-exported here for geoseg.change.api, which still imports it from this module;
-# remove it from __all__ once that import points to geoseg._util.atomic.
 from geoseg._util.atomic import atomic_write_text, publish, remove_quietly, temp_path
 from geoseg.errors import InputError, OutputError
 from geoseg.io.codes import ClassInfo
 
 __all__ = ["Category", "ALERT_CATEGORIES", "LOSS_CATEGORY", "write_gfw_qml", "gfw_qml", "write_qml", "raster_qml",
-           "write_percent_qml", "percent_qml", "vector_qml", "vector_sld", "embed_gpkg_style", "qml_path", "NODATA",
-           "atomic_write_text"]
+           "write_percent_qml", "percent_qml", "vector_qml", "vector_sld", "embed_gpkg_style", "qml_path", "NODATA"]
 
 NODATA = 255
 QGIS_VERSION = "3.28.0-Firenze"  # the QML format written here is read by QGIS 3.x (paletted since 3.0)

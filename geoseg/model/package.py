@@ -6,17 +6,14 @@ card needs no torch; :func:`load_model` imports it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError, safe_open
 
-from geoseg._util.atomic import fsync_path, publish, temp_path
+from geoseg._util.atomic import atomic_dir
 from geoseg.errors import ModelPackageError, OutputExistsError
 from geoseg.model.card import ModelCard
 
@@ -121,33 +118,16 @@ def load_model(ref: str | os.PathLike) -> tuple[ModelCard, nn.Module]:
     return card, net
 
 
-@contextlib.contextmanager
-def atomic_folder(path: Path, *, shared: bool = False) -> Iterator[Path]:
-    """Yield a new hidden folder beside ``path`` to fill; on success its files are fsynced, whatever is at
-    ``path`` is removed and the folder renamed onto it; on any failure the folder is removed.
+def init_package(card: ModelCard, out: str | os.PathLike, *, seed: int = 0, overwrite: bool = False) -> Path:
+    """An untrained package: the card's network with seeded random weights (a start for training, a demo,
+    tests); its card should say ``trained=False``."""
+    import torch
 
-    A folder-level :func:`geoseg._util.atomic.atomic_path` (for model packages and training checkpoints).
-    The folder gets the usual (umask) permissions; ``shared``: its files too (safetensors writes its files
-    private), as a package is meant to be shared.
-    """
-    tmp = temp_path(path)
-    tmp.mkdir()
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        for f in tmp.iterdir():
-            if shared:
-                os.chmod(f, 0o666 & ~umask)
-            fsync_path(f)
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-        publish(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    from geoseg.model.registry import build_model
+
+    torch.manual_seed(seed)
+    net = build_model(card.architecture, card.encoder, card.in_channels, card.n_classes, **card.arch_params)
+    return save_package(card, net, out, overwrite=overwrite)
 
 
 def save_package(
@@ -167,7 +147,7 @@ def save_package(
         if half and v.is_floating_point():
             v = v.to(torch.float16)
         state[k] = v.contiguous()
-    with atomic_folder(out, shared=True) as tmp:
+    with atomic_dir(out, shared=True) as tmp:
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={META_KEY: json.dumps(card.to_json())})
         (tmp / CARD_NAME).write_text(card.dumps() + "\n")
     return out

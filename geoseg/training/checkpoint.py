@@ -21,9 +21,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from geoseg._util.atomic import atomic_write, atomic_write_text
+from geoseg._util.atomic import atomic_dir, atomic_write, atomic_write_text
 from geoseg.errors import InputError
-from geoseg.model.package import atomic_folder
 
 LATEST = "latest.json"
 
@@ -64,7 +63,7 @@ def save_checkpoint(work: Path, epoch: int, net: torch.nn.Module, opt: torch.opt
     work.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-epoch{epoch:04d}"
     final = work / name
-    with atomic_folder(final) as tmp:
+    with atomic_dir(final) as tmp:
         save_file(_cpu_state(net), str(tmp / "model.safetensors"))
         tensors, meta = _optimizer_split(opt)
         save_file(tensors, str(tmp / "optimizer.safetensors"))

@@ -61,6 +61,7 @@ def test_publish_never_replaces_a_file_created_meanwhile(tmp_path):
     assert (tmp_path / "y.gpkg").read_text() == "third" and not tmp.exists()
 
 
+@pytest.mark.slow
 def test_file_lock_excludes_another_process_and_dies_with_it(tmp_path):
     lock = tmp_path / "sub" / ".lock"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""

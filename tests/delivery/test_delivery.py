@@ -262,6 +262,7 @@ def test_rat_keeps_existing_pam_content(tmp_path):
     assert len(band.findall("CategoryNames")) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("gdalinfo") is None, reason="gdalinfo not installed (apt-get install gdal-bin)")
 def test_gdal_reads_rat_categories_palette_and_overviews(tmp_path, linear_model):
     scene, _ = pattern_scene(1100, 900)  # big enough for the COG driver to build overviews

@@ -129,6 +129,7 @@ def products(tmp_path_factory, linear_model, qgis_env) -> dict[str, Path]:
 # -- tests ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_styles_apply_and_render_in_qgis(qgis_env, products):
     rc, summary, fails = run_check(qgis_env, *products.values())
     assert rc == 0 and summary["ok"], "\n".join(fails)
@@ -170,6 +171,7 @@ def test_styles_apply_and_render_in_qgis(qgis_env, products):
             assert x["crs"] == info["crs"], name
 
 
+@pytest.mark.slow
 def test_check_fails_on_broken_styles(qgis_env, products, tmp_path):
     """The check can fail: a truncated QML, the old 0..100 ramp on a 0.01-scaled raster, no default style."""
     from geoseg.delivery.style import percent_qml

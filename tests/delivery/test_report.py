@@ -323,6 +323,7 @@ def rendered(run_dir, tmp_path_factory):
     return shot, dom, record(out)
 
 
+@pytest.mark.slow
 def test_browser_screenshot(rendered):
     from PIL import Image
 
@@ -346,6 +347,7 @@ def test_browser_screenshot(rendered):
         assert np.all(np.abs(upper - rgb) <= 3, axis=2).sum() > 2000
 
 
+@pytest.mark.slow
 def test_browser_dom(rendered):
     _, dom, rec = rendered
     t = parse(dom)
@@ -398,6 +400,7 @@ def test_monitor_report_needs_alerts(tmp_path):
         write_monitor_report(tmp_path)
 
 
+@pytest.mark.slow
 def test_change_report_in_browser(change_dir, tmp_path):
     from PIL import Image
 

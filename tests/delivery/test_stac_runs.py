@@ -280,6 +280,7 @@ def test_monitor_item_per_aoi_validates_and_is_rewritten(tmp_path):
     assert_checksums(aoi, item2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", ["outputs:2", "changes:1"])
 def test_monitor_item_after_a_crash_matches_the_files(tmp_path, step):
     import subprocess

@@ -149,6 +149,7 @@ def test_low_to_high_and_rejection(tmp_path):
     assert summ["observed_fraction"].iloc[3] < summ["observed_fraction"].iloc[2]  # the cloudy scene
 
 
+@pytest.mark.slow
 def test_idempotent_second_run_changes_nothing(tmp_path):
     cfg = _project(tmp_path)
     r1 = _cli(cfg)
@@ -165,6 +166,7 @@ def test_idempotent_second_run_changes_nothing(tmp_path):
     assert _ledger_rows(tmp_path / "out") == rows and len(rows) == len(DATES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", ["observation:2", "outputs:3", "state:2", "ledger:4", "changes:1"])
 def test_crash_resume_gives_identical_results(tmp_path, step):
     ref = _project(tmp_path / "ref")
@@ -202,6 +204,7 @@ def _aoi_locked(folder: Path):
         os.close(fd)
 
 
+@pytest.mark.slow
 def test_lock_contention_exits_75(tmp_path):
     cfg = _project(tmp_path)
     with _aoi_locked(tmp_path / "out" / "aoi1"):
@@ -237,6 +240,7 @@ def test_late_scene_is_replayed(tmp_path):
     assert any(x["status"] == "superseded" for x in _alerts(b))
 
 
+@pytest.mark.slow
 def test_bad_config_exit_3(tmp_path):
     (tmp_path / "c.yaml").write_text("aois: nope.gpkg\nscenes: {glob: '*.tif'}\noutput: out\n")
     r = _cli(tmp_path / "c.yaml")
@@ -287,6 +291,7 @@ def test_stac_inventory(tmp_path):
     assert [r[0] for r in _ledger_rows(tmp_path / "out")] == [f"item-{d}" for d in DATES[:3]]
 
 
+@pytest.mark.slow
 def test_wait_takes_the_lock_when_released(tmp_path):
     import threading
 
@@ -301,6 +306,7 @@ def test_wait_takes_the_lock_when_released(tmp_path):
     assert json.loads(r.stdout)["scenes_processed"] == 2
 
 
+@pytest.mark.slow
 def test_unknown_forest_class_is_bad_input(tmp_path):
     cfg = _project(tmp_path, DATES[:1])
     c = yaml.safe_load(cfg.read_text())
@@ -310,6 +316,7 @@ def test_unknown_forest_class_is_bad_input(tmp_path):
     assert r.returncode == 3 and "jungle" in r.stderr and "'forest' in the config" in r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_obs", [1, 3])
 def test_sigkill_mid_run_then_resume(tmp_path, n_obs):
     """A real SIGKILL as soon as the n-th observation raster appears (wherever the process then is),
@@ -339,6 +346,7 @@ def test_sigkill_mid_run_then_resume(tmp_path, n_obs):
     assert not list(b.rglob("*.tmp*"))
 
 
+@pytest.mark.slow
 def test_changes_file_per_run_and_config_change_refused(tmp_path):
     cfg = _project(tmp_path, DATES[:3])
     run_monitor(cfg)
@@ -363,6 +371,7 @@ def test_changes_file_per_run_and_config_change_refused(tmp_path):
     assert r.returncode == 3 and "another config" in r.stderr
 
 
+@pytest.mark.slow
 def test_one_locked_aoi_does_not_block_the_others(tmp_path):
     import geopandas as gpd
     from shapely.geometry import box
@@ -387,6 +396,7 @@ def test_one_locked_aoi_does_not_block_the_others(tmp_path):
     assert [a["status"] for a in s["aois"]] == ["ok", "nothing new"]
 
 
+@pytest.mark.slow
 def test_min_area_filters_alert_polygons_only(tmp_path):
     cfg = _project(tmp_path, DATES[:3])
     c = yaml.safe_load(cfg.read_text())
@@ -449,6 +459,7 @@ def test_aoi_beyond_the_scene_without_nodata_is_not_observed(tmp_path):
     assert load_config(tmp_path / "m.yaml").forest == ["trees"]
 
 
+@pytest.mark.slow
 def test_crash_after_a_late_scene_commit_keeps_the_late_flag(tmp_path):
     cfg = _project(tmp_path)
     held = tmp_path / "held"

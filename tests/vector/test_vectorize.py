@@ -329,6 +329,7 @@ stop.set()
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("busy", ["alone", "busy", "progress"])
 def test_process_workers_are_forked_only_when_no_other_thread_runs(tmp_path, busy):
     """Worker processes are forked when no other thread is alive (the block workers, then one writer);
@@ -593,6 +594,7 @@ print(json.dumps({"pid": os.getpid(), "pyogrio": "pyogrio" in sys.modules, "pand
 """
 
 
+@pytest.mark.slow
 def test_writer_process_loads_pyogrio_without_pandas(tmp_path):
     """With worker processes, one forked process writes, with pyogrio loaded lean (no pandas & co.),
     and the process that merges never imports pyogrio; the output is the threaded one."""
@@ -631,6 +633,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 def test_lean_pyogrio_only_in_worker_processes(tmp_path):
     script = tmp_path / "lean.py"
     script.write_text(_LEAN)
@@ -825,6 +828,7 @@ except (WorkerLostError, RuntimeError) as e:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["killed-writer", "killed-block", "raises-writer"])
 def test_failing_worker_process_leaves_nothing(tmp_path, where):
     """A worker process that raises, or is killed by a signal (the out-of-memory killer's SIGKILL),
@@ -846,6 +850,7 @@ def test_failing_worker_process_leaves_nothing(tmp_path, where):
     assert os.listdir(out) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheduler", ["processes", "threads"])
 def test_corrupt_input_is_one_line_error(tmp_path, scheduler):
     """A raster whose tiles cannot be decoded fails with one line naming the block and the fix (exit 3),
@@ -870,6 +875,7 @@ def test_corrupt_input_is_one_line_error(tmp_path, scheduler):
     assert os.listdir(out) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
 def test_terminated_run_cleans_up_and_leaves_no_workers(tmp_path, sig):
     """SIGTERM (a scheduler's timeout) unwinds like Ctrl-C: exit 143, no staging folder or partial output,
@@ -913,6 +919,7 @@ def _cli(*args):
     return CliRunner().invoke(cli, ["vectorize", *map(str, args)])
 
 
+@pytest.mark.slow
 def test_cli_vectorize(tmp_path):
     src = write_classes(tmp_path / "landcover.tif", noisy())
     res = _cli(src, "-o", tmp_path / "lc.gpkg", "--min-area", "0.05ha", "--simplify", "10", "--block-size", "16")
@@ -927,6 +934,7 @@ def test_cli_vectorize(tmp_path):
     assert set(read(tmp_path / "trees.data", driver="GeoJSON")["class_name"]) == {"trees"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["float", "nocrs", "missing", "badarea", "badclass"])
 def test_cli_bad_input_is_one_line_without_traceback(tmp_path, kind):
     good = write_classes(tmp_path / "good.tif", noisy())
@@ -944,6 +952,7 @@ def test_cli_bad_input_is_one_line_without_traceback(tmp_path, kind):
     assert not (tmp_path / "o.gpkg").exists()
 
 
+@pytest.mark.slow
 def test_cli_warns_about_unnamed_class(tmp_path):
     src = write_classes(tmp_path / "lc.tif", np.full((10, 10), 9, np.uint8), names={})
     res = _cli(src, "-o", tmp_path / "lc.gpkg")
