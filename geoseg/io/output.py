@@ -207,19 +207,17 @@ def write_block(part_path: str, window: Window, data: np.ndarray) -> None:
         dst.write(data, window=RioWindow(window.col_off, window.row_off, window.width, window.height))
 
 
+def to_cog(src: str | os.PathLike, dst: str | os.PathLike, overview_resampling: str, **creation: str | int) -> None:
+    """Convert a finished GeoTIFF into a Cloud-Optimized GeoTIFF with GDAL's COG driver (DEFLATE; more
+    creation options in ``creation``).  Every COG geoseg writes goes through here."""
+    rasterio.shutil.copy(src, dst, driver="COG", COMPRESS="DEFLATE", OVERVIEW_RESAMPLING=overview_resampling,
+                         **creation)
+
+
 def build_cog(product: Product) -> str:
     """Convert the finished temporary GeoTIFF to a COG beside it (the caller renames it into place)."""
-    rasterio.shutil.copy(
-        product.part,
-        product.cog,
-        driver="COG",
-        COMPRESS="DEFLATE",
-        PREDICTOR="YES",
-        BLOCKSIZE=512,
-        OVERVIEW_RESAMPLING=product.overview_resampling,
-        BIGTIFF="IF_SAFER",
-        NUM_THREADS="ALL_CPUS",
-    )
+    to_cog(product.part, product.cog, product.overview_resampling, PREDICTOR="YES", BLOCKSIZE=512,
+           BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
     remove_quietly(product.part, product.part + ".lock")
     return product.cog
 

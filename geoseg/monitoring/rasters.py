@@ -1,7 +1,8 @@
 """GeoTIFFs on an AOI grid (observations, ``state.tif``, ``alerts_gfw.tif``), written atomically.
 
-The options are monitoring's own (tiled 256 px, DEFLATE; the COG with nearest overviews and no predictor),
-not :func:`geoseg.io.output.build_cog`'s, so the files stay byte-identical to earlier releases.
+The options are monitoring's own (tiled 256 px, DEFLATE; the COG with nearest overviews and no predictor,
+through :func:`geoseg.io.output.to_cog`), not a prediction product's, so the files stay byte-identical to
+earlier releases.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from geoseg._util.atomic import atomic_path, remove_quietly, temp_path
+from geoseg.io.output import to_cog
 from geoseg.io.warp import Grid
 
 __all__ = ["write_tif"]
@@ -39,7 +41,6 @@ def write_tif(path: Path, arrays: np.ndarray, grid: Grid, dtype: str, nodata: fl
               descriptions: Sequence[str] = (), tags: dict | None = None, cog: bool = False) -> None:
     """Write (bands,h,w) ``arrays`` on ``grid`` to ``path`` through a temporary file (fsync, rename);
     ``cog``: a tiled GeoTIFF first, converted by GDAL's COG driver into the temporary that is renamed."""
-    import rasterio.shutil
 
     with atomic_path(path) as tmp:
         if not cog:
@@ -48,6 +49,6 @@ def write_tif(path: Path, arrays: np.ndarray, grid: Grid, dtype: str, nodata: fl
             part = temp_path(path)  # ".<name>.<id>.tmp.tif": swept like the others after a kill
             try:
                 _write_gtiff(part, arrays, grid, dtype, nodata, descriptions, tags)
-                rasterio.shutil.copy(part, tmp, driver="COG", COMPRESS="DEFLATE", OVERVIEW_RESAMPLING="NEAREST")
+                to_cog(part, tmp, "NEAREST")
             finally:
                 remove_quietly(part, f"{part}.aux.xml")

@@ -157,7 +157,7 @@ def predict_scene(
         if job.vector_path is not None:
             from geoseg.vector.api import vectorize_raster
 
-            # forked worker processes where safe, else threads (see vectorize.fork_is_safe); a tcp://
+            # forked worker processes where safe, else threads (see geoseg.vector.workers.fork_is_safe); a tcp://
             # cluster is not used for this step
             vres = vectorize_raster(lc.final, job.vector_path, format=vector, overwrite=True, workers=job.workers,
                                     scheduler="synchronous" if job.scheduler == "synchronous" else "processes",
