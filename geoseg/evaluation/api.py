@@ -57,7 +57,7 @@ DEFAULT_BLOCK_SIZE = 1024
 # -- inputs -------------------------------------------------------------------------------------------
 
 
-def open_class_raster(path: str | os.PathLike, role: str, allow_ungeoreferenced: bool = False) -> ClassRaster:
+def open_evaluated_raster(path: str | os.PathLike, role: str, allow_ungeoreferenced: bool = False) -> ClassRaster:
     """Inspect a class raster; one-line InputError when missing, unreadable, multi-band or not integer."""
     import rasterio
     from rasterio.errors import RasterioIOError
@@ -264,8 +264,8 @@ def evaluate_rasters(
     execution = check_execution(scheduler, workers)
     ign = _ignore_tuple(ignore)
     explicit = resolve_classes(classes)
-    p = open_class_raster(pred, "prediction", allow_ungeoreferenced)
-    t = open_class_raster(truth, "truth", allow_ungeoreferenced)
+    p = open_evaluated_raster(pred, "prediction", allow_ungeoreferenced)
+    t = open_evaluated_raster(truth, "truth", allow_ungeoreferenced)
     counts, _ = _pair_counts(p, t, align, ign, block_size, execution, progress)
     if counts.confusion.total == 0:
         raise _no_pixels(f"{p.path} vs {t.path}")
@@ -313,7 +313,7 @@ def evaluate_model(
     model_path = resolve(model)
     card = read_card(model_path)
     names = {c.value: c.name for c in card.classes}
-    labels = [open_class_raster(it["label"], "label") for it in cfg["images"]]  # fail before any prediction
+    labels = [open_evaluated_raster(it["label"], "label") for it in cfg["images"]]  # fail before any prediction
     popts = dict(cfg["predict"])
     if device is not None:
         popts["device"] = device
@@ -323,7 +323,7 @@ def evaluate_model(
         for i, (item, label) in enumerate(zip(cfg["images"], labels)):
             res = predict_scene(item["image"], model_path, Path(tmp) / str(i), workers=execution.workers,
                                 scheduler=execution.scheduler, progress=progress, **popts)
-            pred = open_class_raster(res.landcover, "prediction")
+            pred = open_evaluated_raster(res.landcover, "prediction")
             counts, _ = _pair_counts(pred, label, do_align, ign, block_size, execution, False)
             m = compute_metrics(counts.confusion, names, set(names) - set(ign))
             summaries.append(InputSummary("(predicted)", label.path, m.pixels, counts.nodata, counts.ignored,

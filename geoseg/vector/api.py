@@ -64,7 +64,7 @@ from geoseg.vector.options import FORMATS, Options, check_options, parse_area, p
 from geoseg.vector.options import SCHEDULERS as SCHEDULERS
 from geoseg.vector.options import Format as Format
 from geoseg.vector.options import resolve_format as resolve_format
-from geoseg.vector.source import open_class_raster, style_categories
+from geoseg.vector.source import open_vector_source, style_categories
 from geoseg.vector.summary import ClassSummary, class_stats, present_classes, summary_rows, write_summary
 from geoseg.vector.summary import format_summary as format_summary
 from geoseg.vector.summary import summary_paths as summary_paths
@@ -340,7 +340,7 @@ def vectorize_raster(
     """
     t0 = time.perf_counter()
     opts = check_options(output, format, connectivity, block_size, scheduler, workers, min_area, simplify)
-    info = open_class_raster(raster, band)
+    info = open_vector_source(raster, band)
     model = area_model(info)
     pix_area, pix_side = pixel_size_m(info, model)
     selected = select_classes(classes, info.class_names)

@@ -50,9 +50,9 @@ class AreaModel:
 
 
 def area_model(info: ClassRaster) -> AreaModel:
-    """How to measure polygons of ``info`` (georeferenced: see :func:`~geoseg.vector.source.open_class_raster`)."""
+    """How to measure polygons of ``info`` (georeferenced: see :func:`~geoseg.vector.source.open_vector_source`)."""
     if not info.crs_wkt:
-        raise ValueError(f"{info.path} has no CRS")  # open_class_raster refused it already
+        raise ValueError(f"{info.path} has no CRS")  # open_vector_source refused it already
     crs = CRS.from_wkt(info.crs_wkt)
     if crs.is_projected:
         return AreaModel("projected", float(crs.linear_units_factor[1]), info.crs_wkt)

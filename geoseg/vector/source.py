@@ -43,7 +43,7 @@ def style_categories(info: ClassRaster, names: dict[int, str], present: np.ndarr
     return [Category(v, names.get(v, f"class_{v}"), info.colors[v]) for v in sorted(values)]
 
 
-def open_class_raster(path: str | os.PathLike, band: int = 1) -> ClassRaster:
+def open_vector_source(path: str | os.PathLike, band: int = 1) -> ClassRaster:
     """Inspect a class raster; one-line InputError naming the fix when it cannot be vectorized."""
     path = os.fspath(path)
     if not os.path.exists(path):
