@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.options import interactive, overwrite_option, quiet_option, run_command
+from geoseg.cli.options import (
+    block_size_option,
+    interactive,
+    overwrite_option,
+    quiet_option,
+    run_command,
+    scheduler_option,
+    workers_option,
+)
 
 
 @click.command()
@@ -34,11 +42,9 @@ from geoseg.cli.options import interactive, overwrite_option, quiet_option, run_
               help="A named minimum mapping unit: prodes = 6.25 ha.")
 @click.option("--connectivity", type=click.Choice(["4", "8"]), default="4", show_default=True,
               help="Pixel connectivity of the loss patches.")
-@click.option("--block-size", type=int, default=1024, show_default=True,
-              help="Window size in pixels, a multiple of 256 (the change raster's tile).")
-@click.option("--workers", type=int, help="Parallel dask workers (default: CPU cores).")
-@click.option("--scheduler", default="threads", show_default=True,
-              help="threads, processes, synchronous, or tcp://HOST:PORT.")
+@block_size_option(1024, "Window size in pixels, a multiple of 256 (the change raster's tile).")
+@workers_option
+@scheduler_option("threads, processes, synchronous, or tcp://HOST:PORT.")
 @overwrite_option
 @quiet_option
 @run_command

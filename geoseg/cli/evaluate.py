@@ -7,7 +7,15 @@ import math
 
 import click
 
-from geoseg.cli.options import interactive, overwrite_option, quiet_option, run_command
+from geoseg.cli.options import (
+    block_size_option,
+    interactive,
+    overwrite_option,
+    quiet_option,
+    run_command,
+    scheduler_option,
+    workers_option,
+)
 from geoseg.errors import ParameterError
 
 
@@ -27,9 +35,9 @@ from geoseg.errors import ParameterError
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Write every metric and the confusion matrix as JSON ('-': to stdout, no table).")
 @click.option("--confusion-png", type=click.Path(dir_okay=False), help="Write the confusion matrix as a PNG.")
-@click.option("--block-size", type=int, default=1024, show_default=True, help="Window size in pixels.")
-@click.option("--workers", type=int, help="Parallel dask workers (default: CPU cores).")
-@click.option("--scheduler", default="threads", show_default=True, help="threads, processes, or tcp://HOST:PORT.")
+@block_size_option(1024, "Window size in pixels.")
+@workers_option
+@scheduler_option()
 @click.option("--device", help="With --data: auto, cpu, cuda or cuda:N (default: the config's, else auto).")
 @click.option("--allow-ungeoreferenced", is_flag=True,
               help="Accept rasters without CRS/geotransform (then only their sizes must match).")

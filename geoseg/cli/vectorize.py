@@ -6,7 +6,15 @@ import warnings
 
 import click
 
-from geoseg.cli.options import interactive, overwrite_option, quiet_option, run_command
+from geoseg.cli.options import (
+    block_size_option,
+    interactive,
+    overwrite_option,
+    quiet_option,
+    run_command,
+    scheduler_option,
+    workers_option,
+)
 from geoseg.vector.options import FORMATS, SCHEDULERS
 
 FORMAT_CHOICES = tuple(FORMATS)  # gpkg, parquet, fgb, geojson
@@ -27,11 +35,11 @@ FORMAT_CHOICES = tuple(FORMATS)  # gpkg, parquet, fgb, geojson
 @click.option("--simplify", help="Coverage simplification tolerance in metres (e.g. 10) or pixels (e.g. 1.5px); "
               "no gaps or overlaps between neighbours.")
 @click.option("--classes", help="Only these classes, by name or value, e.g. trees,water or 1,0.")
-@click.option("--block-size", type=int, default=2048, show_default=True, help="Block size in pixels.")
-@click.option("--workers", type=int, help="Parallel dask workers (default: CPU cores).")
-@click.option("--scheduler", type=click.Choice(SCHEDULERS), default="processes",
-              show_default=True, help="dask scheduler: processes polygonize blocks in parallel (GDAL's polygonize "
-              "holds the GIL, so threads cannot).")
+@block_size_option(2048, "Block size in pixels.")
+@workers_option
+@scheduler_option(type=click.Choice(SCHEDULERS), default="processes",
+                  help="dask scheduler: processes polygonize blocks in parallel (GDAL's polygonize "
+                  "holds the GIL, so threads cannot).")
 @overwrite_option
 @quiet_option
 @run_command
