@@ -25,13 +25,11 @@ classes absent from both rasters are listed with NaN metrics.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +40,11 @@ from geoseg.errors import EmptySceneError, InputError, InputFileError, Parameter
 from geoseg.errors import GridMismatchError as GridMismatchError  # re-exported: tests import it here
 from geoseg.evaluation.data import PREDICT_OPTIONS as PREDICT_OPTIONS  # re-exported
 from geoseg.evaluation.data import load_data_config
-from geoseg.evaluation.metrics import Metrics, compute_metrics
+from geoseg.evaluation.metrics import compute_metrics
 from geoseg.evaluation.outputs import check_output_files as check_output_files  # re-exported (the CLI)
 from geoseg.evaluation.outputs import write_confusion_png as write_confusion_png  # re-exported
 from geoseg.evaluation.outputs import write_json as write_json  # re-exported
+from geoseg.evaluation.result import Evaluation, InputSummary
 from geoseg.evaluation.tasks import PairSpec, WindowCounts, run_windows
 from geoseg.evaluation.tasks import window_counts as window_counts  # re-exported
 from geoseg.io.grid import BlockGrid, check_block_size
@@ -109,63 +108,6 @@ def resolve_classes(classes: Any) -> dict[int, str]:
 
 
 # -- results ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class InputSummary:
-    """One prediction/truth pair of an evaluation."""
-
-    prediction: str
-    truth: str
-    pixels: int
-    nodata_pixels: int
-    ignored_pixels: int
-    pixel_accuracy: float
-    miou: float
-    image: str | None = None  # the scene, with evaluate_model
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    metrics: Metrics
-    inputs: tuple[InputSummary, ...]
-    aligned: bool
-    ignore: tuple[int, ...]
-    seconds: float
-    model: str | None = None
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def nodata_pixels(self) -> int:
-        return sum(i.nodata_pixels for i in self.inputs)
-
-    @property
-    def ignored_pixels(self) -> int:
-        return sum(i.ignored_pixels for i in self.inputs)
-
-    def to_json(self) -> dict[str, Any]:
-        def num(x: float) -> float | None:
-            return None if math.isnan(x) else float(x)
-
-        from geoseg._version import __version__
-
-        return {
-            "geoseg_version": __version__,
-            "model": self.model,
-            "inputs": [
-                {"prediction": i.prediction, "truth": i.truth, **({"image": i.image} if i.image else {}),
-                 "pixels": i.pixels, "nodata_pixels": i.nodata_pixels, "ignored_pixels": i.ignored_pixels,
-                 "pixel_accuracy": num(i.pixel_accuracy), "miou": num(i.miou)}
-                for i in self.inputs
-            ],
-            "aligned": self.aligned,
-            "ignore": list(self.ignore),
-            "nodata_pixels": self.nodata_pixels,
-            "ignored_pixels": self.ignored_pixels,
-            "seconds": round(self.seconds, 3),
-            "warnings": list(self.warnings),
-            **self.metrics.to_json(),
-        }
 
 
 # -- evaluation of a raster pair ---------------------------------------------------------------------

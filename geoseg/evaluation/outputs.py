@@ -17,7 +17,7 @@ from geoseg.evaluation.metrics import Metrics
 from geoseg.io.output import ensure_writable_dir
 
 if TYPE_CHECKING:
-    from geoseg.evaluation.api import Evaluation
+    from geoseg.evaluation.result import Evaluation
 
 __all__ = ["check_output_files", "write_json", "write_confusion_png"]
 

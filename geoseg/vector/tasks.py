@@ -273,16 +273,3 @@ def polygonize_task(spec: VectorizeSpec, index: int, sieved: object = None) -> B
     del lab, geoms, values, valid  # freed before the heap is trimmed
     trim_heap()  # a worker process keeps its heap between tasks, and may write the output next
     return result
-
-
-#: The seam merge's entry points, importable from here as before (lazily: geoseg.vector.merge imports this
-#: module).  Not its knobs (NUMPY_FINISH_VERTICES, ...): setting those here would silently change nothing.
-_MERGE_NAMES = ("merge_task", "MergeResult")
-
-
-def __getattr__(name: str) -> object:
-    if name in _MERGE_NAMES:
-        from geoseg.vector import merge
-
-        return getattr(merge, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
