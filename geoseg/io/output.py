@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,7 +180,22 @@ _TEMP_PATTERNS = (".*.part.*", ".*.cog.tif", ".*.cog.tif.aux.xml",
 
 
 @contextmanager
-def output_dir_lock(out_dir: str | os.PathLike) -> Iterator[None]:
+def folder_lock(folder: str | os.PathLike, lock_name: str, stale: Sequence[str], *, wait: bool = False,
+                busy: Callable[[], BaseException] | None = None, subfolders: Sequence[str] = ()) -> Iterator[None]:
+    """Hold ``folder/lock_name`` for a run and, once it is held, remove what a killed run left behind:
+    files matching the ``stale`` glob patterns in ``folder`` (and in its ``subfolders``).  Nobody else can be
+    writing them while we hold the lock.  Held by another run: ``busy()`` (or wait, with ``wait``)."""
+    d = Path(folder)
+    with file_lock(d / lock_name, wait=wait, busy=busy):
+        for where in (d, *(d / s for s in subfolders)):
+            for pattern in stale:
+                for path in where.glob(pattern):
+                    with suppress(OSError):
+                        path.unlink()
+        yield
+
+
+def output_dir_lock(out_dir: str | os.PathLike) -> AbstractContextManager[None]:
     """Hold ``OUT/.geoseg.lock`` for a whole run.
 
     A second run into the same folder fails at once with OutputLockedError (exit 75)
@@ -192,11 +207,7 @@ def output_dir_lock(out_dir: str | os.PathLike) -> Iterator[None]:
     def busy() -> OutputLockedError:
         return OutputLockedError(f"another geoseg run is writing into {d}; wait for it to finish or choose another -o")
 
-    with file_lock(d / ".geoseg.lock", wait=False, busy=busy):
-        for pattern in _TEMP_PATTERNS:
-            for stale in d.glob(pattern):
-                remove_quietly(str(stale))
-        yield
+    return folder_lock(d, ".geoseg.lock", _TEMP_PATTERNS, busy=busy)
 
 
 def write_block(part_path: str, window: Window, data: np.ndarray) -> None:

@@ -50,7 +50,7 @@ from geoseg.monitoring.alerts import ALERT_FIELDS, SUMMARY_FIELDS, derive_alerts
 from geoseg.monitoring.config import AOI, MonitorConfig, Scene, load_config
 from geoseg.monitoring.ledger import open_ledger
 from geoseg.monitoring.observation import OBS_NODATA, aoi_mask, grid_for, observe
-from geoseg.monitoring.run import CRASH_ENV, ITEM_NAME, aoi_lock, monitor_lock, remove_stale_temporaries, run_aoi
+from geoseg.monitoring.run import CRASH_ENV, ITEM_NAME, aoi_lock, monitor_lock, run_aoi
 from geoseg.monitoring.state_file import STATE_BANDS, STATE_DTYPES, Committed, fingerprint, read_state, write_state
 
 __all__ = ["MonitorConfig", "AOI", "Scene", "MonitorLockedError", "load_config", "run_monitor", "EXIT_LOCKED",
@@ -84,8 +84,7 @@ def _write_index(cfg: MonitorConfig, run_id: str) -> None:
 
     # Under the index lock, each writer reads the AOI items as they are when it writes, so the last
     # index written includes every AOI run that finished before it (each such run writes one after).
-    with monitor_lock(cfg.output / INDEX_LOCK, wait=True):
-        remove_stale_temporaries(cfg.output)  # a killed run's temporaries (we hold the lock)
+    with monitor_lock(cfg.output / INDEX_LOCK, wait=True):  # and removes a killed run's temporaries
         ids = [a.id for a in cfg.aois]
         atomic_write_text(cfg.output / CATALOG_NAME, dumps(monitor_catalog(cfg.output, ids)))
         atomic_write_text(cfg.output / INDEX_NAME, monitor_index_html(cfg.output, ids, run_id=run_id))

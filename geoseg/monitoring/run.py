@@ -11,7 +11,6 @@ the state does not include is processed again from the committed state, giving i
 
 from __future__ import annotations
 
-import contextlib
 import os
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -21,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from geoseg._util.atomic import atomic_write_text
-from geoseg._util.lock import file_lock
 from geoseg.errors import ConfigError, InputError, MonitorLockedError
+from geoseg.io.output import folder_lock
 from geoseg.io.warp import Grid
 from geoseg.monitoring import state as ms
 from geoseg.monitoring.alerts import (
@@ -76,27 +75,24 @@ def _crash_point(step: str) -> None:
 # -- the AOI folder ------------------------------------------------------------------------------------
 
 
-def monitor_lock(path: Path, wait: bool) -> AbstractContextManager[None]:
-    """An exclusive lock on ``path``; held by another run and not ``wait``: :class:`MonitorLockedError`."""
+#: What a run killed mid-write leaves in a monitoring folder (every write goes through _util.atomic).
+STALE = (".*.tmp*",)
+
+
+def monitor_lock(path: Path, wait: bool, subfolders: tuple[str, ...] = ()) -> AbstractContextManager[None]:
+    """An exclusive lock on ``path`` (held by another run and not ``wait``: :class:`MonitorLockedError`);
+    once held, a killed run's temporaries beside it (and in ``subfolders``) are removed."""
 
     def busy() -> MonitorLockedError:
         return MonitorLockedError(f"another geoseg monitor run holds {path}; it will pick up new scenes too, or "
                                   "rerun later or with --wait")
 
-    return file_lock(path, wait=wait, busy=busy)
+    return folder_lock(path.parent, path.name, STALE, wait=wait, busy=busy, subfolders=subfolders)
 
 
 def aoi_lock(folder: Path, wait: bool) -> AbstractContextManager[None]:
     """The AOI folder's lock: one run at a time works on an AOI."""
-    return monitor_lock(folder / ".lock", wait)
-
-
-def remove_stale_temporaries(*folders: Path) -> None:
-    """Temporaries of a run killed mid-write (we hold the lock, so none is in use)."""
-    for d in folders:
-        for p in d.glob(".*.tmp*"):
-            with contextlib.suppress(OSError):
-                p.unlink()
+    return monitor_lock(folder / ".lock", wait, subfolders=("observations",))
 
 
 def _write_item(folder: Path, aoi_id: str, run_id: str) -> None:
@@ -280,8 +276,7 @@ def _finish(r: _AoiRun) -> None:
 
 
 def _run_aoi_locked(cfg: MonitorConfig, aoi: AOI, run_id: str, folder: Path) -> dict[str, Any]:
-    (folder / "observations").mkdir(exist_ok=True)
-    remove_stale_temporaries(folder, folder / "observations")
+    (folder / "observations").mkdir(exist_ok=True)  # aoi_lock removed a killed run's temporaries
     r = _AoiRun(cfg, aoi, run_id, folder, Ledger(folder / "ledger.sqlite", aoi.id))
     try:
         _load_committed(r)
