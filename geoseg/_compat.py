@@ -41,6 +41,17 @@ MOVED: dict[str, str] = {
 }
 
 
+def forward_moved_name(old: str, new: str, name: str) -> Any:
+    """``old.name`` for a name that moved to module ``new`` (a package that was a module in 0.1)."""
+    if name.startswith("__"):
+        raise AttributeError(f"module {old!r} has no attribute {name!r}")
+    target = importlib.import_module(new)
+    if not hasattr(target, name):
+        raise AttributeError(f"module {old!r} has no attribute {name!r}")
+    warnings.warn(f"{old}.{name} is deprecated; import it from {new} instead", DeprecationWarning, stacklevel=3)
+    return getattr(target, name)
+
+
 class _Forward(importlib.abc.Loader):
     def __init__(self, new: str) -> None:
         self.new = new

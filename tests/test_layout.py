@@ -89,3 +89,15 @@ def test_no_function_is_too_long_without_a_reason():
                 if length > MAX_FUNCTION_LINES and not lines[first - 2].strip().startswith("# long:"):
                     offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({length} lines)")
     assert not offenders, "\n".join(offenders)
+
+
+def test_names_of_the_old_flat_predict_and_change_modules_still_resolve():
+    import geoseg.change
+    import geoseg.predict
+
+    with pytest.warns(DeprecationWarning, match="geoseg.change.parse_min_area is deprecated"):
+        assert geoseg.change.parse_min_area is importlib.import_module("geoseg.change.api").parse_min_area
+    with pytest.warns(DeprecationWarning, match="geoseg.predict.SIDECARS"):
+        assert "report.html" in geoseg.predict.SIDECARS
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        geoseg.change.nope  # noqa: B018
