@@ -14,7 +14,8 @@ import numpy as np
 from geoseg.change.classify import ForestRule, probability_scale, resolve_forest_values
 from geoseg.change.tasks import ChangeSpec, Layer
 from geoseg.errors import GridMismatchError, InputError, InputFileError, NotGeoreferencedError
-from geoseg.io.raster import SceneInfo, grid_differences, pixel_area_m2
+from geoseg.io.area import pixel_area_m2
+from geoseg.io.raster import SceneInfo, grid_differences
 
 __all__ = ["ChangeInputs", "plan_inputs", "inspect_input", "layer_of"]
 

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from geoseg._util.atomic import atomic_path, atomic_write_text
+from geoseg.io.area import area_model
 from geoseg.io.output import GPKG_DATASET_OPTIONS
-from geoseg.io.warp import Grid, reproject_geometry
+from geoseg.io.warp import Grid, reproject_geometry, to_crs
 from geoseg.monitoring import state as ms
 from geoseg.monitoring.config import Scene
 from geoseg.monitoring.observation import OBS_NODATA
@@ -42,12 +43,18 @@ def _iso(days: int) -> str:
 # -- deriving and merging ---------------------------------------------------------------------------------
 
 
-def _area_ha(geoms_crs: list, crs: Any) -> list[float]:
-    if crs.is_projected:
-        f = crs.linear_units_factor[1] ** 2
-        return [round(g.area * f / 1e4, 6) for g in geoms_crs]
+def _area_ha(geoms_crs: list, grid: Grid) -> list[float]:
+    """Ground areas (ha) of geometries in the grid's CRS: in its own units where it is equal-area at the
+    AOI's scale (:mod:`geoseg.io.area`), else geodesic on WGS84 (geographic CRSs, Web Mercator, ...)."""
     from pyproj import Geod
+    from rasterio.crs import CRS
 
+    model = area_model(grid.crs_wkt, grid.transform, grid.width, grid.height)
+    if model.kind == "projected":
+        return [round(g.area * model.factor**2 / 1e4, 6) for g in geoms_crs]
+    crs = CRS.from_wkt(grid.crs_wkt)
+    if not crs.is_geographic:
+        geoms_crs = [to_crs(g, crs, CRS.from_epsg(4326)) for g in geoms_crs]
     geod = Geod(ellps="WGS84")
     return [round(abs(geod.geometry_area_perimeter(g)[0]) / 1e4, 6) for g in geoms_crs]
 
@@ -99,7 +106,6 @@ def _alert_id(aoi_id: str, first_day: int, patch: Any) -> str:
 def derive_alerts(aoi_id: str, state: ms.PixelState, grid: Grid, min_area_ha: float = 0.0) -> list[dict]:
     """Alert polygons: 4-connected patches of pixels whose current event has the same first-loss date."""
     import shapely.affinity
-    from rasterio.crs import CRS
     from shapely.geometry import MultiPolygon
 
     active = np.isin(state.confidence, (ms.LOW, ms.HIGH, ms.REJECTED)) & (state.first_loss != ms.NONE)
@@ -109,7 +115,7 @@ def derive_alerts(aoi_id: str, state: ms.PixelState, grid: Grid, min_area_ha: fl
     cnt, n_high, n_low, last = _patch_counts(state, polys)
     g = grid.affine
     crs_geoms = [shapely.affinity.affine_transform(p, (g.a, g.b, g.d, g.e, g.c, g.f)) for p in polys]
-    areas = _area_ha(crs_geoms, CRS.from_wkt(grid.crs_wkt))
+    areas = _area_ha(crs_geoms, grid)
     out = []
     for i, (p, d) in enumerate(zip(polys, firsts), start=1):
         alert_id = _alert_id(aoi_id, d, p)
