@@ -46,12 +46,20 @@ from geoseg.predict.blend import BLEND_MODES
 @click.option("--acquired", help="Acquisition date/time of SCENE (e.g. 2016-09-27 or 2016-09-27T08:17:13Z), "
               "for the products' metadata and STAC datetime (default: from the scene's tags, e.g. "
               "SENSING_TIME, DATE_ACQUIRED or DATE).")
+@click.option("--input-scale", callback=lambda ctx, p, v: _scale(v),
+              help="Multiply the scene's values by this to get the model's units (e.g. 10 for reflectance x 1000 "
+              "against an x 10000 model), or 'auto' to apply what the input check detects.")
+@click.option("--input-offset", type=float,
+              help="Add this to the scene's values after --input-scale (e.g. -1000 for a Sentinel-2 baseline "
+              ">= 04.00 scene without its offset metadata; 0 to accept values the check doubts).")
+@click.option("--no-input-check", is_flag=True,
+              help="Do not compare the scene's values with the model's training data (experts).")
 @overwrite_option
 @quiet_option
 @run_command
 def predict(scene, model, output, bands, tile_size, overlap, blend, batch_size, block_size, workers, scheduler,
             device, no_amp, tta, probabilities, confidence, vector, min_area, simplify, allow_ungeoreferenced,
-            acquired, overwrite, quiet) -> None:
+            acquired, input_scale, input_offset, no_input_check, overwrite, quiet) -> None:
     """Predict a land-cover map of SCENE (a georeferenced multiband GeoTIFF)."""
     from geoseg.predict.api import predict_scene
 
@@ -62,17 +70,25 @@ def predict(scene, model, output, bands, tile_size, overlap, blend, batch_size, 
         amp=False if no_amp else None, tta=tta, probabilities=probabilities, confidence=confidence,
         overwrite=overwrite, allow_ungeoreferenced=allow_ungeoreferenced, acquired=acquired, progress=show,
         vector=vector, vector_options={"min_area": min_area, "simplify": simplify},
+        input_scale=input_scale, input_offset=input_offset, input_check=not no_input_check,
     )
     if show:
         print_summary(result)
+
+
+def _scale(value: str | None) -> float | str | None:
+    if value is None or value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number or 'auto'; e.g. --input-scale 10") from None
 
 
 def print_summary(result) -> None:
     """Class-area table of a finished prediction."""
     total = sum(result.class_pixels.values())
     click.echo(f"wrote {result.landcover} ({result.tiles} tiles, {result.seconds:.1f} s)")
-    if not result.trained_model:
-        click.secho("warning: the model is untrained; its classes are meaningless.", fg="yellow", err=True)
     area = result.pixel_area_m2
     click.echo(f"{'class':<22}{'pixels':>12}{'share':>8}" + (f"{'area ha':>12}" if area else ""))
     for name, n in result.class_pixels.items():

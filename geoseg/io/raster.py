@@ -19,7 +19,8 @@ from rasterio.env import get_gdal_config, set_gdal_config
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window as RioWindow
 
-from geoseg.errors import BandMismatchError, InputFileError, NotGeoreferencedError
+from geoseg.errors import BandMismatchError, InputError, InputFileError, NotGeoreferencedError
+from geoseg.io.area import pixel_area_m2 as pixel_area_m2  # re-exported: moved to io.area
 from geoseg.io.grid import Window
 
 #: GDAL's block cache per process, in bytes, unless the environment sets ``GDAL_CACHEMAX``.
@@ -56,6 +57,7 @@ class SceneInfo:
     nodata_only_mask: bool = False  # the only mask is the nodata value: test values, no mask read
     acquired: str | None = None  # acquisition time (ISO 8601 UTC) named by a dataset tag, see ACQUISITION_TAGS
     acquired_tag: str | None = None  # the tag it came from
+    level: str | None = None  # product level a scene reader declared (tag GEOSEG_LEVEL: L1C, L2A, ...)
 
     @property
     def georeferenced(self) -> bool:
@@ -135,6 +137,11 @@ def open_scene(path: str | os.PathLike, allow_ungeoreferenced: bool = False) -> 
             warnings.simplefilter("ignore", NotGeoreferencedWarning)  # reported below, as an error or not
             src = rasterio.open(path)
         with src:
+            if src.count == 0:
+                raise InputError(
+                    f"{path} has no raster band (GDAL opened it as a {src.driver} dataset); give a raster "
+                    "with image bands (a GeoTIFF, VRT, Sentinel-2 SAFE or STAC Item reader's output)"
+                )
             flags = src.mask_flag_enums
             acquired, acquired_tag = acquisition_time(src.tags()) or (None, None)
             info = SceneInfo(
@@ -151,6 +158,7 @@ def open_scene(path: str | os.PathLike, allow_ungeoreferenced: bool = False) -> 
                 nodata_only_mask=src.nodata is not None and all(set(f) == {MaskFlags.nodata} for f in flags),
                 acquired=acquired,
                 acquired_tag=acquired_tag,
+                level=src.tags().get("GEOSEG_LEVEL"),
             )
     except RasterioIOError:
         raise InputFileError(f"{path} is not a readable raster; give a GeoTIFF (or another GDAL raster)") from None
@@ -183,13 +191,23 @@ def class_names_from_tags(*tag_dicts: dict[str, str]) -> dict[int, str]:
 def match_bands(card_bands: Sequence[str], descriptions: Sequence[str | None], count: int) -> list[int]:
     """1-based input band indexes for the model's bands, matched by name (case-insensitive)."""
     names = [(d or "").strip() for d in descriptions]
+    n = len(card_bands)
     if not any(names):
-        if count == len(card_bands):
+        if count == n:
+            warnings.warn(f"the input's bands have no names (band descriptions): assuming they are the model's "
+                          f"{n} bands in its order, {','.join(card_bands)}; name them or pass --bands to be sure",
+                          UserWarning, stacklevel=3)
             return list(range(1, count + 1))
+        if count < n:
+            raise BandMismatchError(
+                f"this model needs these {n} bands ({','.join(card_bands)}) and the input has {count} unnamed "
+                f"bands; give a scene with all {n} (--bands can only choose among the input's {count}), "
+                "or another model"
+            )
         raise BandMismatchError(
-            f"the input has {count} unnamed bands but the model needs {len(card_bands)} "
-            f"({','.join(card_bands)}); pass --bands with {len(card_bands)} band numbers, e.g. --bands "
-            + ",".join(str(i + 1) for i in range(len(card_bands)))
+            f"the input has {count} unnamed bands but the model needs {n} "
+            f"({','.join(card_bands)}); pass --bands with {n} band numbers, e.g. --bands "
+            + ",".join(str(i + 1) for i in range(n))
         )
     lookup = {n.lower(): i + 1 for i, n in enumerate(names) if n}
     missing = [b for b in card_bands if b.lower() not in lookup]
@@ -217,28 +235,6 @@ def select_bands(info: SceneInfo, model_bands: Sequence[str], bands: Sequence[in
             f"--bands {','.join(map(str, bad))} out of range: the input has bands 1..{info.count}"
         )
     return bands
-
-
-def pixel_area_m2(crs_wkt: str | None, transform: Sequence[float], width: int, height: int) -> float | None:
-    """Area of one pixel in m²: exact in a projected CRS; in a geographic CRS the geodesic area of
-    the scene's centre pixel (an approximation that holds for scene-sized rasters); None without a CRS."""
-    from rasterio.crs import CRS
-
-    if not crs_wkt:
-        return None
-    crs = CRS.from_wkt(crs_wkt)
-    a, b, c, d, e, f = transform[:6]
-    if crs.is_projected:
-        return abs(a * e - b * d) * float(crs.linear_units_factor[1]) ** 2
-    if not crs.is_geographic:
-        return None
-    from pyproj import Geod
-
-    col, row = width // 2, height // 2
-    corners = [(col, row), (col + 1, row), (col + 1, row + 1), (col, row + 1)]
-    lons = [c + a * x + b * y for x, y in corners]
-    lats = [f + d * x + e * y for x, y in corners]
-    return abs(Geod(ellps="WGS84").polygon_area_perimeter(lons, lats)[0])
 
 
 def read_band(src: rasterio.DatasetReader, band: int, window: Window, masked: bool) -> tuple[np.ndarray, np.ndarray]:

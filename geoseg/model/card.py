@@ -73,6 +73,36 @@ class Normalization:
 
 
 @dataclass(frozen=True)
+class InputSpec:
+    """What the network's input values mean: the sensor and product level it was trained on, the physical
+    quantity, and how the card's DN map to it (``physical = DN * dn_scale + dn_offset``)."""
+
+    sensor: str | None = None  # e.g. "sentinel-2"
+    level: str | None = None  # e.g. "L1C", "L2A"
+    quantity: str | None = None  # "toa_reflectance" or "surface_reflectance"
+    dn_scale: float = 1.0
+    dn_offset: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Any) -> InputSpec:
+        if not isinstance(d, dict):
+            raise ModelPackageError("the card's 'input' must be an object {sensor, level, quantity, dn_scale, "
+                                    "dn_offset}; fix the JSON")
+        unknown = set(d) - {"sensor", "level", "quantity", "dn_scale", "dn_offset"}
+        if unknown:
+            raise ModelPackageError(f"the card's 'input' has unknown keys {sorted(unknown)}; valid: sensor, level, "
+                                    "quantity, dn_scale, dn_offset")
+        scale = float(d.get("dn_scale", 1.0))
+        if not scale > 0:
+            raise ModelPackageError(f"the card's input dn_scale {scale} must be > 0")
+        return cls(sensor=d.get("sensor"), level=d.get("level"), quantity=d.get("quantity"), dn_scale=scale,
+                   dn_offset=float(d.get("dn_offset", 0.0)))
+
+
+@dataclass(frozen=True)
 class ModelCard:
     id: str
     architecture: str
@@ -90,6 +120,7 @@ class ModelCard:
     description: str = ""
     arch_params: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # metrics, training data, ... (kept verbatim)
+    input: InputSpec | None = None  # what input values mean; None: undeclared (no radiometric check)
 
     @property
     def in_channels(self) -> int:
@@ -127,6 +158,8 @@ class ModelCard:
             "output_stride": self.output_stride,
             "gsd_m": self.gsd_m,
         }
+        if self.input is not None:
+            d["input"] = self.input.to_json()
         d.update(self.extra)
         return d
 
@@ -157,7 +190,7 @@ class ModelCard:
         known = {
             "geoseg_model_format", "id", "version", "description", "trained", "architecture", "encoder",
             "arch_params", "in_channels", "bands", "classes", "normalization", "input_nodata", "tile_size",
-            "overlap", "output_stride", "gsd_m",
+            "overlap", "output_stride", "gsd_m", "input",
         }
         try:
             return cls(
@@ -176,6 +209,7 @@ class ModelCard:
                 overlap=int(d.get("overlap", 64)),
                 output_stride=int(d.get("output_stride", 32)),
                 gsd_m=None if d.get("gsd_m") is None else float(d["gsd_m"]),
+                input=None if d.get("input") is None else InputSpec.from_json(d["input"]),
                 extra={k: v for k, v in d.items() if k not in known},
             )
         except (TypeError, ValueError) as e:

@@ -25,6 +25,7 @@ from geoseg._util.execution import check_execution, default_workers
 from geoseg._util.progress import make_progress
 from geoseg._version import __version__
 from geoseg.errors import EmptySceneError, ParameterError
+from geoseg.io.area import pixel_area_m2
 from geoseg.io.grid import Block, TilePlan, plan_blocks, plan_tiles
 from geoseg.io.output import (
     NODATA,
@@ -35,7 +36,8 @@ from geoseg.io.output import (
     landcover_product,
     percent_product,
 )
-from geoseg.io.raster import SceneInfo, configure_gdal_cache, open_scene, parse_datetime, pixel_area_m2, select_bands
+from geoseg.io.radiometry import InputTransform, decide_transform
+from geoseg.io.raster import SceneInfo, configure_gdal_cache, open_scene, parse_datetime, select_bands
 from geoseg.io.run import RunFolder
 from geoseg.model.card import ModelCard
 from geoseg.model.package import read_card, resolve
@@ -106,6 +108,9 @@ def predict_scene(
     vector: str | None = None,
     vector_options: dict | None = None,
     acquired: str | None = None,
+    input_scale: float | str | None = None,
+    input_offset: float | None = None,
+    input_check: bool = True,
     progress: bool | None = None,
 ) -> PredictResult:
     """Predict a land-cover map of ``scene`` with ``model`` into ``out_dir``.
@@ -126,6 +131,11 @@ def predict_scene(
     UTC); by default read from the scene's tags (:data:`geoseg.raster.ACQUISITION_TAGS`).  It is written
     into every product (tag ``ACQUISITION_DATETIME``), ``run.json`` and the STAC item's ``datetime``.
 
+    ``input_scale``/``input_offset``: map the scene's DN to the model's (``dn * scale + offset``), or
+    ``input_scale="auto"`` to apply what the statistics check detects; by default the scene's band
+    scale/offset metadata is used, else the check refuses values that do not look like the model's training
+    data (:mod:`geoseg.io.radiometry`); ``input_check=False`` skips it.  Recorded in ``run.json``.
+
     ``progress=None`` shows a progress bar only on an interactive terminal.
     """
     t0 = time.perf_counter()
@@ -134,7 +144,7 @@ def predict_scene(
                 batch_size=batch_size, block_size=block_size, workers=workers, scheduler=scheduler, device=device,
                 amp=amp, probabilities=probabilities, confidence=confidence,
                 allow_ungeoreferenced=allow_ungeoreferenced, tta=tta, vector=vector, vector_options=vector_options,
-                acquired=acquired)
+                acquired=acquired, input_scale=input_scale, input_offset=input_offset, input_check=input_check)
     out = job.out
     with RunFolder(out, job.names, overwrite) as run:  # one run per folder; removes a killed run's temporaries
         products = _products(job, run.run_id)
@@ -212,13 +222,15 @@ class _Job:
     confidence: bool
     vector_path: Path | None
     vector_options: dict
+    radiometry: InputTransform
 
 
 def _plan(scene: str | os.PathLike, model: str | os.PathLike, out_dir: str | os.PathLike, *,
           bands: Sequence[int] | None, tile_size: int | None, overlap: int | None, blend: str,
           batch_size: int | None, block_size: int, workers: int | None, scheduler: str, device: str,
           amp: bool | None, probabilities: bool, confidence: bool, allow_ungeoreferenced: bool, tta: str,
-          vector: str | None, vector_options: dict | None, acquired: str | None) -> _Job:
+          vector: str | None, vector_options: dict | None, acquired: str | None,
+          input_scale: float | str | None = None, input_offset: float | None = None, input_check: bool = True) -> _Job:
     """Validate the model, scene, bands and every option, and plan tiles and blocks (no output yet)."""
     from geoseg.model.runtime import TTA_MODES, select_device  # torch
 
@@ -226,6 +238,7 @@ def _plan(scene: str | os.PathLike, model: str | os.PathLike, out_dir: str | os.
     card: ModelCard = read_card(model_path)
     info = open_scene(scene, allow_ungeoreferenced=allow_ungeoreferenced)
     band_idx = select_bands(info, card.bands, bands)
+    radiometry = _radiometry(info, card, band_idx, input_scale, input_offset, input_check)
     when, acquired_from = _acquisition(info, acquired)
     if blend not in BLEND_MODES:
         raise ParameterError(f"unknown blend mode {blend!r}; choose one of {', '.join(BLEND_MODES)}")
@@ -256,7 +269,27 @@ def _plan(scene: str | os.PathLike, model: str | os.PathLike, out_dir: str | os.
                 plan=plan, blocks=blocks, scheduler=ex.scheduler, workers=ex.workers, device=str(dev), amp=amp,
                 batch_size=batch_size, torch_threads=torch_threads, tta=tta, block_size=block_size,
                 probabilities=probabilities, confidence=confidence, vector_path=vector_path,
-                vector_options=vector_options)
+                vector_options=vector_options, radiometry=radiometry)
+
+
+def _radiometry(info: SceneInfo, card: ModelCard, band_idx: Sequence[int], input_scale: float | str | None,
+                input_offset: float | None, input_check: bool) -> InputTransform:
+    """How the scene's DN become the card's (:func:`geoseg.io.radiometry.decide_transform`), with warnings for
+    an untrained model and a product level other than the card's."""
+    if not card.trained:
+        warnings.warn(f"model {card.id} is untrained (random weights): its classes are meaningless; train it "
+                      "(geoseg train) or use a trained package", UserWarning, stacklevel=4)
+    spec = card.input
+    means = card.normalization.a if spec is not None and card.normalization.kind == "meanstd" else None
+    transform = decide_transform(info.path, band_idx, card.bands, means=means,
+                                 dn_scale=spec.dn_scale if spec else None, dn_offset=spec.dn_offset if spec else 0.0,
+                                 input_scale=input_scale, input_offset=input_offset, check=input_check)
+    level = info.level
+    if spec is not None and spec.level and level and level.upper() != spec.level.upper():
+        warnings.warn(f"{info.path} is a {level} product but model {card.id} was trained on {spec.level}: "
+                      "expect class shifts (e.g. surface reflectance is darker than top-of-atmosphere)",
+                      UserWarning, stacklevel=4)
+    return transform
 
 
 def _acquisition(info: SceneInfo, acquired: str | None) -> tuple[str | None, str | None]:
@@ -339,6 +372,8 @@ def _execute(job: _Job, products: list[Product], progress: bool | None) -> np.nd
         probabilities_part=part.get("probabilities"),
         confidence_part=part.get("confidence"),
         tta=job.tta,
+        input_scale=None if job.radiometry.is_identity else job.radiometry.scale,
+        input_offset=None if job.radiometry.is_identity else job.radiometry.offset,
     )
     bar = make_progress(len(job.plan), "tiles", progress)
     with warnings.catch_warnings():
@@ -370,6 +405,7 @@ def _record(job: _Job, run_id: str, products: list[Product], class_pixels: dict[
         "acquired": job.acquired,
         "acquired_from": job.acquired_from,
         "bands": job.band_idx,
+        "radiometry": job.radiometry.to_json(),
         "model": {"id": card.id, "version": card.version, "path": str(job.model_path.resolve()),
                   "trained": card.trained, "architecture": card.architecture, "encoder": card.encoder},
         "classes": [asdict(c) for c in card.classes],

@@ -44,6 +44,9 @@ class RunSpec:
     probabilities_part: str | None = None
     confidence_part: str | None = None
     tta: str = "none"
+    # card_dn = dn * input_scale + input_offset per band (geoseg.io.radiometry); None: the DN as read
+    input_scale: tuple[float, ...] | None = None
+    input_offset: tuple[float, ...] | None = None
 
     @property
     def n_classes(self) -> int:
@@ -84,6 +87,9 @@ def predict_tiles(spec: RunSpec, tiles: Sequence[Tile]) -> dict[int, list[Piece]
         x = np.zeros((spec.batch_size, len(spec.bands), h, w), dtype=np.float32)
         for k, i in enumerate(chunk):
             data, valid = reads[i]
+            if spec.input_scale is not None and spec.input_offset is not None:
+                data = data * np.asarray(spec.input_scale, np.float32)[:, None, None] \
+                    + np.asarray(spec.input_offset, np.float32)[:, None, None]
             xn = norm.apply(data)
             xn[:, ~valid] = 0.0
             x[k] = xn
