@@ -281,7 +281,8 @@ def _radiometry(info: SceneInfo, card: ModelCard, band_idx: Sequence[int], input
                       "(geoseg train) or use a trained package", UserWarning, stacklevel=4)
     spec = card.input
     means = card.normalization.a if spec is not None and card.normalization.kind == "meanstd" else None
-    transform = decide_transform(info.path, band_idx, card.bands, means=means,
+    stds = card.normalization.b if means is not None else None
+    transform = decide_transform(info.path, band_idx, card.bands, means=means, stds=stds,
                                  dn_scale=spec.dn_scale if spec else None, dn_offset=spec.dn_offset if spec else 0.0,
                                  input_scale=input_scale, input_offset=input_offset, check=input_check)
     level = info.level
