@@ -1,4 +1,4 @@
-"""``geoseg model init`` and ``geoseg model info``."""
+"""``geoseg model init``, ``geoseg model info`` and ``geoseg model bench``."""
 
 from __future__ import annotations
 
@@ -106,3 +106,27 @@ def info(package: str, as_json: bool) -> None:
         click.echo(f"{key:<9} {json.dumps(value) if not isinstance(value, str) else value}")
     if not card.trained:
         click.echo("note: this model is untrained; its class maps are meaningless.")
+
+
+@model.command("bench")
+@click.argument("package", default="default")
+@click.option("--batch-sizes", default="1,2,4", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--tile-size", type=int, help="Tile side (default: the card's tile size).")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Timed forwards per case (median).")
+@click.option("--threads", type=int, help="Intra-op threads (default: every CPU).")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
+@run_command
+def bench(package: str, batch_sizes: str, tile_size: int | None, repeats: int, threads: int | None,
+          as_json: bool) -> None:
+    """Bare-forward Mpx/s of each installed runtime on this machine (CPU), and its class agreement and
+    max probability difference with torch eager on a fixed input (real data when shipped)."""
+    from geoseg.model.bench import dumps, format_table, run_bench
+
+    try:
+        batches = tuple(int(b) for b in batch_sizes.split(",") if b.strip())
+    except ValueError:
+        raise ParameterError("--batch-sizes must be comma-separated integers, e.g. 1,2,4") from None
+    if not batches or min(batches) < 1 or repeats < 1:
+        raise ParameterError("--batch-sizes and --repeats must be positive")
+    result = run_bench(package, batches, tile_size, repeats, threads)
+    click.echo(dumps(result) if as_json else format_table(result))

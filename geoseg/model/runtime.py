@@ -1,21 +1,30 @@
-"""Running a loaded model on normalised tile batches: device choice, AMP, pinned memory.
+"""Running a model package on normalised tile batches, on the runtime chosen for the device.
 
-One :class:`Predictor` per (package, device) per process, cached, so dask tasks
-that receive only a path do not reload weights for every batch.
+One predictor per (package, device, runtime, precision, threads) per process,
+cached, so dask tasks that receive only a path do not reload weights (or rebuild
+an inference session) for every batch.  Importing this module does not import
+torch: the torch runtime (:mod:`geoseg.model.torch_backend`) is imported when it
+is used, so ONNX Runtime / OpenVINO workers never load it.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from geoseg.errors import ParameterError
-from geoseg.model.card import ModelCard
-from geoseg.model.package import load_model
+from geoseg.model.backends import PRECISIONS, RUNTIMES, build_predictor, check_precision, resolve_runtime
+
+if TYPE_CHECKING:  # pragma: no cover
+    from geoseg.model.torch_backend import Predictor
+
+__all__ = ["DEVICES", "PRECISIONS", "RUNTIMES", "TTA_MODES", "Predictor", "configure_threads", "get_predictor",
+           "predict_tta", "resolve_runtime", "select_device"]
 
 DEVICES = ("auto", "cpu", "cuda")
 TTA_MODES = ("none", "flips", "d4")
@@ -27,7 +36,7 @@ _TTA = {
 }
 
 
-def predict_tta(predictor: Predictor, x: np.ndarray, mode: str = "none") -> np.ndarray:
+def predict_tta(predictor: Any, x: np.ndarray, mode: str = "none") -> np.ndarray:
     """Probabilities averaged over flipped/rotated copies of ``x``, each mapped back before averaging.
 
     ``x``: (B, C, H, W).  Rotations keep H and W multiples of the output stride, so
@@ -50,75 +59,65 @@ def predict_tta(predictor: Predictor, x: np.ndarray, mode: str = "none") -> np.n
     return acc
 
 
-def select_device(name: str = "auto") -> torch.device:
+def select_device(name: str = "auto") -> Any:  # a torch.device
     """``auto`` is CUDA when available, else CPU; ``cuda`` / ``cuda:N`` fail clearly without a GPU."""
-    name = (name or "auto").lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ParameterError("--device cuda was requested but no CUDA device is available; use --device cpu")
-        dev = torch.device(name)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ParameterError(
-                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0..."
-            )
-        return dev
-    raise ParameterError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
+    from geoseg.model.torch_backend import select_device as select
+
+    return select(name)
 
 
-class Predictor:
-    """Softmax probabilities for batches of normalised tiles, on one device."""
+def __getattr__(name: str) -> Any:
+    if name == "Predictor":  # the torch Predictor, importable from here as before
+        from geoseg.model.torch_backend import Predictor
 
-    def __init__(self, card: ModelCard, net: torch.nn.Module, device: torch.device, amp: bool | None = None):
-        self.card = card
-        self.device = device
-        self.net = net.to(device).eval()
-        self.amp = (device.type == "cuda") if amp is None else (amp and device.type == "cuda")
-        self.amp_dtype = (
-            torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
-        )
-        # One forward at a time per process and device.  On the CPU the forward pass uses every
-        # intra-op thread, so concurrent forwards would only multiply activation memory; the
-        # other dask threads meanwhile read, blend and write.  On CUDA it serialises the stream.
-        self._lock = threading.Lock()
+        return Predictor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    @torch.inference_mode()
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """``x``: (B, C, H, W) float32 normalised input -> (B, K, H, W) float32 probabilities."""
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        if self.device.type == "cuda":
-            t = t.pin_memory().to(self.device, non_blocking=True)
-            with self._lock:
-                with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.amp):
-                    logits = self.net(t)
-                probs = torch.softmax(logits.float(), dim=1)
-                return probs.cpu().numpy()
-        with self._lock:
-            logits = self.net(t)
-            return torch.softmax(logits.float(), dim=1).numpy()
+
+_threads: int | None = None
 
 
 def configure_threads(n_threads: int) -> None:
-    """Torch intra-op threads for this process (called once per worker process/scheduler)."""
-    n = max(1, int(n_threads))
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
+    """Intra-op threads for this process (torch, and the ONNX Runtime / OpenVINO sessions made after it)."""
+    global _threads
+    _threads = max(1, int(n_threads))
+    if "torch" in sys.modules:
+        from geoseg.model.torch_backend import set_threads
+
+        set_threads(_threads)
+
+
+def _threads_now() -> int:
+    return _threads if _threads is not None else (os.cpu_count() or 1)
 
 
 @functools.lru_cache(maxsize=4)
-def _cached(path: str, mtime: float, device: str, amp: bool | None) -> Predictor:
-    card, net = load_model(path)
-    return Predictor(card, net, torch.device(device), amp)
+def _cached(path: str, mtime: float, device: str, amp: bool | None, runtime: str, precision: str,
+            threads: int) -> Any:
+    if runtime == "torch":
+        from geoseg.model.torch_backend import set_threads, torch_predictor
+
+        if _threads is not None:
+            set_threads(_threads)
+        return torch_predictor(path, device, amp)
+    return build_predictor(path, runtime, precision, threads)
 
 
 _cache_lock = threading.Lock()
 
 
-def get_predictor(path: str, device: str, amp: bool | None = None) -> Predictor:
-    """The process-wide Predictor for a package path (reloaded if the package changed on disk)."""
+def get_predictor(path: str, device: str, amp: bool | None = None, runtime: str = "torch",
+                  precision: str = "f32") -> Any:
+    """The process-wide predictor for a package path (reloaded if the package changed on disk).
+
+    ``runtime``: ``auto``, ``torch`` (the default: today's path), ``onnxruntime`` or
+    ``openvino``; ``precision``: ``f32`` or ``bf16`` (OpenVINO on a BF16 CPU only).
+    The result is called as ``predictor(x)`` -> probabilities and has ``.card``,
+    ``.runtime`` and ``.precision``.
+    """
+    concrete = resolve_runtime(runtime, device)
+    prec = check_precision(precision, concrete)
     mtime = os.stat(path).st_mtime
+    threads = 0 if concrete == "torch" else _threads_now()
     with _cache_lock:
-        return _cached(os.path.abspath(path), mtime, device, amp)
+        return _cached(os.path.abspath(path), mtime, device, amp, concrete, prec, threads)

@@ -1,0 +1,172 @@
+"""Inference runtimes other than torch: ONNX Runtime and OpenVINO on the CPU, and choosing one.
+
+Importing this module, and running a model through ONNX Runtime or OpenVINO
+from a cached graph, never imports torch (see :mod:`geoseg.model.export`).
+Each predictor has the contract of :class:`geoseg.model.runtime.Predictor`:
+``predictor(x)`` with ``x`` (B, C, H, W) float32 normalised -> (B, K, H, W)
+float32 softmax probabilities, and ``.card``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import platform
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from geoseg.errors import ParameterError
+from geoseg.model.card import ModelCard
+from geoseg.model.package import read_card
+
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
+PRECISIONS = ("f32", "bf16")
+_MODULES = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+
+def installed_runtimes() -> list[str]:
+    """The concrete runtimes importable here (``torch`` first)."""
+    return [r for r, mod in _MODULES.items() if importlib.util.find_spec(mod) is not None]
+
+
+def is_x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_has_bf16() -> bool:
+    """Native BF16 arithmetic on this CPU (AVX512-BF16 or AMX-BF16)."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def _device_type(device: str) -> str:
+    """``cpu`` or ``cuda`` for a device name; ``auto`` asks torch (only when torch is installed)."""
+    name = (device or "auto").lower()
+    if name == "auto":
+        if importlib.util.find_spec("torch") is None:
+            return "cpu"
+        from geoseg.model.torch_backend import cuda_available
+
+        return "cuda" if cuda_available() else "cpu"
+    return "cuda" if name.startswith("cuda") else name
+
+
+def resolve_runtime(runtime: str, device: str = "auto") -> str:
+    """The concrete runtime for ``runtime`` on ``device``; one-line ParameterError listing the choices.
+
+    ``auto``: torch on CUDA; on the CPU OpenVINO (x86, when installed), else ONNX
+    Runtime when installed, else torch.  ONNX Runtime and OpenVINO run on the CPU only.
+    """
+    name = (runtime or "auto").lower()
+    have = installed_runtimes()
+    if name not in RUNTIMES:
+        raise ParameterError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)} "
+                             f"(installed here: {', '.join(have)})")
+    if name == "auto":
+        if _device_type(device) == "cuda":
+            return "torch"
+        if "openvino" in have and is_x86():
+            return "openvino"
+        return "onnxruntime" if "onnxruntime" in have else "torch"
+    if name not in have:
+        raise ParameterError(f"runtime {name} is not installed (pip install 'geoseg[{name.replace('runtime', '')}]'); "
+                             f"installed here: {', '.join(['auto', *have])}")
+    if name != "torch" and (device or "auto").lower().startswith("cuda"):
+        raise ParameterError(f"runtime {name} runs on the CPU only; use --device cpu or --runtime torch")
+    return name
+
+
+def check_precision(precision: str, runtime: str) -> str:
+    """``f32`` anywhere; ``bf16`` only with OpenVINO on a CPU with native BF16/AMX."""
+    p = (precision or "f32").lower()
+    if p not in PRECISIONS:
+        raise ParameterError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if p == "bf16":
+        if runtime != "openvino":
+            raise ParameterError(f"--precision bf16 needs --runtime openvino (not {runtime}); use --precision f32")
+        if not cpu_has_bf16():
+            raise ParameterError("--precision bf16 needs a CPU with native BF16 (avx512_bf16 or amx_bf16 "
+                                 "in /proc/cpuinfo); this one has neither: use --precision f32")
+    return p
+
+
+class OnnxPredictor:
+    """ONNX Runtime, CPU execution provider, ``threads`` intra-op threads."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, card: ModelCard, graph: Path, threads: int):
+        import onnxruntime as ort
+
+        self.card = card
+        self.precision = "f32"
+        self.graph = graph
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, threads)
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(graph), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.version = ort.__version__
+        self._lock = threading.Lock()  # one forward at a time per process, as the torch Predictor
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        with self._lock:
+            (y,) = self.session.run(["probs"], {"x": x})
+        return np.asarray(y, dtype=np.float32)
+
+
+class OpenVinoPredictor:
+    """OpenVINO on the CPU, inference precision pinned (``f32`` unless ``bf16`` was asked for)."""
+
+    runtime = "openvino"
+
+    def __init__(self, card: ModelCard, graph: Path, threads: int, precision: str = "f32"):
+        import openvino as ov
+
+        self.card = card
+        self.precision = precision
+        self.graph = graph
+        core = ov.Core()
+        config = {
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "INFERENCE_NUM_THREADS": str(max(1, threads)),
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        self.compiled = core.compile_model(core.read_model(str(graph)), "CPU", config)
+        self.version = ov.get_version()
+        self._lock = threading.Lock()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        with self._lock:
+            request = self.compiled.create_infer_request()
+            request.infer({0: x})
+            y = request.get_output_tensor(0).data
+            return np.array(y, dtype=np.float32, copy=True)
+
+
+def build_predictor(path: str, runtime: str, precision: str, threads: int) -> OnnxPredictor | OpenVinoPredictor:
+    """A new ONNX Runtime / OpenVINO predictor for a package (exporting its graph on first use)."""
+    from geoseg.model.export import onnx_file, openvino_file
+
+    card = read_card(path)
+    if runtime == "onnxruntime":
+        return OnnxPredictor(card, onnx_file(path), threads)
+    if runtime == "openvino":
+        return OpenVinoPredictor(card, openvino_file(path), threads, precision)
+    raise ParameterError(f"build_predictor: {runtime!r} is not an exported runtime")

@@ -1,0 +1,95 @@
+"""The torch runtime: a loaded network run eagerly (``inference_mode``; channels_last on the CPU; AMP and
+pinned memory on CUDA).  Imported only when the torch runtime is used (:mod:`geoseg.model.runtime` is
+torch-free at import)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+
+from geoseg.errors import ParameterError
+from geoseg.model.card import ModelCard
+
+#: channels_last on the CPU by default: off, so ``runtime="torch"`` keeps today's bytes; it is faster but
+#: not bit-identical (measured in docs/runtimes.md); ``Predictor(channels_last=True)`` opts in.
+CPU_CHANNELS_LAST = False
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` is CUDA when available, else CPU; ``cuda`` / ``cuda:N`` fail clearly without a GPU."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ParameterError("--device cuda was requested but no CUDA device is available; use --device cpu")
+        dev = torch.device(name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ParameterError(
+                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0..."
+            )
+        return dev
+    raise ParameterError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
+
+
+class Predictor:
+    """Softmax probabilities for batches of normalised tiles, on one device."""
+
+    runtime = "torch"
+    precision = "f32"
+
+    def __init__(self, card: ModelCard, net: torch.nn.Module, device: torch.device, amp: bool | None = None,
+                 channels_last: bool | None = None):
+        self.card = card
+        self.device = device
+        self.channels_last = (device.type == "cpu" and CPU_CHANNELS_LAST) if channels_last is None \
+            else channels_last
+        net = net.to(device).eval()
+        self.net = net.to(memory_format=torch.channels_last) if self.channels_last else net
+        self.amp = (device.type == "cuda") if amp is None else (amp and device.type == "cuda")
+        self.amp_dtype = (
+            torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+        )
+        if self.amp:
+            self.precision = "amp-" + ("bf16" if self.amp_dtype == torch.bfloat16 else "f16")
+        # One forward at a time per process and device.  On the CPU the forward pass uses every
+        # intra-op thread, so concurrent forwards would only multiply activation memory; the
+        # other dask threads meanwhile read, blend and write.  On CUDA it serialises the stream.
+        self._lock = threading.Lock()
+
+    @torch.inference_mode()
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``x``: (B, C, H, W) float32 normalised input -> (B, K, H, W) float32 probabilities."""
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+            with self._lock:
+                with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.amp):
+                    logits = self.net(t)
+                probs = torch.softmax(logits.float(), dim=1)
+                return probs.cpu().numpy()
+        if self.channels_last:
+            t = t.contiguous(memory_format=torch.channels_last)
+        with self._lock:
+            logits = self.net(t)
+            return np.ascontiguousarray(torch.softmax(logits.float(), dim=1).numpy())
+
+
+def cuda_available() -> bool:
+    return bool(torch.cuda.is_available())
+
+
+def set_threads(n: int) -> None:
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def torch_predictor(path: str, device: str, amp: bool | None, channels_last: bool | None = None) -> Predictor:
+    from geoseg.model.package import load_model
+
+    card, net = load_model(path)
+    return Predictor(card, net, torch.device(device), amp, channels_last)
