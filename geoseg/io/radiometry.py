@@ -27,7 +27,7 @@ import rasterio
 
 from geoseg.errors import BandMismatchError, InputError, ParameterError
 
-__all__ = ["InputTransform", "SceneStats", "sample_stats", "diagnose", "decide_transform"]
+__all__ = ["InputTransform", "SceneStats", "apply_transform", "sample_stats", "diagnose", "decide_transform"]
 
 #: The decimated sample of the statistics check: at most this many pixels a side.
 SAMPLE_SIDE = 512
@@ -56,17 +56,17 @@ class InputTransform:
     def is_identity(self) -> bool:
         return all(s == 1.0 for s in self.scale) and all(o == 0.0 for o in self.offset)
 
-    def apply(self, data: np.ndarray) -> np.ndarray:
-        """``data`` (bands, h, w) float32 mapped to the card's DN (in place when it is float32)."""
-        if self.is_identity:
-            return data
-        data *= np.asarray(self.scale, np.float32)[:, None, None]
-        data += np.asarray(self.offset, np.float32)[:, None, None]
-        return data
-
     def to_json(self) -> dict:
         return {"source": self.source, "scale": list(self.scale), "offset": list(self.offset),
                 "detected": self.detected, "notes": list(self.notes)}
+
+
+def apply_transform(data: np.ndarray, scale: Sequence[float] | None, offset: Sequence[float] | None) -> np.ndarray:
+    """``data * scale + offset`` per band of a (bands, h, w) array, as float32 (the prediction tasks call this
+    with an :class:`InputTransform`'s numbers); ``None``: the data unchanged."""
+    if scale is None or offset is None:
+        return data
+    return data * np.asarray(scale, np.float32)[:, None, None] + np.asarray(offset, np.float32)[:, None, None]
 
 
 def identity(n: int, source: str = "none") -> InputTransform:

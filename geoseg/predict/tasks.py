@@ -18,6 +18,7 @@ import rasterio
 
 from geoseg.io.grid import Block, Tile, Window
 from geoseg.io.output import write_block
+from geoseg.io.radiometry import apply_transform
 from geoseg.io.raster import configure_gdal_cache, read_window
 from geoseg.model.runtime import configure_threads, get_predictor, predict_tta
 from geoseg.predict.blend import Piece, blend_pieces, classify, cut_pieces, tile_weights, to_percent
@@ -87,10 +88,7 @@ def predict_tiles(spec: RunSpec, tiles: Sequence[Tile]) -> dict[int, list[Piece]
         x = np.zeros((spec.batch_size, len(spec.bands), h, w), dtype=np.float32)
         for k, i in enumerate(chunk):
             data, valid = reads[i]
-            if spec.input_scale is not None and spec.input_offset is not None:
-                data = data * np.asarray(spec.input_scale, np.float32)[:, None, None] \
-                    + np.asarray(spec.input_offset, np.float32)[:, None, None]
-            xn = norm.apply(data)
+            xn = norm.apply(apply_transform(data, spec.input_scale, spec.input_offset))
             xn[:, ~valid] = 0.0
             x[k] = xn
         out = predict_tta(predictor, x, spec.tta)
