@@ -116,3 +116,18 @@ class NotAClassRasterError(InputError):
 
 class MissingDependencyError(OutputError):
     """An optional package needed for the requested output is not installed."""
+
+
+# -- sources (Sentinel-2 SAFE, STAC Item and Landsat readers) --
+
+
+class MissingBandError(InputFileError):
+    """A product or STAC Item lacks a band file the stack needs (the message names the band)."""
+
+
+class NotAProductError(InputError):
+    """A path that looks like a product (a .zip, a .SAFE, a STAC JSON) is not one geoseg can read."""
+
+
+class UnreadableBandError(InputError):
+    """A band file of a product exists but GDAL cannot read it (truncated, damaged)."""
