@@ -18,12 +18,15 @@ from geoseg.predict.blend import BLEND_MODES
 
 
 @click.command()
-@click.argument("scene", type=click.Path(dir_okay=True))
+@click.argument("scene", type=click.Path(dir_okay=True), required=False)
 @click.option("--model", "-m", default="default", show_default=True,
               help="Model package folder/file, or a built-in name.")
 @click.option("--output", "-o", required=True, type=click.Path(), help="Output folder.")
 @click.option("--bands", callback=int_list,
               help="1-based input bands to feed the model, e.g. 2,3,4,8 (default: match band names).")
+@click.option("--band", "band_files", multiple=True, metavar="NAME=PATH",
+              help="A band in its own file, e.g. --band B2=T49QHE_B02.tif (repeat for each band; instead of SCENE; "
+              "names: B2, B02, blue, SR_B2...).")
 @click.option("--tile-size", type=int, help="Tile size in pixels (default: the model card's).")
 @click.option("--overlap", type=int, help="Tile overlap in pixels (default: the model card's).")
 @click.option("--blend", type=click.Choice(BLEND_MODES), default="cosine", show_default=True,
@@ -59,8 +62,11 @@ from geoseg.predict.blend import BLEND_MODES
 @run_command
 def predict(scene, model, output, bands, tile_size, overlap, blend, batch_size, block_size, workers, scheduler,
             device, no_amp, tta, probabilities, confidence, vector, min_area, simplify, allow_ungeoreferenced,
-            acquired, input_scale, input_offset, no_input_check, overwrite, quiet) -> None:
-    """Predict a land-cover map of SCENE (a georeferenced multiband GeoTIFF)."""
+            acquired, input_scale, input_offset, no_input_check, band_files, overwrite, quiet) -> None:
+    """Predict a land-cover map of SCENE: a georeferenced multiband raster (GeoTIFF, VRT), a Sentinel-2 L1C/L2A
+    product (.SAFE folder or .zip), a STAC Item JSON with one asset per band, or a Landsat Collection 2 Level-2
+    folder; or of separate band files given with --band."""
+    from geoseg.io.inputs import parse_band_option
     from geoseg.predict.api import predict_scene
 
     show = interactive(quiet)
@@ -71,6 +77,7 @@ def predict(scene, model, output, bands, tile_size, overlap, blend, batch_size, 
         overwrite=overwrite, allow_ungeoreferenced=allow_ungeoreferenced, acquired=acquired, progress=show,
         vector=vector, vector_options={"min_area": min_area, "simplify": simplify},
         input_scale=input_scale, input_offset=input_offset, input_check=not no_input_check,
+        band_files=parse_band_option(band_files) if band_files else None,
     )
     if show:
         print_summary(result)

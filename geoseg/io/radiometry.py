@@ -192,13 +192,16 @@ def _from_metadata(src: rasterio.DatasetReader, bands: Sequence[int], dn_scale: 
 def decide_transform(path: str, bands: Sequence[int], band_names: Sequence[str], *, means: Sequence[float] | None,
                      stds: Sequence[float] | None = None,
                      dn_scale: float | None, dn_offset: float = 0.0, input_scale: float | str | None = None,
-                     input_offset: float | None = None, check: bool = True) -> InputTransform:
+                     input_offset: float | None = None, check: bool = True, label: str | None = None
+                     ) -> InputTransform:
     """The transform of ``bands`` of ``path`` into the card's DN (see the module docstring).
 
     ``means``: the card's training means per band (card DN), or None when the card has none to compare
-    with; ``dn_scale``/``dn_offset``: the card's input declaration (None: undeclared).
+    with; ``dn_scale``/``dn_offset``: the card's input declaration (None: undeclared).  ``label``: how messages
+    name the scene (default ``path``; a product's VRT XML is no name).
     """
     n = len(bands)
+    name = path if label is None else label
     if isinstance(input_scale, str) and input_scale != "auto":
         raise ParameterError(f"--input-scale {input_scale!r} is not a number or 'auto'; e.g. --input-scale 10")
     if input_offset is not None or (input_scale is not None and input_scale != "auto"):
@@ -224,14 +227,14 @@ def decide_transform(path: str, bands: Sequence[int], band_names: Sequence[str],
                                                          np.asarray(stds, np.float64), band_names)
         if order is not None:
             raise BandMismatchError(
-                f"{path}: the bands look {order} compared with the model's training data "
+                f"{name}: the bands look {order} compared with the model's training data "
                 f"({','.join(band_names)}); give them in the model's order with --bands, or pass --no-input-check")
         return identity(n)
     cause, scale, offset = found
     if input_scale == "auto":
         return InputTransform((scale,) * n, (offset,) * n, "detected", cause)
     if offset:
-        raise InputError(f"{path}: {cause}; pass {_flag(scale, offset)} (or --input-scale auto) if so, or "
+        raise InputError(f"{name}: {cause}; pass {_flag(scale, offset)} (or --input-scale auto) if so, or "
                          "--input-offset 0 if the scene really has no dark surface (desert, cloud)")
-    raise InputError(f"{path}: {cause}; if so, pass {_flag(scale, offset)} (or --input-scale auto), "
+    raise InputError(f"{name}: {cause}; if so, pass {_flag(scale, offset)} (or --input-scale auto), "
                      "or --no-input-check if the values are right")

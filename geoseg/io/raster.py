@@ -22,6 +22,7 @@ from rasterio.windows import Window as RioWindow
 from geoseg.errors import BandMismatchError, InputError, InputFileError, NotGeoreferencedError
 from geoseg.io.area import pixel_area_m2 as pixel_area_m2  # re-exported: moved to io.area
 from geoseg.io.grid import Window
+from geoseg.io.sources.bands import canonical_band
 
 #: GDAL's block cache per process, in bytes, unless the environment sets ``GDAL_CACHEMAX``.
 #: GDAL's own default is 5 % of physical memory (1.2 GB on a 24 GB machine), and windowed
@@ -58,6 +59,13 @@ class SceneInfo:
     acquired: str | None = None  # acquisition time (ISO 8601 UTC) named by a dataset tag, see ACQUISITION_TAGS
     acquired_tag: str | None = None  # the tag it came from
     level: str | None = None  # product level a scene reader declared (tag GEOSEG_LEVEL: L1C, L2A, ...)
+    sensor: str | None = None  # sensor a scene reader declared (tag GEOSEG_SENSOR: sentinel-2, landsat-8, ...)
+    dataset: str | None = None  # what GDAL opens when it is not ``path`` (a product reader's VRT XML)
+
+    @property
+    def gdal_name(self) -> str:
+        """The name to ``rasterio.open``: the product's stacked VRT, or the file itself."""
+        return self.dataset if self.dataset is not None else os.path.abspath(self.path)
 
     @property
     def georeferenced(self) -> bool:
@@ -131,19 +139,28 @@ def open_scene(path: str | os.PathLike, allow_ungeoreferenced: bool = False) -> 
     if not os.path.exists(path):
         raise InputFileError(f"input scene {path} does not exist; check the path")
     if os.path.isdir(path):
-        raise InputFileError(f"input scene {path} is a directory; give a GeoTIFF file")
+        raise InputFileError(f"input scene {path} is a directory; give a GeoTIFF file, a Sentinel-2 .SAFE "
+                             "folder or a Landsat Collection 2 folder")
+    return inspect_dataset(path, path, allow_ungeoreferenced)
+
+
+def inspect_dataset(name: str, path: str, allow_ungeoreferenced: bool = False) -> SceneInfo:
+    """Inspect the GDAL dataset ``name`` (a file, or a product reader's VRT XML) known to the user as
+    ``path``; the one-line errors of :func:`open_scene` name ``path``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)  # reported below, as an error or not
-            src = rasterio.open(path)
+            src = rasterio.open(name)
         with src:
             if src.count == 0:
                 raise InputError(
                     f"{path} has no raster band (GDAL opened it as a {src.driver} dataset); give a raster "
-                    "with image bands (a GeoTIFF, VRT, Sentinel-2 SAFE or STAC Item reader's output)"
+                    "with image bands (a GeoTIFF or VRT), a Sentinel-2 .SAFE folder or zip, a STAC Item JSON "
+                    "with one asset per band, or a Landsat Collection 2 folder"
                 )
             flags = src.mask_flag_enums
-            acquired, acquired_tag = acquisition_time(src.tags()) or (None, None)
+            tags = src.tags()
+            acquired, acquired_tag = acquisition_time(tags) or (None, None)
             info = SceneInfo(
                 path=path,
                 width=src.width,
@@ -158,7 +175,9 @@ def open_scene(path: str | os.PathLike, allow_ungeoreferenced: bool = False) -> 
                 nodata_only_mask=src.nodata is not None and all(set(f) == {MaskFlags.nodata} for f in flags),
                 acquired=acquired,
                 acquired_tag=acquired_tag,
-                level=src.tags().get("GEOSEG_LEVEL"),
+                level=tags.get("GEOSEG_LEVEL"),
+                sensor=tags.get("GEOSEG_SENSOR"),
+                dataset=None if name == path else name,
             )
     except RasterioIOError:
         raise InputFileError(f"{path} is not a readable raster; give a GeoTIFF (or another GDAL raster)") from None
@@ -209,14 +228,23 @@ def match_bands(card_bands: Sequence[str], descriptions: Sequence[str | None], c
             f"({','.join(card_bands)}); pass --bands with {n} band numbers, e.g. --bands "
             + ",".join(str(i + 1) for i in range(n))
         )
-    lookup = {n.lower(): i + 1 for i, n in enumerate(names) if n}
-    missing = [b for b in card_bands if b.lower() not in lookup]
+    lookup: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name:
+            lookup.setdefault(band_key(name), i + 1)
+    missing = [b for b in card_bands if band_key(b) not in lookup]
     if missing:
         raise BandMismatchError(
             f"the input lacks band(s) {','.join(missing)} needed by the model (input has "
             f"{','.join(n or '?' for n in names)}); pass --bands with the band numbers to use"
         )
-    return [lookup[b.lower()] for b in card_bands]
+    return [lookup[band_key(b)] for b in card_bands]
+
+
+def band_key(name: str) -> str:
+    """How band names are compared: the alias table's canonical name (``B02``, ``blue`` -> ``B2``), else the
+    name itself, case-insensitive."""
+    return canonical_band(name) or name.strip().lower()
 
 
 def select_bands(info: SceneInfo, model_bands: Sequence[str], bands: Sequence[int] | None) -> list[int]:

@@ -14,7 +14,7 @@ import os
 import platform
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from geoseg._version import __version__
 from geoseg.errors import EmptySceneError, ParameterError
 from geoseg.io.area import pixel_area_m2
 from geoseg.io.grid import Block, TilePlan, plan_blocks, plan_tiles
+from geoseg.io.inputs import open_input, source_record
 from geoseg.io.output import (
     NODATA,
     Product,
@@ -37,8 +38,9 @@ from geoseg.io.output import (
     percent_product,
 )
 from geoseg.io.radiometry import InputTransform, decide_transform
-from geoseg.io.raster import SceneInfo, configure_gdal_cache, open_scene, parse_datetime, select_bands
+from geoseg.io.raster import SceneInfo, configure_gdal_cache, parse_datetime, select_bands
 from geoseg.io.run import RunFolder
+from geoseg.io.sources import SceneSource, canonical_band
 from geoseg.model.card import ModelCard
 from geoseg.model.package import read_card, resolve
 from geoseg.predict.blend import BLEND_MODES
@@ -86,7 +88,7 @@ class PredictResult:
 
 
 def predict_scene(
-    scene: str | os.PathLike,
+    scene: str | os.PathLike | None,
     model: str | os.PathLike = "default",
     out_dir: str | os.PathLike = "geoseg-output",
     *,
@@ -111,9 +113,14 @@ def predict_scene(
     input_scale: float | str | None = None,
     input_offset: float | None = None,
     input_check: bool = True,
+    band_files: Mapping[str, str] | None = None,
     progress: bool | None = None,
 ) -> PredictResult:
     """Predict a land-cover map of ``scene`` with ``model`` into ``out_dir``.
+
+    ``scene``: a multiband raster (GeoTIFF, VRT...), a Sentinel-2 ``.SAFE`` folder or zip, a STAC Item JSON
+    with one asset per band, or a Landsat Collection 2 Level-2 folder (:mod:`geoseg.io.inputs`); or None with
+    ``band_files`` (``{"B2": "b2.tif", ...}``, any band aliases) for separate band files.
 
     Writes ``landcover.tif`` (uint8 class COG, nodata 255, the scene's grid), and
     with ``probabilities``/``confidence`` also ``probabilities.tif`` (one uint8
@@ -144,7 +151,8 @@ def predict_scene(
                 batch_size=batch_size, block_size=block_size, workers=workers, scheduler=scheduler, device=device,
                 amp=amp, probabilities=probabilities, confidence=confidence,
                 allow_ungeoreferenced=allow_ungeoreferenced, tta=tta, vector=vector, vector_options=vector_options,
-                acquired=acquired, input_scale=input_scale, input_offset=input_offset, input_check=input_check)
+                acquired=acquired, input_scale=input_scale, input_offset=input_offset, input_check=input_check,
+                band_files=band_files)
     out = job.out
     with RunFolder(out, job.names, overwrite) as run:  # one run per folder; removes a killed run's temporaries
         products = _products(job, run.run_id)
@@ -202,6 +210,7 @@ class _Job:
     model_path: Path
     card: ModelCard
     info: SceneInfo
+    source: SceneSource | None
     band_idx: list[int]
     acquired: str | None
     acquired_from: str | None
@@ -225,18 +234,22 @@ class _Job:
     radiometry: InputTransform
 
 
-def _plan(scene: str | os.PathLike, model: str | os.PathLike, out_dir: str | os.PathLike, *,
+def _plan(scene: str | os.PathLike | None, model: str | os.PathLike, out_dir: str | os.PathLike, *,
           bands: Sequence[int] | None, tile_size: int | None, overlap: int | None, blend: str,
           batch_size: int | None, block_size: int, workers: int | None, scheduler: str, device: str,
           amp: bool | None, probabilities: bool, confidence: bool, allow_ungeoreferenced: bool, tta: str,
           vector: str | None, vector_options: dict | None, acquired: str | None,
-          input_scale: float | str | None = None, input_offset: float | None = None, input_check: bool = True) -> _Job:
+          input_scale: float | str | None = None, input_offset: float | None = None, input_check: bool = True,
+          band_files: Mapping[str, str] | None = None) -> _Job:
     """Validate the model, scene, bands and every option, and plan tiles and blocks (no output yet)."""
     from geoseg.model.runtime import TTA_MODES, select_device  # torch
 
     model_path = resolve(model)
     card: ModelCard = read_card(model_path)
-    info = open_scene(scene, allow_ungeoreferenced=allow_ungeoreferenced)
+    # a product is stacked with the model's bands (when the card names them canonically); --bands picks by number
+    wanted = card.bands if bands is None and all(canonical_band(b) for b in card.bands) else None
+    info, source = open_input(scene, band_files=band_files, wanted=wanted,
+                              allow_ungeoreferenced=allow_ungeoreferenced)
     band_idx = select_bands(info, card.bands, bands)
     radiometry = _radiometry(info, card, band_idx, input_scale, input_offset, input_check)
     when, acquired_from = _acquisition(info, acquired)
@@ -264,7 +277,8 @@ def _plan(scene: str | os.PathLike, model: str | os.PathLike, out_dir: str | os.
         torch_threads = max(1, default_workers() // ex.workers)
     out = Path(out_dir)
     names, vector_path, vector_options = _output_names(out, probabilities, confidence, vector, vector_options)
-    return _Job(out=out, names=names, model_path=model_path, card=card, info=info, band_idx=list(band_idx),
+    return _Job(out=out, names=names, model_path=model_path, card=card, info=info, source=source,
+                band_idx=list(band_idx),
                 acquired=when, acquired_from=acquired_from, tile_size=tile_size, overlap=overlap, blend=blend,
                 plan=plan, blocks=blocks, scheduler=ex.scheduler, workers=ex.workers, device=str(dev), amp=amp,
                 batch_size=batch_size, torch_threads=torch_threads, tta=tta, block_size=block_size,
@@ -282,9 +296,14 @@ def _radiometry(info: SceneInfo, card: ModelCard, band_idx: Sequence[int], input
     spec = card.input
     means = card.normalization.a if spec is not None and card.normalization.kind == "meanstd" else None
     stds = card.normalization.b if means is not None else None
-    transform = decide_transform(info.path, band_idx, card.bands, means=means, stds=stds,
+    transform = decide_transform(info.gdal_name, band_idx, card.bands, means=means, stds=stds,
                                  dn_scale=spec.dn_scale if spec else None, dn_offset=spec.dn_offset if spec else 0.0,
-                                 input_scale=input_scale, input_offset=input_offset, check=input_check)
+                                 input_scale=input_scale, input_offset=input_offset, check=input_check,
+                                 label=info.path)
+    if spec is not None and spec.sensor and info.sensor and info.sensor.lower() != spec.sensor.lower():
+        warnings.warn(f"{info.path} is a {info.sensor} scene but model {card.id} was trained on {spec.sensor}: its "
+                      f"bands are matched by name ({','.join(card.bands)}) but their spectral responses differ; "
+                      "expect class shifts", UserWarning, stacklevel=4)
     level = info.level
     if spec is not None and spec.level and level and level.upper() != spec.level.upper():
         warnings.warn(f"{info.path} is a {level} product but model {card.id} was trained on {spec.level}: "
@@ -352,7 +371,7 @@ def _execute(job: _Job, products: list[Product], progress: bool | None) -> np.nd
     info = job.info
     part = {p.name: p.part for p in products}
     spec = RunSpec(
-        scene_path=os.path.abspath(info.path),
+        scene_path=info.gdal_name,
         bands=tuple(job.band_idx),
         # A plain nodata value is tested on the values already read; real masks (alpha, mask band) are read.
         use_masks=info.per_dataset_mask and not info.nodata_only_mask,
@@ -402,7 +421,8 @@ def _record(job: _Job, run_id: str, products: list[Product], class_pixels: dict[
         "geoseg_version": __version__,
         "run_id": run_id,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "scene": os.path.abspath(info.path),
+        "scene": info.path if job.source is not None and not os.path.exists(info.path) else os.path.abspath(info.path),
+        "source": None if job.source is None else source_record(job.source),
         "acquired": job.acquired,
         "acquired_from": job.acquired_from,
         "bands": job.band_idx,

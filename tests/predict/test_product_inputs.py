@@ -1,0 +1,131 @@
+"""The same ground fed as a stacked GeoTIFF, a SAFE (baseline 02.04 folder, 04.00 zip with the +1000 offset),
+a STAC Item of per-band COGs (20 m bands at 20 m, with and without the offset) or separate band files gives the
+same map through ``predict_scene`` and ``geoseg predict``, with the default (real, trained) model."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from geoseg import predict_scene
+from geoseg.cli import cli
+from geoseg.errors import MissingBandError, ParameterError
+from geoseg.io.inputs import parse_band_option
+from geoseg.testing_sources import REFERENCE_BANDS, write_reference, write_safe, write_stac_item, write_stacked
+
+SIZE = 192  # a multiple of 6 (60 m bands); 19 x 19 km^2 of Hong Kong at 10 m
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory):
+    d = tmp_path_factory.mktemp("city")
+    ref = write_reference(d / "reference.tif", size=SIZE)
+    stacked = write_stacked(d / "stacked.tif", ref)
+    result = predict_scene(stacked, "default", d / "out-stacked", progress=False)
+    with rasterio.open(result.landcover) as src:
+        expected = src.read(1)
+    with rasterio.open(predict_scene(ref, "default", d / "out-ref", progress=False).landcover) as src:
+        reference_map = src.read(1)
+    return {"dir": d, "ref": ref, "stacked": stacked, "map": expected, "reference_map": reference_map}
+
+
+def _map(path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(1)
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a == b).mean())
+
+
+@pytest.mark.parametrize("kind", ["safe-0204", "safe-0400-zip", "l2a-0400", "stac-0400", "stac-1.1"])
+def test_products_map_like_the_stacked_geotiff(kind, city, tmp_path):
+    d = tmp_path
+    if kind == "safe-0204":
+        scene = write_safe(d, city["ref"], baseline="02.04")
+    elif kind == "safe-0400-zip":
+        scene = write_safe(d, city["ref"], baseline="04.00", as_zip=True)
+    elif kind == "l2a-0400":
+        scene = write_safe(d, city["ref"], baseline="04.00", level="L2A")
+    elif kind == "stac-0400":
+        scene = write_stac_item(d / "item", city["ref"], add_offset=True)
+    else:
+        scene = write_stac_item(d / "item", city["ref"], style="stac-1.1")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = predict_scene(scene, "default", d / "out", progress=False)
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    if kind == "l2a-0400":  # the level differs from the card's: said, not refused
+        assert any("L2A product but model" in m for m in messages), messages
+    else:
+        assert messages == []
+    got = _map(result.landcover)
+    # same information (20 m bands at 20 m, bilinear onto 10 m) as the stacked GeoTIFF: the same map
+    assert _agreement(got, city["map"]) >= 0.995
+    record = json.loads(Path(result.run_record).read_text())
+    assert record["radiometry"]["source"] == "band metadata"
+    offset = 1000.0 if "0400" in kind else 0.0
+    assert record["radiometry"]["offset"] == pytest.approx([-offset] * 9)
+    assert record["source"]["bands"] == list(REFERENCE_BANDS)
+    assert record["source"]["sensor"] == "sentinel-2"
+    assert record["acquired"] == "2016-09-27T02:55:52Z"
+
+
+def test_the_20m_bands_at_20m_cost_little_against_the_10m_reference(city):
+    """The reference's 20 m bands were resampled from 10 m data; a product keeps them at 20 m, so a few pixels
+    at class edges differ: measured, not hidden (figure in docs/inputs.md)."""
+    assert _agreement(city["map"], city["reference_map"]) >= 0.98
+
+
+def test_band_files_through_the_cli(city, tmp_path):
+    item = write_stac_item(tmp_path / "bands", city["ref"])
+    args = []
+    for band in REFERENCE_BANDS:
+        args += ["--band", f"{band}={tmp_path / 'bands' / ('B' + band[1:].zfill(2) + '.tif')}"]
+    res = CliRunner().invoke(cli, ["predict", *args, "-o", str(tmp_path / "out"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert _agreement(_map(tmp_path / "out" / "landcover.tif"), city["map"]) >= 0.995
+    assert item.exists()
+
+
+def test_band_option_errors(tmp_path):
+    with pytest.raises(ParameterError, match="is not NAME=PATH"):
+        parse_band_option(["B2"])
+    with pytest.raises(ParameterError, match="not a band name geoseg knows"):
+        parse_band_option(["B99=x.tif"])
+    with pytest.raises(ParameterError, match="given twice"):
+        parse_band_option(["B2=a.tif", "blue=b.tif"])
+    res = CliRunner().invoke(cli, ["predict", "-o", str(tmp_path / "o"), "--band", f"B2={tmp_path}/none.tif"])
+    assert res.exit_code != 0 and "no such file" in res.output and "Traceback" not in res.output
+
+
+def test_scene_and_band_files_together_or_neither(city, tmp_path):
+    res = CliRunner().invoke(cli, ["predict", str(city["stacked"]), "--band", f"B2={city['stacked']}",
+                                    "-o", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "not both" in res.output
+    res = CliRunner().invoke(cli, ["predict", "-o", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "no scene" in res.output
+
+
+def test_a_product_missing_a_model_band_is_named(city, tmp_path):
+    safe = write_safe(tmp_path, city["ref"], drop=("B11",))
+    with pytest.raises(MissingBandError, match="has no band B11"):
+        predict_scene(safe, "default", tmp_path / "o", progress=False)
+    # a band the model does not use may be missing
+    safe2 = write_safe(tmp_path / "2", city["ref"], drop=("B1", "B9"))
+    assert predict_scene(safe2, "default", tmp_path / "o2", progress=False).tiles >= 1
+
+
+def test_a_stac_item_through_the_cli_names_it_in_errors(city, tmp_path):
+    item = write_stac_item(tmp_path / "item", city["ref"])
+    (tmp_path / "item" / "B11.tif").unlink()
+    res = CliRunner().invoke(cli, ["predict", str(item), "-o", str(tmp_path / "o")])
+    assert res.exit_code != 0
+    assert "item.json" in res.output and "B11" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o" / "landcover.tif").exists()
