@@ -39,6 +39,7 @@ import rasterio.warp
 from rasterio.crs import CRS
 
 from geoseg._util.atomic import atomic_write_text
+from geoseg.delivery.lineage import lineage
 from geoseg.errors import InputError, InputFileError
 
 __all__ = ["write_stac_item", "stac_item", "read_record", "change_item", "write_change_item", "monitor_item",
@@ -52,6 +53,8 @@ EXTENSIONS = {
     "file": "https://stac-extensions.github.io/file/v2.1.0/schema.json",
     "classification": "https://stac-extensions.github.io/classification/v2.0.0/schema.json",
 }
+#: declared by the Items that carry ``processing:`` fields (a prediction's: how its input was read)
+PROCESSING_EXTENSION = "https://stac-extensions.github.io/processing/v1.1.0/schema.json"
 ITEM_NAME = "item.json"
 CATALOG_NAME = "catalog.json"
 
@@ -204,7 +207,8 @@ def _item(item_id: str, grid: dict[str, Any], props: dict[str, Any], assets: dic
     return {
         "type": "Feature",
         "stac_version": STAC_VERSION,
-        "stac_extensions": list(EXTENSIONS.values()),
+        "stac_extensions": list(EXTENSIONS.values()) + ([PROCESSING_EXTENSION] if any(
+            k.startswith("processing:") for k in props) else []),
         "id": item_id,
         "geometry": geometry,
         **({"bbox": bbox} if bbox is not None else {}),
@@ -286,6 +290,8 @@ def stac_item(out_dir: str | os.PathLike) -> dict[str, Any]:
         "title": f"geoseg land cover, run {record.get('run_id', '')}".strip(),
         "description": f"land-cover classes predicted by model {model.get('id', '?')} "
                        f"(trained: {model.get('trained')}) with geoseg {record.get('geoseg_version', '?')}",
+        "processing:lineage": lineage(record),
+        "processing:software": {"geoseg": str(record.get("geoseg_version", "unknown"))},
     }
     return _item(f"geoseg-{record.get('run_id', out.name)}", grid, props, assets)
 

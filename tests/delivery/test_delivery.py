@@ -23,7 +23,7 @@ from stac_schemas import validate_item
 
 from geoseg.delivery.quicklook import read_decimated, write_quicklook
 from geoseg.delivery.rat import write_rat
-from geoseg.delivery.stac import EXTENSIONS, multihash_sha256, stac_item, write_stac_item
+from geoseg.delivery.stac import EXTENSIONS, PROCESSING_EXTENSION, multihash_sha256, stac_item, write_stac_item
 from geoseg.delivery.style import (
     ALERT_CATEGORIES,
     LOSS_CATEGORY,
@@ -299,8 +299,10 @@ def test_stac_item_validates_and_checksums_match(out):
     path = write_stac_item(out)
     item = json.loads(Path(path).read_text())
     validate_item(item)
-    assert set(item["stac_extensions"]) == set(EXTENSIONS.values())
+    assert set(item["stac_extensions"]) == {*EXTENSIONS.values(), PROCESSING_EXTENSION}
     rec = json.loads((out / "run.json").read_text())
+    assert item["properties"]["processing:software"] == {"geoseg": rec["geoseg_version"]}
+    assert rec["scene"] in item["properties"]["processing:lineage"]
     assert item["properties"]["datetime"] == rec["created"]
     assert item["properties"]["proj:code"] == "EPSG:32633"
     assert item["properties"]["proj:shape"] == [300, 420]

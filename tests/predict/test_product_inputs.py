@@ -75,6 +75,13 @@ def test_products_map_like_the_stacked_geotiff(kind, city, tmp_path):
     assert record["source"]["bands"] == list(REFERENCE_BANDS)
     assert record["source"]["sensor"] == "sentinel-2"
     assert record["acquired"] == "2016-09-27T02:55:52Z"
+    # the conversion applied is said in the STAC Item and the report too
+    lineage = json.loads((d / "out" / "item.json").read_text())["properties"]["processing:lineage"]
+    report = (d / "out" / "report.html").read_text()
+    if "0400" in kind:
+        assert "+ -1000" in lineage and "processing baseline 04.00" in lineage
+        assert "+ -1000" in report
+    assert "from the scene's band scale/offset metadata" in lineage
 
 
 def test_the_20m_bands_at_20m_cost_little_against_the_10m_reference(city):

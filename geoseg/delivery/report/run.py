@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from geoseg._util.atomic import atomic_write_text
+from geoseg.delivery.lineage import input_lines
 from geoseg.delivery.report.page import (
     REPORT_NAME,
     as_count,
@@ -225,6 +226,7 @@ def _inputs_html(record: dict[str, Any]) -> str:
     bands = record.get("bands")
     return kv_table([
         ("scene", scene), ("scene still present", exists),
+        *input_lines(record),
         ("bands read", ", ".join(map(str, bands)) if isinstance(bands, list) else bands),
         ("size", f"{fmt_int(grid.get('width'))} × {fmt_int(grid.get('height'))} px" if grid else None),
         ("CRS", crs), ("pixel size", res), ("origin (upper left)", origin),
