@@ -41,7 +41,7 @@ class Grid:
 
 
 def _open(path: str) -> Any:
-    if not os.path.exists(path):
+    if not path.lstrip().startswith("<") and not os.path.exists(path):  # "<VRTDataset ...": a product reader's VRT
         raise InputFileError(f"scene {path} does not exist; fix the inventory")
     try:
         return rasterio.open(path)
@@ -78,7 +78,8 @@ def read_on_grid(path: str, grid: Grid, bands: Sequence[int] | None = None, resa
         bands = list(bands or range(1, src.count + 1))
         nodata = src.nodata
         meta = {"descriptions": [src.descriptions[b - 1] for b in bands], "tags": src.tags(),
-                "band_tags": src.tags(bands[0]), "dtype": src.dtypes[bands[0] - 1]}
+                "band_tags": src.tags(bands[0]), "dtype": src.dtypes[bands[0] - 1],
+                "scales": [src.scales[b - 1] for b in bands], "offsets": [src.offsets[b - 1] for b in bands]}
         win = _same_lattice(src, grid)
         if win is not None:
             fill = nodata if nodata is not None else 0

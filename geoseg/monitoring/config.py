@@ -82,13 +82,21 @@ def _parse_date(text: str, pattern: re.Pattern | None, where: str) -> _dt.date:
         raise ConfigError(f"{s!r} in {where} is not a valid YYYYMMDD date") from None
 
 
+def _is_product_folder(p: Path) -> bool:
+    """A folder that is one scene: a Sentinel-2 .SAFE or a Landsat Collection 2 folder."""
+    from geoseg.io.sources.landsat import is_landsat
+    from geoseg.io.sources.sentinel2 import is_safe
+
+    return p.is_dir() and (is_safe(p) or is_landsat(p))
+
+
 def _glob_scenes(base: Path, spec: dict) -> list[Scene]:
     pattern = spec["glob"]
     root = _resolve(base, spec.get("root", "."))
     dp = re.compile(spec["date_pattern"]) if spec.get("date_pattern") else None
     out = []
     for p in sorted(root.glob(pattern)):
-        if not p.is_file():
+        if not (p.is_file() or _is_product_folder(p)):
             continue
         rel = p.relative_to(root).as_posix()
         out.append(Scene(id=rel, date=_parse_date(rel, dp, str(p)), path=str(p)))

@@ -5,6 +5,7 @@ observed), from a class raster (``kind: landcover``) or by predicting the AOI cr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -30,11 +31,34 @@ def aoi_in(aoi: AOI, crs: Any) -> Any:
     return to_crs(aoi.geometry, aoi.crs, crs)
 
 
-def grid_for(aoi: AOI, scene_path: str) -> Grid:
+def scene_dataset(cfg: MonitorConfig, path: str) -> str:
+    """What GDAL opens for the inventory's scene ``path``: the file itself, or a product's stacked VRT
+    (a Sentinel-2 SAFE, STAC Item or Landsat folder, :func:`geoseg.io.inputs.open_input`) of the model's
+    bands."""
+    bands: tuple[str, ...] | None = None
+    if cfg.kind == "scene" and cfg.model:
+        from geoseg.model.package import read_card, resolve
+
+        bands = tuple(read_card(resolve(str(cfg.model))).bands)
+    return _dataset(path, bands)
+
+
+@functools.lru_cache(maxsize=64)
+def _dataset(path: str, bands: tuple[str, ...] | None) -> str:
+    from geoseg.io.inputs import open_input
+    from geoseg.io.sources import canonical_band
+
+    if not os.path.exists(path):
+        raise InputFileError(f"scene {path} does not exist; fix the inventory")
+    wanted = bands if bands and all(canonical_band(b) for b in bands) else None
+    return open_input(path, wanted=wanted, allow_ungeoreferenced=True)[0].gdal_name
+
+
+def grid_for(cfg: MonitorConfig, aoi: AOI, scene_path: str) -> Grid:
     """The AOI grid: the scene's pixel lattice over the AOI's bounds (rounded outwards)."""
     import rasterio
 
-    with rasterio.open(scene_path) as src:
+    with rasterio.open(scene_dataset(cfg, scene_path)) as src:
         if src.crs is None:
             raise InputError(f"{scene_path} has no CRS; monitoring needs georeferenced scenes")
         geom = aoi_in(aoi, src.crs)
@@ -60,14 +84,12 @@ def aoi_mask(aoi: AOI, grid: Grid) -> np.ndarray:
                      dtype="uint8").astype(bool)
 
 
-def scene_overlaps(aoi: AOI, scene: Scene) -> bool:
+def scene_overlaps(cfg: MonitorConfig, aoi: AOI, scene: Scene) -> bool:
     import rasterio
     from shapely.geometry import box
 
-    if not os.path.exists(scene.path):
-        raise InputFileError(f"scene {scene.path} does not exist; fix the inventory")
     try:
-        with rasterio.open(scene.path) as src:
+        with rasterio.open(scene_dataset(cfg, scene.path)) as src:
             if src.crs is None:
                 raise InputError(f"scene {scene.path} has no CRS; monitoring needs georeferenced scenes")
             return aoi_in(aoi, src.crs).intersects(box(*src.bounds))
@@ -105,7 +127,8 @@ def observe(cfg: MonitorConfig, aoi: AOI, grid: Grid, scene: Scene, work: Path) 
 
 
 def _write_crop(path: Path, data: np.ndarray, nodata: float | None, meta: dict[str, Any], grid: Grid) -> None:
-    """A scratch GeoTIFF of the AOI crop (the model's input; removed with its folder)."""
+    """A scratch GeoTIFF of the AOI crop (the model's input; removed with its folder), with the scene's band
+    names, scale/offset and dataset tags (product level, sensor, time), so that predict converts it alike."""
     import rasterio
     from rasterio.crs import CRS
 
@@ -118,6 +141,10 @@ def _write_crop(path: Path, data: np.ndarray, nodata: float | None, meta: dict[s
         dst.write(data)
         if any(meta["descriptions"]):
             dst.descriptions = tuple(d or "" for d in meta["descriptions"])
+        if any(s not in (None, 1.0) for s in meta["scales"]) or any(o not in (None, 0.0) for o in meta["offsets"]):
+            dst.scales = tuple(1.0 if s is None else s for s in meta["scales"])
+            dst.offsets = tuple(0.0 if o is None else o for o in meta["offsets"])
+        dst.update_tags(**meta["tags"])
 
 
 def _predict_crop(cfg: MonitorConfig, grid: Grid, scene: Scene, work: Path
@@ -129,7 +156,7 @@ def _predict_crop(cfg: MonitorConfig, grid: Grid, scene: Scene, work: Path
     from geoseg.io.raster import class_names_from_tags
     from geoseg.predict.api import predict_scene
 
-    data, nodata, meta, covered = read_on_grid(scene.path, grid, resampling="nearest")
+    data, nodata, meta, covered = read_on_grid(scene_dataset(cfg, scene.path), grid, resampling="nearest")
     with tempfile.TemporaryDirectory(dir=work, prefix=".predict-") as tmp:
         crop = Path(tmp) / "crop.tif"
         _write_crop(crop, data, nodata, meta, grid)

@@ -212,7 +212,7 @@ def _write_outputs(r: _AoiRun, grid: Grid, inside: np.ndarray, scene: Scene, obs
 def _apply(r: _AoiRun, scene: Scene) -> None:
     """Observe ``scene`` and commit it: observation, outputs, the state (the commit), the ledger row."""
     if r.grid is None:
-        r.grid = grid_for(r.aoi, scene.path)
+        r.grid = grid_for(r.cfg, r.aoi, scene.path)
     grid = r.grid
     if r.committed is None:
         r.committed = Committed(ms.initial_state((grid.height, grid.width)), [], None, fingerprint(r.cfg, r.aoi))
@@ -290,7 +290,7 @@ def _run_aoi_locked(cfg: MonitorConfig, aoi: AOI, run_id: str, folder: Path) -> 
             return r.result
         _start(r)
         for scene in pending:
-            if scene_overlaps(aoi, scene):
+            if scene_overlaps(r.cfg, aoi, scene):
                 _apply(r, scene)
             else:
                 _skip(r, scene)
