@@ -19,7 +19,7 @@ Pure numpy and rasterio; no torch, no dask.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +27,8 @@ import rasterio
 
 from geoseg.errors import BandMismatchError, InputError, ParameterError
 
-__all__ = ["InputTransform", "SceneStats", "apply_transform", "sample_stats", "diagnose", "decide_transform"]
+__all__ = ["InputTransform", "SceneStats", "apply_transform", "sample_stats", "array_stats", "diagnose",
+           "decide_transform", "decide"]
 
 #: The decimated sample of the statistics check: at most this many pixels a side.
 SAMPLE_SIDE = 512
@@ -92,10 +93,16 @@ def sample_stats(src: rasterio.DatasetReader, bands: Sequence[int]) -> SceneStat
     shape = (len(bands), max(1, src.height // step), max(1, src.width // step))
     from rasterio.enums import Resampling
 
-    data = src.read(list(bands), out_shape=shape, resampling=Resampling.nearest).astype(np.float64)
+    data = src.read(list(bands), out_shape=shape, resampling=Resampling.nearest)
+    floating = np.issubdtype(np.dtype(src.dtypes[bands[0] - 1]), np.floating)
+    return array_stats(data, [src.nodatavals[b - 1] for b in bands], floating)
+
+
+def array_stats(data: np.ndarray, nodata: Sequence[float | None], floating: bool) -> SceneStats | None:
+    """Statistics of a (bands, h, w) sample; a pixel counts when every band is finite and not its ``nodata``."""
+    data = np.asarray(data, dtype=np.float64)
     valid = np.isfinite(data).all(axis=0)
-    for i, b in enumerate(bands):
-        nd = src.nodatavals[b - 1]
+    for i, nd in enumerate(nodata):
         if nd is not None:
             valid &= data[i] != nd
     if not valid.any():
@@ -106,7 +113,7 @@ def sample_stats(src: rasterio.DatasetReader, bands: Sequence[int]) -> SceneStat
         dark=float(np.percentile(v, 0.01, axis=1).min()),
         quartiles=tuple(tuple(float(x) for x in q) for q in np.percentile(v, [25, 75], axis=1)),  # type: ignore
         maximum=float(v.max()),
-        floating=np.issubdtype(np.dtype(src.dtypes[bands[0] - 1]), np.floating),
+        floating=floating,
         pixels=int(valid.sum()),
     )
 
@@ -179,13 +186,13 @@ def _flag(scale: float, offset: float) -> str:
     return " ".join(parts)
 
 
-def _from_metadata(src: rasterio.DatasetReader, bands: Sequence[int], dn_scale: float, dn_offset: float
-                   ) -> InputTransform | None:
-    scales = [src.scales[b - 1] if src.scales[b - 1] is not None else 1.0 for b in bands]
-    offsets = [src.offsets[b - 1] if src.offsets[b - 1] is not None else 0.0 for b in bands]
-    if all(s == 1.0 for s in scales) and all(o == 0.0 for o in offsets):
+def _from_metadata(scales: Sequence[float | None], offsets: Sequence[float | None], dn_scale: float,
+                   dn_offset: float) -> InputTransform | None:
+    sc = [1.0 if x is None else float(x) for x in scales]
+    of = [0.0 if x is None else float(x) for x in offsets]
+    if all(x == 1.0 for x in sc) and all(x == 0.0 for x in of):
         return None
-    return InputTransform(tuple(s / dn_scale for s in scales), tuple((o - dn_offset) / dn_scale for o in offsets),
+    return InputTransform(tuple(x / dn_scale for x in sc), tuple((o - dn_offset) / dn_scale for o in of),
                           "band metadata")
 
 
@@ -200,8 +207,22 @@ def decide_transform(path: str, bands: Sequence[int], band_names: Sequence[str],
     with; ``dn_scale``/``dn_offset``: the card's input declaration (None: undeclared).  ``label``: how messages
     name the scene (default ``path``; a product's VRT XML is no name).
     """
-    n = len(bands)
-    name = path if label is None else label
+    with rasterio.open(path) as src:
+        scales = [src.scales[b - 1] for b in bands]
+        offsets = [src.offsets[b - 1] for b in bands]
+        return decide(lambda: sample_stats(src, bands), scales, offsets, band_names, means=means, stds=stds,
+                      dn_scale=dn_scale, dn_offset=dn_offset, input_scale=input_scale, input_offset=input_offset,
+                      check=check, label=path if label is None else label)
+
+
+def decide(sample: Callable[[], SceneStats | None], scales: Sequence[float | None], offsets: Sequence[float | None],
+           band_names: Sequence[str], *, means: Sequence[float] | None, stds: Sequence[float] | None,
+           dn_scale: float | None, dn_offset: float, input_scale: float | str | None, input_offset: float | None,
+           check: bool, label: str) -> InputTransform:
+    """:func:`decide_transform` for any source: ``sample()`` gives the statistics sample (called only when the
+    check runs), ``scales``/``offsets`` the bands' own metadata (None: none), ``label`` names the scene."""
+    n = len(band_names)
+    name = label
     if isinstance(input_scale, str) and input_scale != "auto":
         raise ParameterError(f"--input-scale {input_scale!r} is not a number or 'auto'; e.g. --input-scale 10")
     if input_offset is not None or (input_scale is not None and input_scale != "auto"):
@@ -209,16 +230,15 @@ def decide_transform(path: str, bands: Sequence[int], band_names: Sequence[str],
         if not s > 0:
             raise ParameterError(f"--input-scale {input_scale} must be > 0")
         return InputTransform((s,) * n, (float(input_offset or 0.0),) * n, "options")
-    with rasterio.open(path) as src:
-        if dn_scale is not None:
-            meta = _from_metadata(src, bands, dn_scale, dn_offset)
-            if meta is not None:
-                return meta
-        if not check:
-            return identity(n, "unchecked")
-        if means is None or dn_scale is None:
-            return identity(n)
-        stats = sample_stats(src, bands)
+    if dn_scale is not None:
+        meta = _from_metadata(scales, offsets, dn_scale, dn_offset)
+        if meta is not None:
+            return meta
+    if not check:
+        return identity(n, "unchecked")
+    if means is None or dn_scale is None:
+        return identity(n)
+    stats = sample()
     if stats is None:
         return identity(n)
     found = diagnose(stats, means, band_names)
