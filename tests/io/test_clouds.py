@@ -283,3 +283,16 @@ def test_user_mask_bad_inputs(products, tmp_path):
         with pytest.raises(CloudMaskError, match=message) as err:
             user_cloud_mask(path, crs, transform, w, h)
         assert "\n" not in str(err.value) and isinstance(err.value, ValueError)
+
+
+def test_msk_classi_with_too_few_bands_is_an_error(ref, tmp_path):
+    safe = ts.write_safe(tmp_path, ref, baseline="04.00")
+    classi = next(safe.rglob("MSK_CLASSI_B00.jp2"))
+    with rasterio.open(classi) as src:
+        band1, crs, transform = src.read(1), src.crs, src.transform
+    classi.unlink()
+    with rasterio.open(classi, "w", driver="JP2OpenJPEG", width=band1.shape[1], height=band1.shape[0], count=1,
+                       dtype="uint8", crs=crs, transform=transform, QUALITY="100", REVERSIBLE="YES") as dst:
+        dst.write(band1, 1)
+    with pytest.raises(UnreadableBandError, match=r"MSK_CLASSI_B00.jp2 has 1 band\(s\), so no band 2"):
+        open_source(safe)

@@ -56,6 +56,9 @@ def _inspect(bf: BandFile, origin: str) -> _Grid:
                                           "the product is damaged: download it again")
             if src.transform.b != 0 or src.transform.d != 0:
                 raise UnreadableBandError(f"{origin}: band {bf.name} is on a rotated grid; stack it with gdalwarp")
+            if not 1 <= bf.band <= src.count:
+                raise UnreadableBandError(f"{origin}: {bf.path} has {src.count} band(s), so no band {bf.band} "
+                                          f"({bf.name}); the product is damaged: download it again")
             bx, by = src.block_shapes[bf.band - 1]
             return _Grid(src.crs.to_wkt(), tuple(src.transform)[:6], src.width, src.height,
                          src.dtypes[bf.band - 1], (bx, by))
