@@ -131,3 +131,14 @@ class NotAProductError(InputError):
 
 class UnreadableBandError(InputError):
     """A band file of a product exists but GDAL cannot read it (truncated, damaged)."""
+
+
+# -- clouds (product cloud masks, --cloud-mask) --
+
+
+class CloudMaskError(InputError):
+    """A cloud mask (a product's own or ``--cloud-mask RASTER``) cannot be used as given."""
+
+
+class MissingCloudMaskError(CloudMaskError, InputFileError):
+    """The ``--cloud-mask`` raster does not exist."""

@@ -184,3 +184,27 @@ def test_reader_vrt_is_a_path_too(ref, tmp_path):
     with rasterio.open(vrt) as src:
         assert src.count == 2 and src.descriptions == ("B2", "B3")
     shutil.rmtree(next(tmp_path.glob("*.SAFE")))
+
+
+@pytest.mark.parametrize("spacecraft", ["LANDSAT_8", "LANDSAT_9"])
+def test_landsat_c2_l2_folder(spacecraft, ref, tmp_path):
+    folder = ts.write_landsat(tmp_path, ref, spacecraft=spacecraft)
+    source = open_source(folder)
+    assert isinstance(source, SceneSource)
+    assert source.band_names == ("B1", "B2", "B3", "B4", "B8A", "B11", "B12")  # SR_B1..7 through the alias table
+    assert (source.sensor, source.level, source.quantity) == (spacecraft.lower().replace("_", "-"), "L2",
+                                                              "surface_reflectance")
+    assert source.acquired == "2016-09-27T" + ts.LANDSAT_TIME
+    assert source.metadata["cloud_cover"] == "18.45" and source.metadata["wrs_path"] == "122"
+    data, profile, tags, scales, offsets, descriptions = _read(source)
+    # the Level-2 scale/offset, not the Level-1 TOA REFLECTANCE_* of the same MTL
+    assert scales == pytest.approx((2.75e-05,) * 7) and offsets == pytest.approx((-0.2,) * 7)
+    assert profile["nodata"] == 0 and profile["transform"].a == 30.0 and data.shape == (7, 40, 40)
+    assert tags["GEOSEG_SENSOR"] == source.sensor and tags["SENSING_TIME"] == source.acquired
+    fill = ts.landsat_fill_columns(120)
+    assert (data[:, :, -fill:] == 0).all() and (data[:, :, :-fill] > 0).all()
+    with rasterio.open(ref) as src:  # reflectance = DN * scale + offset: the reference's 30 m means
+        blue = src.read(1).astype("float64").reshape(40, 3, 40, 3).mean(axis=(1, 3)) / 10000
+    reflectance = data[1, :, :-fill] * scales[1] + offsets[1]
+    np.testing.assert_allclose(reflectance, blue[:, :-fill], atol=2.75e-05)
+    assert open_source(folder, bands=["blue", "nir08"]).band_names == ("B2", "B8A")

@@ -1,5 +1,8 @@
 """Landsat 8/9 Collection 2 Level-2 folders (``*_SR_B1.TIF`` ... ``*_SR_B7.TIF`` and ``*_MTL.txt``),
-read as one stacked VRT with the MTL's surface-reflectance scale (2.75e-05) and offset (-0.2)."""
+read as one stacked VRT with the MTL's surface-reflectance scale (2.75e-05) and offset (-0.2).
+
+Cloud mask: ``*_QA_PIXEL.TIF`` (the CFMask bits of Collection 2: 1 dilated cloud, 2 cirrus, 3 cloud,
+4 cloud shadow; bit 0 fill is already the bands' nodata 0), on the bands' 30 m grid; None without it."""
 
 from __future__ import annotations
 
@@ -9,11 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from geoseg.errors import NotAProductError
+from geoseg.io.clouds import QA_PIXEL_MASKED, CloudMask
 from geoseg.io.sources.bands import LANDSAT_SR_BANDS
 from geoseg.io.sources.scene import SceneSource, dataset_tags, select_bands
-from geoseg.io.sources.vrt import BandFile, stack_vrt
+from geoseg.io.sources.vrt import BandFile, mask_vrt, stack_vrt
 
 _SR_FILE = re.compile(r"_(SR_B[1-7])\.TIF$", re.IGNORECASE)
+_QA_FILE = re.compile(r"_QA_PIXEL\.TIF$", re.IGNORECASE)
 _MTL_LINE = re.compile(r'^\s*([A-Z0-9_]+)\s*=\s*"?([^"]*)"?\s*$')
 _SR_GROUP = "LEVEL2_SURFACE_REFLECTANCE_PARAMETERS"
 SR_SCALE = 2.75e-05
@@ -80,4 +85,7 @@ def read_landsat(path: str | os.PathLike, bands: Sequence[str] | None = None) ->
     metadata = {k: v for k, v in meta.items() if v}
     tags = dataset_tags(sensor, "L2", "surface_reflectance", acquired, metadata)
     xml = stack_vrt(band_files, tags, origin)
-    return SceneSource(xml, origin, tuple(chosen), sensor, "L2", "surface_reflectance", acquired, metadata)
+    qa = next((f for f in sorted(p.iterdir()) if _QA_FILE.search(f.name)), None)
+    mask = None if qa is None else CloudMask(mask_vrt([BandFile("QA_PIXEL", str(qa.resolve()))], xml, origin),
+                                             "qa_pixel", str(qa.resolve()), masked_bits=QA_PIXEL_MASKED)
+    return SceneSource(xml, origin, tuple(chosen), sensor, "L2", "surface_reflectance", acquired, metadata, mask)

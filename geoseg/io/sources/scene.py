@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from geoseg.errors import MissingBandError
+from geoseg.io.clouds import CloudMask
 from geoseg.io.sources.bands import band_order, canonical_band
 
 SENSORS = ("sentinel-2", "landsat-8", "landsat-9")
@@ -20,7 +21,8 @@ class SceneSource:
     ``dataset`` is what ``rasterio.open`` takes (a VRT XML string here); ``band_names`` the canonical
     name of each of its bands in order; each band carries GDAL scale/offset mapping its DN to the
     physical ``quantity`` (reflectance 0..1) and the dataset carries the tags ``GEOSEG_SENSOR``,
-    ``GEOSEG_LEVEL``, ``GEOSEG_QUANTITY`` and ``SENSING_TIME``.
+    ``GEOSEG_LEVEL``, ``GEOSEG_QUANTITY`` and ``SENSING_TIME``.  ``cloud_mask`` is the product's own
+    cloud mask on the same grid (geoseg.io.clouds), or None when the product carries none.
     """
 
     dataset: str
@@ -31,6 +33,7 @@ class SceneSource:
     quantity: str | None = None
     acquired: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    cloud_mask: CloudMask | None = None
 
     def write_vrt(self, path: str) -> str:
         """Write ``dataset`` (a VRT XML string) to ``path`` (a ``.vrt``) and return the path."""

@@ -6,6 +6,12 @@ the finest resolution a band comes in is used).  Product metadata (``MTD_MSIL1C.
 RADIO_ADD_OFFSET (L2A: BOA_ADD_OFFSET) per band_id, PRODUCT_START_TIME, SPACECRAFT_NAME and
 Cloud_Coverage_Assessment.  Each VRT band: scale = 1/quantification, offset = add_offset/quantification,
 nodata 0; the 20 m and 60 m bands are resampled bilinearly onto the 10 m grid at read time.
+
+Cloud mask (geoseg.io.clouds), the first the product has: the L2A Scene Classification
+``GRANULE/*/IMG_DATA/R20m/*_SCL_20m.jp2``; the L1C ``GRANULE/*/QI_DATA/MSK_CLASSI_B00.jp2`` (baseline
+>= 04.00: band 1 opaque clouds, band 2 cirrus; band 3 snow/ice is not used); the L1C vector mask
+``GRANULE/*/QI_DATA/MSK_CLOUDS_B00.gml`` (before 04.00: OPAQUE and CIRRUS polygons).  Each resampled
+NEAREST onto the scene's grid; none of them: ``cloud_mask`` is None.
 """
 
 from __future__ import annotations
@@ -18,15 +24,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from geoseg.errors import NotAProductError
+import rasterio
+from rasterio.crs import CRS
+
+from geoseg.errors import GridMismatchError, NotAProductError
+from geoseg.io.clouds import GML_KEY, SCL_MASKED, CloudMask, gml_polygons
 from geoseg.io.sources.bands import BAND_ID, SENTINEL2_BANDS, canonical_band
 from geoseg.io.sources.scene import SceneSource, dataset_tags, select_bands
-from geoseg.io.sources.vrt import BandFile, stack_vrt
+from geoseg.io.sources.vrt import BandFile, mask_vrt, stack_vrt
 
 _MTD = re.compile(r"(?:^|/)(MTD_MSIL(1C|2A)\.xml)$")
 _BAND_FILE = re.compile(r"(?:^|/)GRANULE/[^/]+/IMG_DATA/(?:R(\d\d)m/)?[^/]*_(B\d\d|B8A)(?:_(\d\d)m)?\.jp2$",
                         re.IGNORECASE)
 _TILE = re.compile(r"_T(\d\d[A-Z]{3})_")
+_SCL_FILE = re.compile(r"(?:^|/)GRANULE/[^/]+/IMG_DATA/R(\d\d)m/[^/]*_SCL_\d\dm\.jp2$", re.IGNORECASE)
+_CLASSI_FILE = re.compile(r"(?:^|/)GRANULE/[^/]+/QI_DATA/MSK_CLASSI_B00\.jp2$", re.IGNORECASE)
+# compact naming MSK_CLOUDS_B00.gml; products of 2016 name it S2A_OPER_MSK_CLOUDS_<...>_B00_MSIL1C.gml
+_CLOUDS_GML = re.compile(r"(?:^|/)GRANULE/[^/]+/QI_DATA/(?:[^/]*_)?MSK_CLOUDS_(?:[^/]*_)?B00(?:_MSIL1C)?\.gml$",
+                         re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -142,6 +157,35 @@ def _metadata(fields: dict, files: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in pairs.items() if v}
 
 
+def _members(safe: _Safe, pattern: re.Pattern) -> list[str]:
+    """Members matching ``pattern``, the finest resolution (group 1, if any) first."""
+    hits = [(int(m.group(1)) if m.groups() else 0, n) for n in safe.members if (m := pattern.search(n))]
+    return [n for _, n in sorted(hits)]
+
+
+def _cloud_mask(safe: _Safe, scene: str) -> CloudMask | None:
+    """The product's own cloud mask on the grid of the stacked VRT ``scene`` (None when it has none)."""
+    if scl := _members(safe, _SCL_FILE):
+        path = safe.prefix + scl[0]
+        return CloudMask(mask_vrt([BandFile("SCL", path)], scene, safe.origin), "scl", path,
+                         masked_values=SCL_MASKED)
+    if classi := _members(safe, _CLASSI_FILE):
+        path = safe.prefix + classi[0]
+        sources = [BandFile("MSK_CLASSI opaque clouds", path, 1), BandFile("MSK_CLASSI cirrus", path, 2)]
+        return CloudMask(mask_vrt(sources, scene, safe.origin, bits=(0, 1)), "msk_classi", path,
+                         masked_bits=(0, 1))
+    if gml := _members(safe, _CLOUDS_GML):
+        path = safe.prefix + gml[0]
+        epsg, _ = gml_polygons(path)  # parsed now: a damaged mask is an error here, not in a task
+        with rasterio.open(scene) as src:
+            if epsg is not None and CRS.from_epsg(epsg) != src.crs:
+                raise GridMismatchError(f"{safe.origin}: the cloud mask {gml[0]} is in EPSG:{epsg}, not in the "
+                                        "bands' CRS; the product is inconsistent: download it again")
+        return CloudMask(mask_vrt([], scene, safe.origin, tags={GML_KEY: path}), "msk_clouds", path,
+                         masked_bits=(0, 1))
+    return None
+
+
 def read_safe(path: str | os.PathLike, bands: Sequence[str] | None = None) -> SceneSource:
     """A Sentinel-2 SAFE folder or zip as a :class:`SceneSource` (see the module docstring)."""
     safe = _locate(Path(path))
@@ -163,4 +207,5 @@ def read_safe(path: str | os.PathLike, bands: Sequence[str] | None = None) -> Sc
     metadata["quantification_value"] = f"{quant:g}"
     tags = dataset_tags("sentinel-2", safe.level, quantity, acquired, metadata)
     xml = stack_vrt(band_files, tags, safe.origin)
-    return SceneSource(xml, safe.origin, tuple(chosen), "sentinel-2", safe.level, quantity, acquired, metadata)
+    return SceneSource(xml, safe.origin, tuple(chosen), "sentinel-2", safe.level, quantity, acquired, metadata,
+                       _cloud_mask(safe, xml))

@@ -4,6 +4,11 @@ Band of an asset: its ``eo:bands`` / STAC 1.1 ``bands`` name or common name, els
 ``blue``, ``rededge1``, ``nir``, ``swir16``...; Planetary Computer ``B02``...), all through the one alias
 table.  Scale/offset/nodata from ``raster:bands`` (STAC 1.1: the band's ``scale``/``offset``/``nodata``).
 hrefs: relative to the JSON, absolute, ``file://``; http(s) through GDAL's ``/vsicurl/``.
+
+Cloud mask: the Scene Classification asset (Earth Search key ``scl``, Planetary Computer ``SCL``),
+classes as in an L2A SAFE (geoseg.io.clouds), resampled nearest onto the bands' grid.  An SCL asset
+that was not downloaded (its local href is missing, or it is remote while every band is local) gives
+``cloud_mask`` None rather than an error or a network read.
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from geoseg.errors import MissingBandError, NotAProductError
+from geoseg.io.clouds import SCL_MASKED, CloudMask
 from geoseg.io.sources.bands import canonical_band
 from geoseg.io.sources.scene import SceneSource, dataset_tags, select_bands
-from geoseg.io.sources.vrt import BandFile, stack_vrt
+from geoseg.io.sources.vrt import BandFile, mask_vrt, stack_vrt
 
 _RASTER_TYPES = ("image/tiff", "image/jp2", "image/vnd.stac.geotiff", "application/x-geotiff")
 
@@ -93,6 +99,21 @@ def _sensor_level(props: dict, collection: str) -> tuple[str | None, str | None,
     return sensor, level, quantity
 
 
+def _cloud_mask(doc: dict, base: Path, origin: str, scene: str, bands_local: bool) -> CloudMask | None:
+    """The Item's SCL asset on the grid of the stacked VRT ``scene``, or None (see the module docstring)."""
+    hit = next((a for k, a in doc["assets"].items()
+                if k.lower() == "scl" and isinstance(a, dict) and isinstance(a.get("href"), str)), None)
+    if hit is None:
+        return None
+    try:
+        path = _resolve(hit["href"], base, origin, "SCL")
+    except MissingBandError:
+        return None
+    if bands_local and not os.path.isfile(path):
+        return None
+    return CloudMask(mask_vrt([BandFile("SCL", path)], scene, origin), "scl", path, masked_values=SCL_MASKED)
+
+
 def read_stac_item(path: str | os.PathLike, bands: Sequence[str] | None = None) -> SceneSource:
     """A local STAC Item JSON as a :class:`SceneSource` (see the module docstring)."""
     p = Path(path)
@@ -121,4 +142,5 @@ def read_stac_item(path: str | os.PathLike, bands: Sequence[str] | None = None) 
             "processing_baseline": props.get("s2:processing_baseline"), "cloud_cover": props.get("eo:cloud_cover")}
     metadata = {k: str(v) for k, v in meta.items() if v is not None}
     xml = stack_vrt(band_files, dataset_tags(sensor, level, quantity, acquired, metadata), origin)
-    return SceneSource(xml, origin, tuple(chosen), sensor, level, quantity, acquired, metadata)
+    mask = _cloud_mask(doc, p.parent, origin, xml, all(os.path.isfile(bf.path) for bf in band_files))
+    return SceneSource(xml, origin, tuple(chosen), sensor, level, quantity, acquired, metadata, mask)
