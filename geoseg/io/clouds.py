@@ -47,7 +47,7 @@ from rasterio.windows import Window as RioWindow
 
 from geoseg.errors import CloudMaskError, MissingCloudMaskError
 from geoseg.io.grid import Window
-from geoseg.io.warp import Grid, _same_lattice, warped
+from geoseg.io.warp import Grid, same_lattice, warped
 
 __all__ = ["CloudMask", "read_cloud_mask", "user_cloud_mask", "KINDS", "SCL_CLASSES", "SCL_MASKED",
            "QA_PIXEL_BITS", "QA_PIXEL_MASKED", "CLASSI_BITS", "MSK_CLOUDS_TYPES", "GML_KEY", "gml_polygons"]
@@ -313,7 +313,7 @@ def user_cloud_mask(path: str, crs_wkt: str | None, transform: tuple, width: int
             what = "the cloud mask has no CRS" if src.crs is None else "the scene has no CRS"
             raise CloudMaskError(f"cloud mask {p}: {what}, so it must be on the scene's pixel grid and is not; "
                                  "georeference both (gdal_edit -a_srs) or write the mask on the scene's grid")
-        win = _same_lattice(src, grid)
+        win = same_lattice(src, grid)
         if win is not None and same_size and (win.col_off, win.row_off) == (0, 0):
             return CloudMask(p, "raster", p, nonzero=True)
         covered, covers = _coverage(src, grid)

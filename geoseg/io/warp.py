@@ -23,7 +23,7 @@ from rasterio.windows import Window as RioWindow
 
 from geoseg.errors import InputError, InputFileError
 
-__all__ = ["Grid", "warped", "read_on_grid", "to_crs", "reproject_geometry"]
+__all__ = ["Grid", "warped", "same_lattice", "read_on_grid", "to_crs", "reproject_geometry"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def _open(path: str) -> Any:
         raise InputError(f"cannot open scene {path} as a raster ({e})") from None
 
 
-def _same_lattice(src: Any, grid: Grid) -> RioWindow | None:
+def same_lattice(src: Any, grid: Grid) -> RioWindow | None:
     """The window of ``src`` that is ``grid`` when both share CRS, pixel size and pixel corners, else None."""
     a, g = src.transform, grid.affine
     same = src.crs == CRS.from_wkt(grid.crs_wkt) and all(abs(u - v) < 1e-9 * max(1.0, abs(u)) for u, v in
@@ -80,7 +80,7 @@ def read_on_grid(path: str, grid: Grid, bands: Sequence[int] | None = None, resa
         meta = {"descriptions": [src.descriptions[b - 1] for b in bands], "tags": src.tags(),
                 "band_tags": src.tags(bands[0]), "dtype": src.dtypes[bands[0] - 1],
                 "scales": [src.scales[b - 1] for b in bands], "offsets": [src.offsets[b - 1] for b in bands]}
-        win = _same_lattice(src, grid)
+        win = same_lattice(src, grid)
         if win is not None:
             fill = nodata if nodata is not None else 0
             data = src.read(bands, window=win, boundless=True, fill_value=fill)
