@@ -22,6 +22,7 @@ from pathlib import Path
 
 from geoseg._util.atomic import atomic_write_text, publish, remove_quietly, temp_path
 from geoseg._util.lock import file_lock
+from geoseg.errors import ParameterError
 from geoseg.model.package import WEIGHTS_NAME, resolve
 
 #: ONNX opset of the exported graph (part of the cache key: a new opset is a new file).
@@ -158,3 +159,12 @@ def openvino_file(ref: str | os.PathLike) -> Path:
     version = ov.get_version().split("-")[0]
     xml = cache_dir(ref) / f"openvino-{version}-{sha[:16]}.xml"
     return _cached([xml, xml.with_suffix(".bin")], lambda: _build_openvino(onnx_file(ref), xml))
+
+
+def graph_file(ref: str | os.PathLike, runtime: str) -> Path:
+    """The cached graph that ``runtime`` (``onnxruntime`` or ``openvino``) loads for a package."""
+    if runtime == "onnxruntime":
+        return onnx_file(ref)
+    if runtime == "openvino":
+        return openvino_file(ref)
+    raise ParameterError(f"graph_file: {runtime!r} runs no exported graph; use onnxruntime or openvino")
