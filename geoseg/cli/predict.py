@@ -37,6 +37,12 @@ from geoseg.predict.blend import BLEND_MODES
 @scheduler_option()
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--no-amp", is_flag=True, help="Disable mixed precision on CUDA.")
+@click.option("--runtime", default="auto", show_default=True,
+              help="auto, torch, onnxruntime or openvino (auto: OpenVINO on an x86 CPU where installed, torch "
+              "on CUDA; see docs/runtimes.md).")
+@click.option("--precision", default="f32", show_default=True,
+              help="f32 (every runtime reproduces torch eager) or bf16 (OpenVINO on a CPU with native BF16).")
+@click.option("--profile", is_flag=True, help="Print the time spent per stage on stderr (also in run.json).")
 @click.option("--tta", type=click.Choice(["none", "flips", "d4"]), default="none", show_default=True,
               help="Test-time augmentation: average probabilities over flipped (4) or all D4 (8) copies.")
 @click.option("--probabilities", is_flag=True, help="Also write probabilities.tif (uint8 percent per class).")
@@ -61,8 +67,9 @@ from geoseg.predict.blend import BLEND_MODES
 @quiet_option
 @run_command
 def predict(scene, model, output, bands, tile_size, overlap, blend, batch_size, block_size, workers, scheduler,
-            device, no_amp, tta, probabilities, confidence, vector, min_area, simplify, allow_ungeoreferenced,
-            acquired, input_scale, input_offset, no_input_check, band_files, overwrite, quiet) -> None:
+            device, no_amp, runtime, precision, profile, tta, probabilities, confidence, vector, min_area, simplify,
+            allow_ungeoreferenced, acquired, input_scale, input_offset, no_input_check, band_files, overwrite,
+            quiet) -> None:
     """Predict a land-cover map of SCENE: a georeferenced multiband raster (GeoTIFF, VRT), a Sentinel-2 L1C/L2A
     product (.SAFE folder or .zip), a STAC Item JSON with one asset per band, or a Landsat Collection 2 Level-2
     folder; or of separate band files given with --band."""
@@ -78,7 +85,12 @@ def predict(scene, model, output, bands, tile_size, overlap, blend, batch_size, 
         vector=vector, vector_options={"min_area": min_area, "simplify": simplify},
         input_scale=input_scale, input_offset=input_offset, input_check=not no_input_check,
         band_files=parse_band_option(band_files) if band_files else None,
+        runtime=runtime, precision=precision, profile=profile,
     )
+    if profile:
+        from geoseg.predict.profile import format_profile
+
+        click.echo(format_profile(result.extra["profile"]), err=True)
     if show:
         print_summary(result)
 

@@ -10,8 +10,10 @@ float32 softmax probabilities, and ``.card``.
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import platform
+import re
 import threading
 from pathlib import Path
 
@@ -53,11 +55,25 @@ def cpu_has_bf16() -> bool:
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
+def cuda_driver_present() -> bool:
+    """Whether the CUDA driver library loads here (loading does not initialise CUDA).  Without it torch
+    sees no GPU either, so ``auto`` settles on the CPU without importing torch."""
+    import ctypes
+
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return False
+
+
 def _device_type(device: str) -> str:
-    """``cpu`` or ``cuda`` for a device name; ``auto`` asks torch (only when torch is installed)."""
+    """``cpu`` or ``cuda`` for a device name; ``auto`` asks torch (only where torch and a CUDA driver are)."""
     name = (device or "auto").lower()
     if name == "auto":
-        if importlib.util.find_spec("torch") is None:
+        if importlib.util.find_spec("torch") is None or not cuda_driver_present():
             return "cpu"
         from geoseg.model.torch_backend import cuda_available
 
@@ -72,6 +88,8 @@ def resolve_runtime(runtime: str, device: str = "auto") -> str:
     Runtime when installed, else torch.  ONNX Runtime and OpenVINO run on the CPU only.
     """
     name = (runtime or "auto").lower()
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", (device or "auto").lower()):
+        raise ParameterError(f"unknown device {device!r}; choose auto, cpu, cuda or cuda:N")
     have = installed_runtimes()
     if name not in RUNTIMES:
         raise ParameterError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)} "
@@ -88,6 +106,16 @@ def resolve_runtime(runtime: str, device: str = "auto") -> str:
     if name != "torch" and (device or "auto").lower().startswith("cuda"):
         raise ParameterError(f"runtime {name} runs on the CPU only; use --device cpu or --runtime torch")
     return name
+
+
+def runtime_version(runtime: str) -> str:
+    """The version of a concrete runtime (imports it: torch only for ``torch``)."""
+    if runtime == "openvino":
+        import openvino as ov
+
+        return str(ov.get_version())
+    module = importlib.import_module(_MODULES[runtime])
+    return str(getattr(module, "__version__", "unknown"))
 
 
 def check_precision(precision: str, runtime: str) -> str:
@@ -121,11 +149,13 @@ class OnnxPredictor:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(graph), sess_options=opts, providers=["CPUExecutionProvider"])
         self.version = ort.__version__
-        self._lock = threading.Lock()  # one forward at a time per process, as the torch Predictor
+        # one forward at a time per process, as the torch Predictor; reentrant, so a caller may hold it
+        # across several forwards (the test-time augmentations of one batch) and time its wait for it
+        self.lock = threading.RLock()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
-        with self._lock:
+        with self.lock:
             (y,) = self.session.run(["probs"], {"x": x})
         return np.asarray(y, dtype=np.float32)
 
@@ -149,11 +179,11 @@ class OpenVinoPredictor:
         }
         self.compiled = core.compile_model(core.read_model(str(graph)), "CPU", config)
         self.version = ov.get_version()
-        self._lock = threading.Lock()
+        self.lock = threading.RLock()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
-        with self._lock:
+        with self.lock:
             request = self.compiled.create_infer_request()
             request.infer({0: x})
             y = request.get_output_tensor(0).data

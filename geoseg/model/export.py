@@ -22,6 +22,7 @@ from pathlib import Path
 
 from geoseg._util.atomic import atomic_write_text, publish, remove_quietly, temp_path
 from geoseg._util.lock import file_lock
+from geoseg.errors import ParameterError
 from geoseg.model.package import WEIGHTS_NAME, resolve
 
 #: ONNX opset of the exported graph (part of the cache key: a new opset is a new file).
@@ -53,6 +54,17 @@ def weights_sha256(ref: str | os.PathLike) -> str:
     w = weights_path(ref)
     st = w.stat()
     return _sha256_cached(str(w.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def graph_key(ref: str | os.PathLike) -> str:
+    """What a cached graph is keyed by: the weights' SHA-256 and the card's (its architecture, bands and classes
+    shape the graph; a card edited beside unchanged weights must not reuse a graph made for the old one)."""
+    h = hashlib.sha256(weights_sha256(ref).encode())
+    path = resolve(ref)
+    card = path / "geoseg-model.json" if path.is_dir() else None  # a single .safetensors file holds its card
+    if card is not None and card.is_file():
+        h.update(card.read_bytes())
+    return h.hexdigest()
 
 
 def user_cache_dir() -> Path:
@@ -145,7 +157,7 @@ def _cached(files: list[Path], build: Callable[[], None]) -> Path:
 
 def onnx_file(ref: str | os.PathLike) -> Path:
     """The cached ONNX graph of a package (built on first use, rebuilt when stale or corrupt)."""
-    sha = weights_sha256(ref)
+    sha = graph_key(ref)
     out = cache_dir(ref) / f"onnx-op{ONNX_OPSET}-{sha[:16]}.onnx"
     return _cached([out], lambda: _build_onnx(ref, out))
 
@@ -154,7 +166,16 @@ def openvino_file(ref: str | os.PathLike) -> Path:
     """The cached OpenVINO IR (``.xml``; ``.bin`` beside it), keyed by OpenVINO's version."""
     import openvino as ov
 
-    sha = weights_sha256(ref)
+    sha = graph_key(ref)
     version = ov.get_version().split("-")[0]
     xml = cache_dir(ref) / f"openvino-{version}-{sha[:16]}.xml"
     return _cached([xml, xml.with_suffix(".bin")], lambda: _build_openvino(onnx_file(ref), xml))
+
+
+def graph_file(ref: str | os.PathLike, runtime: str) -> Path:
+    """The cached graph that ``runtime`` (``onnxruntime`` or ``openvino``) loads for a package."""
+    if runtime == "onnxruntime":
+        return onnx_file(ref)
+    if runtime == "openvino":
+        return openvino_file(ref)
+    raise ParameterError(f"graph_file: {runtime!r} runs no exported graph; use onnxruntime or openvino")

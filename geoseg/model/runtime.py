@@ -13,18 +13,26 @@ import functools
 import os
 import sys
 import threading
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from geoseg.errors import ParameterError
-from geoseg.model.backends import PRECISIONS, RUNTIMES, build_predictor, check_precision, resolve_runtime
+from geoseg.model.backends import (
+    PRECISIONS,
+    RUNTIMES,
+    build_predictor,
+    check_precision,
+    resolve_runtime,
+    runtime_version,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from geoseg.model.torch_backend import Predictor
 
-__all__ = ["DEVICES", "PRECISIONS", "RUNTIMES", "TTA_MODES", "Predictor", "configure_threads", "get_predictor",
-           "predict_tta", "resolve_runtime", "select_device"]
+__all__ = ["DEVICES", "PRECISIONS", "RUNTIMES", "TTA_MODES", "Predictor", "RuntimeChoice", "choose_runtime",
+           "configure_threads", "get_predictor", "predict_tta", "prepare_graph", "resolve_runtime", "select_device"]
 
 DEVICES = ("auto", "cpu", "cuda")
 TTA_MODES = ("none", "flips", "d4")
@@ -121,3 +129,51 @@ def get_predictor(path: str, device: str, amp: bool | None = None, runtime: str 
     threads = 0 if concrete == "torch" else _threads_now()
     with _cache_lock:
         return _cached(os.path.abspath(path), mtime, device, amp, concrete, prec, threads)
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """The runtime a run uses, decided once before any work: what was asked and what runs."""
+
+    requested: str  # auto, torch, onnxruntime, openvino
+    runtime: str  # the concrete runtime
+    precision: str  # f32, bf16 (OpenVINO), amp-bf16 / amp-f16 (torch on CUDA with AMP)
+    device: str  # cpu, cuda:N
+    version: str
+    graph: str | None = None  # the exported graph's file name (ONNX Runtime, OpenVINO)
+
+    @property
+    def device_type(self) -> str:
+        return "cuda" if self.device.startswith("cuda") else "cpu"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def choose_runtime(runtime: str = "auto", device: str = "auto", precision: str = "f32",
+                   amp: bool | None = None) -> RuntimeChoice:
+    """Resolve runtime, device and precision (one-line ParameterErrors listing the choices); exports nothing.
+
+    torch is imported only when the torch runtime is chosen (``auto`` on a machine without a CUDA driver
+    picks a CPU runtime without importing it).
+    """
+    concrete = resolve_runtime(runtime, device)
+    prec = check_precision(precision, concrete)
+    if concrete == "torch":
+        from geoseg.model.torch_backend import amp_precision
+
+        dev = str(select_device(device))
+        prec = amp_precision(dev, amp) if prec == "f32" else prec
+    else:
+        dev = "cpu"
+    return RuntimeChoice((runtime or "auto").lower(), concrete, prec, dev, runtime_version(concrete))
+
+
+def prepare_graph(path: str | os.PathLike, choice: RuntimeChoice) -> RuntimeChoice:
+    """Export (or find cached) the graph ``choice`` loads, so tasks and workers only load it; ``choice`` with
+    the graph's file name.  torch is imported only when the graph has to be built."""
+    if choice.runtime == "torch":
+        return choice
+    from geoseg.model.export import graph_file
+
+    return replace(choice, graph=graph_file(path, choice.runtime).name)

@@ -59,7 +59,8 @@ class Predictor:
         # One forward at a time per process and device.  On the CPU the forward pass uses every
         # intra-op thread, so concurrent forwards would only multiply activation memory; the
         # other dask threads meanwhile read, blend and write.  On CUDA it serialises the stream.
-        self._lock = threading.Lock()
+        # Reentrant: a caller may hold it across several forwards (see geoseg.predict.tasks).
+        self.lock = threading.RLock()
 
     @torch.inference_mode()
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -67,16 +68,24 @@ class Predictor:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         if self.device.type == "cuda":
             t = t.pin_memory().to(self.device, non_blocking=True)
-            with self._lock:
+            with self.lock:
                 with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.amp):
                     logits = self.net(t)
                 probs = torch.softmax(logits.float(), dim=1)
                 return probs.cpu().numpy()
         if self.channels_last:
             t = t.contiguous(memory_format=torch.channels_last)
-        with self._lock:
+        with self.lock:
             logits = self.net(t)
             return np.ascontiguousarray(torch.softmax(logits.float(), dim=1).numpy())
+
+
+def amp_precision(device: str, amp: bool | None) -> str:
+    """What :class:`Predictor` runs at on ``device``: ``f32``, or ``amp-bf16``/``amp-f16`` on CUDA with AMP."""
+    dev = torch.device(device)
+    if dev.type != "cuda" or amp is False:
+        return "f32"
+    return "amp-bf16" if torch.cuda.is_bf16_supported() else "amp-f16"
 
 
 def cuda_available() -> bool:

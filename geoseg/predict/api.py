@@ -43,7 +43,9 @@ from geoseg.io.run import RunFolder
 from geoseg.io.sources import SceneSource, canonical_band
 from geoseg.model.card import ModelCard
 from geoseg.model.package import read_card, resolve
+from geoseg.model.runtime import RuntimeChoice
 from geoseg.predict.blend import BLEND_MODES
+from geoseg.predict.profile import summary
 
 #: Files written beside the rasters for GIS users (see docs/delivery.md).
 SIDECARS = ["landcover.qml", "landcover.tif.aux.xml", "quicklook.png", "report.html", "item.json"]
@@ -115,6 +117,9 @@ def predict_scene(
     input_check: bool = True,
     band_files: Mapping[str, str] | None = None,
     progress: bool | None = None,
+    runtime: str = "auto",
+    precision: str = "f32",
+    profile: bool = False,
 ) -> PredictResult:
     """Predict a land-cover map of ``scene`` with ``model`` into ``out_dir``.
 
@@ -144,6 +149,13 @@ def predict_scene(
     data (:mod:`geoseg.io.radiometry`); ``input_check=False`` skips it.  Recorded in ``run.json``.
 
     ``progress=None`` shows a progress bar only on an interactive terminal.
+
+    ``runtime``: ``auto`` (OpenVINO on an x86 CPU where installed, else ONNX Runtime, else torch; torch on
+    CUDA), ``torch``, ``onnxruntime`` or ``openvino``; ``precision``: ``f32`` (every runtime reproduces torch
+    eager) or ``bf16`` (OpenVINO on a CPU with native BF16).  Decided, and the runtime's graph exported and
+    cached, before any work (docs/runtimes.md); recorded in ``run.json`` under ``runtime``.  ``profile``:
+    time per stage summed over tasks, in ``run.json`` and ``extra["profile"]``
+    (:mod:`geoseg.predict.profile`).
     """
     t0 = time.perf_counter()
     configure_gdal_cache()
@@ -152,25 +164,31 @@ def predict_scene(
                 amp=amp, probabilities=probabilities, confidence=confidence,
                 allow_ungeoreferenced=allow_ungeoreferenced, tta=tta, vector=vector, vector_options=vector_options,
                 acquired=acquired, input_scale=input_scale, input_offset=input_offset, input_check=input_check,
-                band_files=band_files)
+                band_files=band_files, runtime=runtime, precision=precision, profile=profile)
     out = job.out
     with RunFolder(out, job.names, overwrite) as run:  # one run per folder; removes a killed run's temporaries
         products = _products(job, run.run_id)
         run.on_failure(lambda: discard(products))
-        hist = _execute(job, products, progress)
+        t_graph = time.perf_counter()
+        hist, stage_s = _execute(job, products, progress)
+        t_graph = time.perf_counter() - t_graph
         nodata = int(hist[NODATA])
         class_pixels = {c.name: int(hist[c.value]) for c in job.card.classes}
         seconds = time.perf_counter() - t0
         record = _record(job, run.run_id, products, class_pixels, nodata, seconds)
         # All blocks are written: build every COG first, then move them all into place.
+        t_cog = time.perf_counter()
         for p in products:
             run.stage(build_cog(p), p.final)
+        if stage_s is not None:
+            record["profile"] = summary({**stage_s, "cog": time.perf_counter() - t_cog}, t_graph,
+                                        -(-len(job.plan) // job.batch_size) + len(job.blocks))
         run.temp("run.json").write_text(json.dumps(record, indent=2) + "\n")
         run.publish()
         lc = products[0]
         prob = next((p for p in products if p.name == "probabilities"), None)
         conf = next((p for p in products if p.name == "confidence"), None)
-        extra: dict = {}
+        extra: dict = {"profile": record["profile"]} if "profile" in record else {}
         vres = None
         if job.vector_path is not None:
             from geoseg.vector.api import vectorize_raster
@@ -232,6 +250,8 @@ class _Job:
     vector_path: Path | None
     vector_options: dict
     radiometry: InputTransform
+    engine: RuntimeChoice  # runtime, precision, device and graph, decided once
+    profile: bool = False
 
 
 def _plan(scene: str | os.PathLike | None, model: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -240,9 +260,10 @@ def _plan(scene: str | os.PathLike | None, model: str | os.PathLike, out_dir: st
           amp: bool | None, probabilities: bool, confidence: bool, allow_ungeoreferenced: bool, tta: str,
           vector: str | None, vector_options: dict | None, acquired: str | None,
           input_scale: float | str | None = None, input_offset: float | None = None, input_check: bool = True,
-          band_files: Mapping[str, str] | None = None) -> _Job:
+          band_files: Mapping[str, str] | None = None, runtime: str = "auto", precision: str = "f32",
+          profile: bool = False) -> _Job:
     """Validate the model, scene, bands and every option, and plan tiles and blocks (no output yet)."""
-    from geoseg.model.runtime import TTA_MODES, select_device  # torch
+    from geoseg.model.runtime import TTA_MODES, choose_runtime, prepare_graph  # torch only for the torch runtime
 
     model_path = resolve(model)
     card: ModelCard = read_card(model_path)
@@ -262,14 +283,14 @@ def _plan(scene: str | os.PathLike | None, model: str | os.PathLike, out_dir: st
     if tta not in TTA_MODES:
         raise ParameterError(f"unknown --tta {tta!r}; choose one of {', '.join(TTA_MODES)}")
     ex = check_execution(scheduler, workers)
-    dev = select_device(device)
+    engine = choose_runtime(runtime, device, precision, amp)
     if batch_size is None:  # CPU: small batches keep activation memory low at no speed cost; GPU: fill it
-        batch_size = 2 if dev.type == "cpu" else 8
+        batch_size = 2 if engine.device_type == "cpu" else 8
     if batch_size < 1:
         raise ParameterError(f"batch size {batch_size} must be >= 1; use e.g. --batch-size 2")
     # Threads share one model and run one forward at a time with every core (intra-op); separate
     # processes each get their share of the cores so they never oversubscribe them.
-    if dev.type != "cpu":
+    if engine.device_type != "cpu":
         torch_threads = 1
     elif ex.scheduler == "threads" or ex.scheduler == "synchronous":
         torch_threads = default_workers()
@@ -277,13 +298,14 @@ def _plan(scene: str | os.PathLike | None, model: str | os.PathLike, out_dir: st
         torch_threads = max(1, default_workers() // ex.workers)
     out = Path(out_dir)
     names, vector_path, vector_options = _output_names(out, probabilities, confidence, vector, vector_options)
+    engine = prepare_graph(model_path, engine)  # last: every option is valid; workers only load the graph
     return _Job(out=out, names=names, model_path=model_path, card=card, info=info, source=source,
                 band_idx=list(band_idx),
                 acquired=when, acquired_from=acquired_from, tile_size=tile_size, overlap=overlap, blend=blend,
-                plan=plan, blocks=blocks, scheduler=ex.scheduler, workers=ex.workers, device=str(dev), amp=amp,
+                plan=plan, blocks=blocks, scheduler=ex.scheduler, workers=ex.workers, device=engine.device, amp=amp,
                 batch_size=batch_size, torch_threads=torch_threads, tta=tta, block_size=block_size,
                 probabilities=probabilities, confidence=confidence, vector_path=vector_path,
-                vector_options=vector_options, radiometry=radiometry)
+                vector_options=vector_options, radiometry=radiometry, engine=engine, profile=profile)
 
 
 def _radiometry(info: SceneInfo, card: ModelCard, band_idx: Sequence[int], input_scale: float | str | None,
@@ -363,8 +385,10 @@ def _products(job: _Job, run_id: str) -> list[Product]:
     return products
 
 
-def _execute(job: _Job, products: list[Product], progress: bool | None) -> np.ndarray:
-    """Create the temporary rasters and run the dask graph into them; the class histogram (256 bins)."""
+def _execute(job: _Job, products: list[Product], progress: bool | None
+             ) -> tuple[np.ndarray, dict[str, float] | None]:
+    """Create the temporary rasters and run the dask graph into them; the class histogram (256 bins) and,
+    with ``job.profile``, the tasks' stage seconds."""
     from geoseg.predict import graph  # dask
     from geoseg.predict.tasks import RunSpec
 
@@ -394,6 +418,9 @@ def _execute(job: _Job, products: list[Product], progress: bool | None) -> np.nd
         tta=job.tta,
         input_scale=None if job.radiometry.is_identity else job.radiometry.scale,
         input_offset=None if job.radiometry.is_identity else job.radiometry.offset,
+        runtime=job.engine.runtime,
+        precision=job.engine.precision,
+        profile=job.profile,
     )
     bar = make_progress(len(job.plan), "tiles", progress)
     with warnings.catch_warnings():
@@ -402,7 +429,7 @@ def _execute(job: _Job, products: list[Product], progress: bool | None) -> np.nd
         for p in products:
             create_part(p, info)
         try:
-            hist = graph.run(spec, list(job.plan), job.blocks, job.scheduler, job.workers, bar)
+            hist, stage_s = graph.run(spec, list(job.plan), job.blocks, job.scheduler, job.workers, bar)
         finally:
             bar.close()
     if int(hist[NODATA]) == info.width * info.height:
@@ -410,7 +437,7 @@ def _execute(job: _Job, products: list[Product], progress: bool | None) -> np.nd
             f"{info.path} has no valid pixel in bands {','.join(map(str, job.band_idx))} "
             "(all nodata); check the scene, its nodata value, or --bands"
         )
-    return hist
+    return hist, stage_s
 
 
 def _record(job: _Job, run_id: str, products: list[Product], class_pixels: dict[str, int], nodata: int,
@@ -435,7 +462,8 @@ def _record(job: _Job, run_id: str, products: list[Product], class_pixels: dict[
         "options": {"tile_size": job.tile_size, "overlap": job.overlap, "blend": job.blend,
                     "batch_size": job.batch_size, "block_size": job.block_size, "workers": job.workers,
                     "scheduler": job.scheduler, "device": job.device, "torch_threads": job.torch_threads,
-                    "tta": job.tta},
+                    "tta": job.tta, "runtime": job.engine.requested},
+        "runtime": job.engine.to_json(),
         "tiles": len(job.plan),
         "computed_pixels": job.plan.computed_pixels,
         "class_pixels": class_pixels,

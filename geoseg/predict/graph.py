@@ -19,6 +19,7 @@ from dask.delayed import Delayed, delayed
 from geoseg._util.execution import execute
 from geoseg._util.progress import Progress
 from geoseg.io.grid import Block, Tile, batches
+from geoseg.predict.profile import Timer
 from geoseg.predict.tasks import RunSpec, blend_and_write, pieces_for, predict_tiles
 
 
@@ -55,10 +56,13 @@ def run(
     scheduler: str,
     workers: int,
     progress: Progress,
-) -> np.ndarray:
-    """Execute the prediction graph; return the scene's class-code histogram (256 bins)."""
+) -> tuple[np.ndarray, dict[str, float] | None]:
+    """Execute the prediction graph; return the scene's class-code histogram (256 bins) and, with
+    ``spec.profile``, the tasks' stage seconds summed (:mod:`geoseg.predict.profile`)."""
     batch_tasks, block_tasks, tiles_per_key = build(spec, tiles, blocks)
     hist = np.zeros(256, dtype=np.int64)
-    for h in execute(block_tasks, scheduler, workers, progress, tiles_per_key, watch=batch_tasks):
-        hist += h
-    return hist
+    timer = Timer(spec.profile)
+    for r in execute(block_tasks, scheduler, workers, progress, tiles_per_key, watch=batch_tasks):
+        hist += r.hist
+        timer.add(r.seconds)
+    return hist, timer.result()

@@ -69,7 +69,7 @@ def test_cache_reused_and_corrupt_rebuilt(linear_pkg, runtime):
     kind = "onnx" if runtime == "onnxruntime" else "openvino"
     get_file = export.onnx_file if kind == "onnx" else export.openvino_file
     first = get_file(linear_pkg)
-    assert first.parent == linear_pkg / ".cache" and export.weights_sha256(linear_pkg)[:16] in first.name
+    assert first.parent == linear_pkg / ".cache" and export.graph_key(linear_pkg)[:16] in first.name
     before, mtime = dict(export.EXPORTS), first.stat().st_mtime_ns
     assert get_file(linear_pkg) == first and before == export.EXPORTS and first.stat().st_mtime_ns == mtime
     data = first.read_bytes()
