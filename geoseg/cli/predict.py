@@ -61,6 +61,10 @@ from geoseg.predict.blend import BLEND_MODES
 @click.option("--input-offset", type=float,
               help="Add this to the scene's values after --input-scale (e.g. -1000 for a Sentinel-2 baseline "
               ">= 04.00 scene without its offset metadata; 0 to accept values the check doubts).")
+@click.option("--cloud-mask", default="auto", show_default=True, metavar="auto|none|RASTER",
+              help="Leave clouds out: 'auto' uses the product's own mask (L2A SCL, L1C MSK_CLASSI/MSK_CLOUDS, "
+              "Landsat QA_PIXEL), 'none' ignores it, or a raster whose non-zero pixels are masked. Masked pixels "
+              "are nodata in the map and 254 in confidence.tif.")
 @click.option("--no-input-check", is_flag=True,
               help="Do not compare the scene's values with the model's training data (experts).")
 @overwrite_option
@@ -68,8 +72,8 @@ from geoseg.predict.blend import BLEND_MODES
 @run_command
 def predict(scene, model, output, bands, tile_size, overlap, blend, batch_size, block_size, workers, scheduler,
             device, no_amp, runtime, precision, profile, tta, probabilities, confidence, vector, min_area, simplify,
-            allow_ungeoreferenced, acquired, input_scale, input_offset, no_input_check, band_files, overwrite,
-            quiet) -> None:
+            allow_ungeoreferenced, acquired, input_scale, input_offset, no_input_check, band_files, cloud_mask,
+            overwrite, quiet) -> None:
     """Predict a land-cover map of SCENE: a georeferenced multiband raster (GeoTIFF, VRT), a Sentinel-2 L1C/L2A
     product (.SAFE folder or .zip), a STAC Item JSON with one asset per band, or a Landsat Collection 2 Level-2
     folder; or of separate band files given with --band."""
@@ -84,7 +88,7 @@ def predict(scene, model, output, bands, tile_size, overlap, blend, batch_size, 
         overwrite=overwrite, allow_ungeoreferenced=allow_ungeoreferenced, acquired=acquired, progress=show,
         vector=vector, vector_options={"min_area": min_area, "simplify": simplify},
         input_scale=input_scale, input_offset=input_offset, input_check=not no_input_check,
-        band_files=parse_band_option(band_files) if band_files else None,
+        band_files=parse_band_option(band_files) if band_files else None, cloud_mask=cloud_mask,
         runtime=runtime, precision=precision, profile=profile,
     )
     if profile:
@@ -118,5 +122,7 @@ def print_summary(result) -> None:
         click.echo(line)
     if result.nodata_pixels:
         click.echo(f"{'(nodata)':<22}{result.nodata_pixels:>12}")
+    if result.cloud_pixels:
+        click.echo(f"{'  of which cloud':<22}{result.cloud_pixels:>12}")
     if "vector" in result.extra:
         click.echo(f"wrote {result.extra['vector_features']} polygons to {result.extra['vector']}")

@@ -47,6 +47,11 @@ def input_lines(record: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(("product", text))
     if isinstance(record.get("radiometry"), dict) and (text := _radiometry(record["radiometry"])):
         out.append(("radiometry", text))
+    mask = record.get("cloud_mask")
+    if isinstance(mask, dict):
+        n = record.get("cloud_pixels")
+        left = f"; {n:,} pixels left out (nodata in the map, 254 in confidence.tif)" if isinstance(n, int) else ""
+        out.append(("cloud mask", f"{mask.get('description') or mask.get('kind')} from {mask.get('origin')}{left}"))
     return out
 
 

@@ -15,18 +15,20 @@ It returns the :class:`~geoseg.io.raster.SceneInfo` of that dataset (``info.gdal
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 
 import rasterio
 from rasterio.errors import RasterioIOError
 
 from geoseg.errors import InputFileError, MissingBandError, ParameterError, UnreadableBandError
+from geoseg.io.clouds import CloudMask, user_cloud_mask
 from geoseg.io.raster import SceneInfo, inspect_dataset, open_scene
 from geoseg.io.sources import SceneSource, band_order, canonical_band, open_source
 from geoseg.io.sources.scene import dataset_tags
 from geoseg.io.sources.vrt import BandFile, stack_vrt
 
-__all__ = ["open_input", "read_band_files", "parse_band_option", "source_record"]
+__all__ = ["open_input", "read_band_files", "parse_band_option", "source_record", "resolve_cloud_mask"]
 
 
 def parse_band_option(values: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -105,3 +107,21 @@ def source_record(source: SceneSource) -> dict:
     return {"origin": source.origin, "bands": list(source.band_names), "sensor": source.sensor,
             "level": source.level, "quantity": source.quantity, "acquired": source.acquired,
             "metadata": dict(source.metadata)}
+
+
+def resolve_cloud_mask(choice: str | os.PathLike | None, info: SceneInfo, source: SceneSource | None
+                       ) -> CloudMask | None:
+    """The cloud mask a run honours: ``"auto"`` (default) the product's own mask, if it has one (a product without
+    one is said on stderr); ``"none"`` none; anything else a raster path (``--cloud-mask RASTER``, non-zero =
+    masked, on the scene's grid or warped onto it)."""
+    if choice is None or str(choice).lower() == "none":
+        return None
+    if str(choice).lower() == "auto":
+        if source is None:
+            return None
+        if source.cloud_mask is None:
+            warnings.warn(f"{info.path} carries no cloud mask (no SCL, MSK_CLASSI, MSK_CLOUDS or QA_PIXEL found): "
+                          "clouds will be mapped as land cover; pass --cloud-mask RASTER to leave them out",
+                          UserWarning, stacklevel=3)
+        return source.cloud_mask
+    return user_cloud_mask(os.fspath(choice), info.crs_wkt, info.transform, info.width, info.height)

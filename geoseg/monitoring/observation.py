@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from geoseg.errors import ConfigError, EmptySceneError, InputError, InputFileError, ParameterError
-from geoseg.io.warp import Grid, read_on_grid, to_crs
+from geoseg.io.clouds import CloudMask
+from geoseg.io.warp import Grid, read_on_grid, same_lattice, to_crs
 from geoseg.monitoring.config import AOI, MonitorConfig, Scene
 from geoseg.monitoring.rasters import write_tif
 
@@ -40,18 +41,28 @@ def scene_dataset(cfg: MonitorConfig, path: str) -> str:
         from geoseg.model.package import read_card, resolve
 
         bands = tuple(read_card(resolve(str(cfg.model))).bands)
-    return _dataset(path, bands)
+    return _dataset(path, bands)[0]
+
+
+def scene_cloud_mask(cfg: MonitorConfig, path: str) -> CloudMask | None:
+    """The product's own cloud mask of the inventory's scene ``path`` (None for a plain raster)."""
+    if cfg.kind != "scene":
+        return None
+    from geoseg.model.package import read_card, resolve
+
+    return _dataset(path, tuple(read_card(resolve(str(cfg.model))).bands) if cfg.model else None)[1]
 
 
 @functools.lru_cache(maxsize=64)
-def _dataset(path: str, bands: tuple[str, ...] | None) -> str:
+def _dataset(path: str, bands: tuple[str, ...] | None) -> tuple[str, CloudMask | None]:
     from geoseg.io.inputs import open_input
     from geoseg.io.sources import canonical_band
 
     if not os.path.exists(path):
         raise InputFileError(f"scene {path} does not exist; fix the inventory")
     wanted = bands if bands and all(canonical_band(b) for b in bands) else None
-    return open_input(path, wanted=wanted, allow_ungeoreferenced=True)[0].gdal_name
+    info, source = open_input(path, wanted=wanted, allow_ungeoreferenced=True)
+    return info.gdal_name, None if source is None else source.cloud_mask
 
 
 def grid_for(cfg: MonitorConfig, aoi: AOI, scene_path: str) -> Grid:
@@ -147,6 +158,20 @@ def _write_crop(path: Path, data: np.ndarray, nodata: float | None, meta: dict[s
         dst.update_tags(**meta["tags"])
 
 
+def _masked_on_grid(name: str, mask: CloudMask, grid: Grid) -> np.ndarray:
+    """The cloud mask over the AOI grid (a window of the scene's own lattice)."""
+    import rasterio
+
+    from geoseg.io.clouds import read_cloud_mask
+    from geoseg.io.grid import Window
+
+    with rasterio.open(name) as src:
+        win = same_lattice(src, grid)
+    if win is None:  # pragma: no cover - grid_for made the grid from this scene's lattice
+        raise InputError(f"the AOI grid is not on the lattice of {name[:80]}; report this")
+    return read_cloud_mask(mask, Window(int(win.row_off), int(win.col_off), grid.height, grid.width))
+
+
 def _predict_crop(cfg: MonitorConfig, grid: Grid, scene: Scene, work: Path
                   ) -> tuple[np.ndarray, np.ndarray, dict[int, str], str]:
     """Crop the scene to the AOI grid (windowed read into a temporary GeoTIFF) and predict that crop only:
@@ -156,7 +181,13 @@ def _predict_crop(cfg: MonitorConfig, grid: Grid, scene: Scene, work: Path
     from geoseg.io.raster import class_names_from_tags
     from geoseg.predict.api import predict_scene
 
-    data, nodata, meta, covered = read_on_grid(scene_dataset(cfg, scene.path), grid, resampling="nearest")
+    name = scene_dataset(cfg, scene.path)
+    data, nodata, meta, covered = read_on_grid(name, grid, resampling="nearest")
+    mask = scene_cloud_mask(cfg, scene.path)
+    if mask is not None:  # the product's clouds: nodata in the crop, so unobserved, never "no change"
+        masked = _masked_on_grid(name, mask, grid)
+        data[:, masked] = nodata if nodata is not None else 0
+        covered = covered & ~masked
     with tempfile.TemporaryDirectory(dir=work, prefix=".predict-") as tmp:
         crop = Path(tmp) / "crop.tif"
         _write_crop(crop, data, nodata, meta, grid)

@@ -26,8 +26,9 @@ from geoseg._util.progress import make_progress
 from geoseg._version import __version__
 from geoseg.errors import EmptySceneError, ParameterError
 from geoseg.io.area import pixel_area_m2
+from geoseg.io.clouds import CloudMask
 from geoseg.io.grid import Block, TilePlan, plan_blocks, plan_tiles
-from geoseg.io.inputs import open_input, source_record
+from geoseg.io.inputs import open_input, resolve_cloud_mask, source_record
 from geoseg.io.output import (
     NODATA,
     Product,
@@ -87,6 +88,7 @@ class PredictResult:
     pixel_area_m2: float | None
     seconds: float
     extra: dict = field(default_factory=dict)
+    cloud_pixels: int = 0  # left out by the cloud mask (valid input); they are in nodata_pixels too
 
 
 def predict_scene(
@@ -116,6 +118,7 @@ def predict_scene(
     input_offset: float | None = None,
     input_check: bool = True,
     band_files: Mapping[str, str] | None = None,
+    cloud_mask: str | os.PathLike | None = "auto",
     progress: bool | None = None,
     runtime: str = "auto",
     precision: str = "f32",
@@ -126,6 +129,11 @@ def predict_scene(
     ``scene``: a multiband raster (GeoTIFF, VRT...), a Sentinel-2 ``.SAFE`` folder or zip, a STAC Item JSON
     with one asset per band, or a Landsat Collection 2 Level-2 folder (:mod:`geoseg.io.inputs`); or None with
     ``band_files`` (``{"B2": "b2.tif", ...}``, any band aliases) for separate band files.
+
+    ``cloud_mask``: ``"auto"`` honours the product's own mask (L2A SCL, L1C MSK_CLASSI/MSK_CLOUDS, Landsat
+    QA_PIXEL; docs/clouds.md), ``"none"`` ignores it, a raster path is the mask (non-zero = masked).  Masked
+    pixels get zero blending weight: nodata in every product, :data:`~geoseg.predict.blend.CLOUD` (254) in
+    ``confidence.tif``; ``run.json`` records the mask and ``cloud_pixels``.
 
     Writes ``landcover.tif`` (uint8 class COG, nodata 255, the scene's grid), and
     with ``probabilities``/``confidence`` also ``probabilities.tif`` (one uint8
@@ -164,18 +172,19 @@ def predict_scene(
                 amp=amp, probabilities=probabilities, confidence=confidence,
                 allow_ungeoreferenced=allow_ungeoreferenced, tta=tta, vector=vector, vector_options=vector_options,
                 acquired=acquired, input_scale=input_scale, input_offset=input_offset, input_check=input_check,
-                band_files=band_files, runtime=runtime, precision=precision, profile=profile)
+                band_files=band_files, runtime=runtime, precision=precision, profile=profile, cloud_mask=cloud_mask)
     out = job.out
     with RunFolder(out, job.names, overwrite) as run:  # one run per folder; removes a killed run's temporaries
         products = _products(job, run.run_id)
         run.on_failure(lambda: discard(products))
         t_graph = time.perf_counter()
-        hist, stage_s = _execute(job, products, progress)
+        hist, stage_s, cloud_pixels = _execute(job, products, progress)
         t_graph = time.perf_counter() - t_graph
         nodata = int(hist[NODATA])
         class_pixels = {c.name: int(hist[c.value]) for c in job.card.classes}
         seconds = time.perf_counter() - t0
         record = _record(job, run.run_id, products, class_pixels, nodata, seconds)
+        record["cloud_pixels"] = cloud_pixels
         # All blocks are written: build every COG first, then move them all into place.
         t_cog = time.perf_counter()
         for p in products:
@@ -213,6 +222,7 @@ def predict_scene(
             tiles=len(job.plan),
             class_pixels=class_pixels,
             nodata_pixels=nodata,
+            cloud_pixels=cloud_pixels,
             pixel_area_m2=record["pixel_area_m2"],
             seconds=seconds,
             extra=extra,
@@ -250,6 +260,7 @@ class _Job:
     vector_path: Path | None
     vector_options: dict
     radiometry: InputTransform
+    cloud_mask: CloudMask | None
     engine: RuntimeChoice  # runtime, precision, device and graph, decided once
     profile: bool = False
 
@@ -261,7 +272,7 @@ def _plan(scene: str | os.PathLike | None, model: str | os.PathLike, out_dir: st
           vector: str | None, vector_options: dict | None, acquired: str | None,
           input_scale: float | str | None = None, input_offset: float | None = None, input_check: bool = True,
           band_files: Mapping[str, str] | None = None, runtime: str = "auto", precision: str = "f32",
-          profile: bool = False) -> _Job:
+          profile: bool = False, cloud_mask: str | os.PathLike | None = "auto") -> _Job:
     """Validate the model, scene, bands and every option, and plan tiles and blocks (no output yet)."""
     from geoseg.model.runtime import TTA_MODES, choose_runtime, prepare_graph  # torch only for the torch runtime
 
@@ -273,6 +284,7 @@ def _plan(scene: str | os.PathLike | None, model: str | os.PathLike, out_dir: st
                               allow_ungeoreferenced=allow_ungeoreferenced)
     band_idx = select_bands(info, card.bands, bands)
     radiometry = _radiometry(info, card, band_idx, input_scale, input_offset, input_check)
+    clouds = resolve_cloud_mask(cloud_mask, info, source)
     when, acquired_from = _acquisition(info, acquired)
     if blend not in BLEND_MODES:
         raise ParameterError(f"unknown blend mode {blend!r}; choose one of {', '.join(BLEND_MODES)}")
@@ -305,7 +317,8 @@ def _plan(scene: str | os.PathLike | None, model: str | os.PathLike, out_dir: st
                 plan=plan, blocks=blocks, scheduler=ex.scheduler, workers=ex.workers, device=engine.device, amp=amp,
                 batch_size=batch_size, torch_threads=torch_threads, tta=tta, block_size=block_size,
                 probabilities=probabilities, confidence=confidence, vector_path=vector_path,
-                vector_options=vector_options, radiometry=radiometry, engine=engine, profile=profile)
+                vector_options=vector_options, radiometry=radiometry, engine=engine, profile=profile,
+                cloud_mask=clouds)
 
 
 def _radiometry(info: SceneInfo, card: ModelCard, band_idx: Sequence[int], input_scale: float | str | None,
@@ -386,7 +399,7 @@ def _products(job: _Job, run_id: str) -> list[Product]:
 
 
 def _execute(job: _Job, products: list[Product], progress: bool | None
-             ) -> tuple[np.ndarray, dict[str, float] | None]:
+             ) -> tuple[np.ndarray, dict[str, float] | None, int]:
     """Create the temporary rasters and run the dask graph into them; the class histogram (256 bins) and,
     with ``job.profile``, the tasks' stage seconds."""
     from geoseg.predict import graph  # dask
@@ -421,6 +434,7 @@ def _execute(job: _Job, products: list[Product], progress: bool | None
         runtime=job.engine.runtime,
         precision=job.engine.precision,
         profile=job.profile,
+        cloud_mask=job.cloud_mask,
     )
     bar = make_progress(len(job.plan), "tiles", progress)
     with warnings.catch_warnings():
@@ -429,15 +443,19 @@ def _execute(job: _Job, products: list[Product], progress: bool | None
         for p in products:
             create_part(p, info)
         try:
-            hist, stage_s = graph.run(spec, list(job.plan), job.blocks, job.scheduler, job.workers, bar)
+            hist, stage_s, cloud_pixels = graph.run(spec, list(job.plan), job.blocks, job.scheduler, job.workers, bar)
         finally:
             bar.close()
     if int(hist[NODATA]) == info.width * info.height:
+        if cloud_pixels and job.cloud_mask is not None:
+            raise EmptySceneError(f"{info.path}: every valid pixel is masked as cloud ({job.cloud_mask.describe()}"
+                                  f" of {job.cloud_mask.origin}); nothing to map. Pass --cloud-mask none to map it "
+                                  "anyway")
         raise EmptySceneError(
             f"{info.path} has no valid pixel in bands {','.join(map(str, job.band_idx))} "
             "(all nodata); check the scene, its nodata value, or --bands"
         )
-    return hist, stage_s
+    return hist, stage_s, cloud_pixels
 
 
 def _record(job: _Job, run_id: str, products: list[Product], class_pixels: dict[str, int], nodata: int,
@@ -454,6 +472,7 @@ def _record(job: _Job, run_id: str, products: list[Product], class_pixels: dict[
         "acquired_from": job.acquired_from,
         "bands": job.band_idx,
         "radiometry": job.radiometry.to_json(),
+        "cloud_mask": None if job.cloud_mask is None else job.cloud_mask.to_json(),
         "model": {"id": card.id, "version": card.version, "path": str(job.model_path.resolve()),
                   "trained": card.trained, "architecture": card.architecture, "encoder": card.encoder},
         "classes": [asdict(c) for c in card.classes],

@@ -29,6 +29,8 @@ from geoseg.io.grid import Tile, Window
 
 BLEND_MODES = ("cosine", "linear", "gaussian", "none")
 NODATA = 255
+#: confidence.tif's value for a pixel the cloud mask left out (its input was valid): not nodata, not a percent
+CLOUD = 254
 PROB_SCALE = 65535.0
 
 

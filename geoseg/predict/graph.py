@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from dask.delayed import Delayed, delayed
@@ -20,7 +21,14 @@ from geoseg._util.execution import execute
 from geoseg._util.progress import Progress
 from geoseg.io.grid import Block, Tile, batches
 from geoseg.predict.profile import Timer
-from geoseg.predict.tasks import RunSpec, blend_and_write, pieces_for, predict_tiles
+from geoseg.predict.tasks import (
+    RunSpec,
+    blend_and_write,
+    blend_block_arrays,
+    pieces_for,
+    predict_array_tiles,
+    predict_tiles,
+)
 
 
 def build(spec: RunSpec, tiles: Sequence[Tile], blocks: Sequence[Block]
@@ -56,13 +64,57 @@ def run(
     scheduler: str,
     workers: int,
     progress: Progress,
-) -> tuple[np.ndarray, dict[str, float] | None]:
-    """Execute the prediction graph; return the scene's class-code histogram (256 bins) and, with
-    ``spec.profile``, the tasks' stage seconds summed (:mod:`geoseg.predict.profile`)."""
+) -> tuple[np.ndarray, dict[str, float] | None, int]:
+    """Execute the prediction graph; return the scene's class-code histogram (256 bins), with
+    ``spec.profile`` the tasks' stage seconds summed (:mod:`geoseg.predict.profile`), and the pixels left out
+    as cloud."""
     batch_tasks, block_tasks, tiles_per_key = build(spec, tiles, blocks)
     hist = np.zeros(256, dtype=np.int64)
     timer = Timer(spec.profile)
+    cloud = 0
     for r in execute(block_tasks, scheduler, workers, progress, tiles_per_key, watch=batch_tasks):
         hist += r.hist
         timer.add(r.seconds)
-    return hist, timer.result()
+        cloud += r.cloud_pixels
+    return hist, timer.result(), cloud
+
+
+def _region(tiles: Sequence[Tile], height: int, width: int) -> tuple[int, int, int, int]:
+    """(r0, r1, c0, c1): the scene pixels the tiles' read windows cover (clipped to the scene)."""
+    r0 = max(0, min(t.window.row_off for t in tiles))
+    c0 = max(0, min(t.window.col_off for t in tiles))
+    r1 = min(height, max(t.window.row_end for t in tiles))
+    c1 = min(width, max(t.window.col_end for t in tiles))
+    return r0, r1, c0, c1
+
+
+def lazy_arrays(spec: RunSpec, tiles: Sequence[Tile], blocks: Sequence[Block], data: Any, probabilities: bool
+                ) -> tuple[Any, Any]:
+    """The prediction graph over an in-memory or dask array ``data`` (selected bands, ``(bands, h, w)``), as lazy
+    dask arrays: (classes ``(h, w)`` uint8, probabilities ``(classes, h, w)`` float32 or None).  Each tile batch
+    task receives only the slice of ``data`` its tiles read; each block task blends its pieces as for files."""
+    import dask.array as da
+
+    arr = data if isinstance(data, da.Array) else da.from_array(data, chunks=(-1, spec.block_size, spec.block_size))
+    batch_list = batches(list(tiles), spec.batch_size)
+    batch_tasks = []
+    touching: dict[int, set[int]] = defaultdict(set)
+    for bi, batch in enumerate(batch_list):
+        r0, r1, c0, c1 = _region(batch, spec.height, spec.width)
+        batch_tasks.append(delayed(predict_array_tiles, pure=True)(spec, batch, arr[:, r0:r1, c0:c1], r0, c0))
+        for t in batch:
+            for block_index, _ in spec.blocks_touching(t.window):
+                touching[block_index].add(bi)
+    n = spec.n_classes
+    rows: dict[int, list[tuple[Any, Any]]] = defaultdict(list)
+    for block in blocks:
+        parts = [delayed(pieces_for, pure=True)(batch_tasks[bi], block.index) for bi in sorted(touching[block.index])]
+        result = delayed(blend_block_arrays, pure=True, nout=2)(spec, block, probabilities, *parts)
+        shape = (block.window.height, block.window.width)
+        cls = da.from_delayed(result[0], shape=shape, dtype=np.uint8)
+        prob = da.from_delayed(result[1], shape=(n, *shape), dtype=np.float32) if probabilities else None
+        rows[block.window.row_off].append((cls, prob))
+    ordered = [rows[k] for k in sorted(rows)]
+    classes = da.block([[c for c, _ in row] for row in ordered])
+    probs = da.block([[p for _, p in row] for row in ordered]) if probabilities else None
+    return classes, probs

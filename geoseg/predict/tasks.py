@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import rasterio
 
+from geoseg.io.clouds import CloudMask, read_cloud_mask
 from geoseg.io.grid import Block, Tile, Window
 from geoseg.io.output import write_block
 from geoseg.io.radiometry import apply_transform
 from geoseg.io.raster import configure_gdal_cache, read_window
 from geoseg.model.runtime import configure_threads, get_predictor, predict_tta
-from geoseg.predict.blend import Piece, blend_pieces, classify, cut_pieces, tile_weights, to_percent
+from geoseg.predict.blend import CLOUD, Piece, blend_pieces, classify, cut_pieces, tile_weights, to_percent
 from geoseg.predict.profile import Timer
 
 
@@ -60,6 +61,8 @@ class RunSpec:
     runtime: str = "torch"
     precision: str = "f32"
     profile: bool = False
+    # the product's own cloud mask or --cloud-mask (geoseg.io.clouds): masked pixels get zero weight
+    cloud_mask: CloudMask | None = None
 
     @property
     def n_classes(self) -> int:
@@ -86,6 +89,7 @@ class TileBatch:
     pieces: dict[int, list[Piece]]
     owner: int  # the lowest block index the batch's tiles touch (their timers go with that block)
     seconds: dict[str, float] | None = None
+    clouds: dict[int, list[tuple[Window, np.ndarray]]] = field(default_factory=dict)  # masked, valid input
 
 
 @dataclass(frozen=True)
@@ -94,32 +98,92 @@ class BlockPart:
 
     pieces: list[Piece]
     seconds: dict[str, float] | None = None
+    clouds: list[tuple[Window, np.ndarray]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class BlockResult:
-    """A block task's result: the class-code histogram (256 bins) and the timers of the block and its batches."""
+    """A block task's result: the class-code histogram (256 bins), the pixels left out as cloud (the mask said
+    so and the input was valid) and the timers of the block and its batches."""
 
     hist: np.ndarray
     seconds: dict[str, float] | None = field(default=None)
+    cloud_pixels: int = 0
 
 
 def predict_tiles(spec: RunSpec, tiles: Sequence[Tile]) -> TileBatch:
-    """Run the model on ``tiles``; return their weighted pieces keyed by output block index.
+    """Run the model on ``tiles`` of the scene file; return their weighted pieces keyed by output block index.
 
     Tiles without a valid pixel are skipped.  The forward pass always sees a
     batch of exactly ``spec.batch_size`` tiles (zero-padded), so a tile's
     probabilities never depend on which other tiles share its batch.
     """
     timer = Timer(spec.profile)
-    configure_threads(spec.torch_threads)
     configure_gdal_cache()
+    with timer.stage("read"), rasterio.open(spec.scene_path) as src:
+        reads = [read_window(src, t.window, spec.bands, spec.use_masks, spec.input_nodata) for t in tiles]
+    return infer_tiles(spec, tiles, reads, timer)
+
+
+def predict_array_tiles(spec: RunSpec, tiles: Sequence[Tile], region: np.ndarray, r0: int, c0: int) -> TileBatch:
+    """:func:`predict_tiles` over an array: ``region`` holds the selected bands of scene rows ``r0:`` and columns
+    ``c0:`` covering the tiles' windows inside the scene (``predict_xarray``)."""
+    timer = Timer(spec.profile)
+    with timer.stage("read"):
+        reads = [_array_window(region, r0, c0, t.window, spec) for t in tiles]
+    return infer_tiles(spec, tiles, reads, timer)
+
+
+def _array_window(region: np.ndarray, r0: int, c0: int, window: Window, spec: RunSpec
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """As :func:`geoseg.io.raster.read_window`, from an in-memory region: padded, with its valid mask."""
+    data = np.zeros((region.shape[0], window.height, window.width), dtype=np.float32)
+    valid = np.zeros((window.height, window.width), dtype=bool)
+    inside = window.intersection(Window(0, 0, spec.height, spec.width))
+    if inside is None:
+        return data, valid
+    rs, cs = inside.slices_in(window)
+    raw = np.asarray(region[:, inside.row_off - r0:inside.row_end - r0, inside.col_off - c0:inside.col_end - c0])
+    data[:, rs, cs] = raw
+    v = np.all(np.isfinite(raw), axis=0) if np.issubdtype(raw.dtype, np.floating) else np.ones(raw.shape[1:], bool)
+    if spec.input_nodata is not None:
+        v &= ~np.any(raw == spec.input_nodata, axis=0)
+    valid[rs, cs] = v
+    data[:, ~valid] = 0.0  # NaN never reaches the network
+    return data, valid
+
+
+def _clouds(spec: RunSpec, tiles: Sequence[Tile], reads: list[tuple[np.ndarray, np.ndarray]]
+            ) -> tuple[list[np.ndarray], dict[int, list[tuple[Window, np.ndarray]]]]:
+    """Per tile the pixels that count (valid input, not cloud-masked), and the masked pixels with valid input
+    by output block."""
+    if spec.cloud_mask is None:
+        return [valid for _, valid in reads], {}
+    out, by_block = [], defaultdict(list)
+    for tile, (_, valid) in zip(tiles, reads, strict=True):
+        cloudy = read_cloud_mask(spec.cloud_mask, tile.window) & valid
+        out.append(valid & ~cloudy)
+        if cloudy.any():
+            for block_index, bwin in spec.blocks_touching(tile.window):
+                inter = tile.window.intersection(bwin)
+                if inter is not None:
+                    rs, cs = inter.slices_in(tile.window)
+                    by_block[block_index].append((inter, cloudy[rs, cs].copy()))
+    return out, dict(by_block)
+
+
+def infer_tiles(spec: RunSpec, tiles: Sequence[Tile], reads: list[tuple[np.ndarray, np.ndarray]], timer: Timer
+                ) -> TileBatch:
+    """The model on read tiles (``(data, valid)`` each): normalise, forward in fixed-size batches, weight, cut
+    into per-block pieces.  Cloud-masked pixels (``spec.cloud_mask``) get zero weight like nodata, but the
+    network still sees their values (as without a mask), so the classes of clear pixels do not change."""
+    configure_threads(spec.torch_threads)
     with timer.stage("load"):
         predictor = get_predictor(spec.model_path, spec.device, spec.amp, spec.runtime, spec.precision)
     norm = predictor.card.normalization
-    with timer.stage("read"), rasterio.open(spec.scene_path) as src:
-        reads = [read_window(src, t.window, spec.bands, spec.use_masks, spec.input_nodata) for t in tiles]
-    active = [i for i, (_, valid) in enumerate(reads) if valid.any()]
+    with timer.stage("read"):
+        counted, clouds = _clouds(spec, tiles, reads)
+    active = [i for i, keep in enumerate(counted) if keep.any()]
     probs: dict[int, np.ndarray] = {}
     for start in range(0, len(active), spec.batch_size):
         chunk = active[start : start + spec.batch_size]
@@ -144,16 +208,17 @@ def predict_tiles(spec: RunSpec, tiles: Sequence[Tile]) -> TileBatch:
     with timer.stage("blend"):
         for i in active:
             tile = tiles[i]
-            weight = tile_weights(tile, spec.overlap, spec.blend) * reads[i][1]
+            weight = tile_weights(tile, spec.overlap, spec.blend) * counted[i]
             for block_index, piece in cut_pieces(tile, probs.pop(i), weight, spec.blocks_touching(tile.window)):
                 pieces[block_index].append(piece)
     owner = min(b for t in tiles for b, _ in spec.blocks_touching(t.window))
-    return TileBatch(dict(pieces), owner, timer.result())
+    return TileBatch(dict(pieces), owner, timer.result(), clouds)
 
 
 def pieces_for(batch_result: TileBatch, block_index: int) -> BlockPart:
     owner = block_index == batch_result.owner
-    return BlockPart(batch_result.pieces.get(block_index, []), batch_result.seconds if owner else None)
+    return BlockPart(batch_result.pieces.get(block_index, []), batch_result.seconds if owner else None,
+                     batch_result.clouds.get(block_index, []))
 
 
 def blend_and_write(spec: RunSpec, block: Block, *parts: BlockPart) -> BlockResult:
@@ -166,6 +231,9 @@ def blend_and_write(spec: RunSpec, block: Block, *parts: BlockPart) -> BlockResu
         classes = classify(probs, valid, spec.class_values)
         percent = to_percent(probs, valid) if spec.probabilities_part else None
         confidence = to_percent(probs.max(axis=0), valid) if spec.confidence_part else None
+        cloud = _cloud_in_block(block, parts) & ~valid
+        if confidence is not None:
+            confidence[cloud] = CLOUD
     with timer.stage("write"):
         write_block(spec.landcover_part, block.window, classes)
         if spec.probabilities_part and percent is not None:
@@ -174,4 +242,27 @@ def blend_and_write(spec: RunSpec, block: Block, *parts: BlockPart) -> BlockResu
             write_block(spec.confidence_part, block.window, confidence)
     for part in parts:
         timer.add(part.seconds)
-    return BlockResult(np.bincount(classes.ravel(), minlength=256), timer.result())
+    return BlockResult(np.bincount(classes.ravel(), minlength=256), timer.result(), int(cloud.sum()))
+
+
+def _cloud_in_block(block: Block, parts: Sequence[BlockPart]) -> np.ndarray:
+    """Pixels of ``block`` that a tile saw as cloud-masked with valid input (no valid input wins: nodata)."""
+    out = np.zeros((block.window.height, block.window.width), dtype=bool)
+    for part in parts:
+        for win, flags in part.clouds:
+            rs, cs = win.slices_in(block.window)
+            out[rs, cs] |= flags
+    return out
+
+
+def blend_block_arrays(spec: RunSpec, block: Block, probabilities: bool, *parts: BlockPart
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Blend one block for ``predict_xarray``: (class codes (h, w) uint8, probabilities (C, h, w) float32 with
+    NaN where no valid input, or None)."""
+    pieces = [p for part in parts for p in part.pieces]
+    probs, valid = blend_pieces(block.window, pieces, spec.n_classes)
+    classes = classify(probs, valid, spec.class_values)
+    if not probabilities:
+        return classes, None
+    probs[:, ~valid] = np.nan
+    return classes, probs

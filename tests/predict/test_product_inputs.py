@@ -16,7 +16,9 @@ from click.testing import CliRunner
 from geoseg import predict_scene
 from geoseg.cli import cli
 from geoseg.errors import MissingBandError, ParameterError
-from geoseg.io.inputs import parse_band_option
+from geoseg.io.clouds import read_cloud_mask
+from geoseg.io.grid import Window
+from geoseg.io.inputs import open_input, parse_band_option
 from geoseg.testing_sources import REFERENCE_BANDS, write_reference, write_safe, write_stac_item, write_stacked
 
 SIZE = 192  # a multiple of 6 (60 m bands); 19 x 19 km^2 of Hong Kong at 10 m
@@ -59,7 +61,7 @@ def test_products_map_like_the_stacked_geotiff(kind, city, tmp_path):
         scene = write_stac_item(d / "item", city["ref"], style="stac-1.1")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = predict_scene(scene, "default", d / "out", progress=False)
+        result = predict_scene(scene, "default", d / "out", progress=False, cloud_mask="none")
     messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     if kind == "l2a-0400":  # the level differs from the card's: said, not refused
         assert any("L2A product but model" in m for m in messages), messages
@@ -82,6 +84,60 @@ def test_products_map_like_the_stacked_geotiff(kind, city, tmp_path):
         assert "+ -1000" in lineage and "processing baseline 04.00" in lineage
         assert "+ -1000" in report
     assert "from the scene's band scale/offset metadata" in lineage
+
+
+@pytest.mark.parametrize("kind", ["l2a-scl", "l1c-msk-classi", "l1c-msk-clouds-gml", "stac-l2a-scl"])
+def test_the_products_cloud_masks_are_nodata_and_cloud_in_confidence(kind, city, tmp_path):
+    if kind == "l2a-scl":
+        scene = write_safe(tmp_path, city["ref"], baseline="04.00", level="L2A")
+    elif kind == "l1c-msk-classi":
+        scene = write_safe(tmp_path, city["ref"], baseline="04.00", as_zip=True)
+    elif kind == "l1c-msk-clouds-gml":
+        scene = write_safe(tmp_path, city["ref"], baseline="02.04")
+    else:
+        scene = write_stac_item(tmp_path / "item", city["ref"], style="earth-search", level="L2A")
+    info, source = open_input(scene, wanted=REFERENCE_BANDS)
+    assert source is not None and source.cloud_mask is not None
+    masked = read_cloud_mask(source.cloud_mask, Window(0, 0, info.height, info.width))  # checked in tests/io
+    assert 0.05 < masked.mean() < 0.6
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # L2A vs the L1C model
+        result = predict_scene(scene, "default", tmp_path / "out", progress=False, confidence=True)
+        clear = _map(predict_scene(scene, "default", tmp_path / "clear", progress=False, cloud_mask="none").landcover)
+    got = _map(result.landcover)
+    with rasterio.open(result.confidence) as src:
+        conf = src.read(1)
+    assert (got[masked] == 255).all() and (conf[masked] == 254).all()  # left out, and said why
+    assert (got[~masked] != 255).all() and (conf[~masked] <= 100).all()
+    # masking weighs pixels, it does not change what the network sees: clear pixels keep their classes
+    assert (got[~masked] == clear[~masked]).all()
+    assert result.cloud_pixels == int(masked.sum())
+    record = json.loads(Path(result.run_record).read_text())
+    assert record["cloud_pixels"] == int(masked.sum())
+    assert record["cloud_mask"]["kind"] == source.cloud_mask.kind
+    assert "cloud" in json.loads((tmp_path / "out" / "item.json").read_text())["properties"]["processing:lineage"]
+
+
+def test_a_product_without_mask_says_so_and_a_user_mask_works(city, tmp_path):
+    scene = write_safe(tmp_path, city["ref"], baseline="04.00", masks="none")
+    with pytest.warns(UserWarning, match="carries no cloud mask"):
+        predict_scene(scene, "default", tmp_path / "o1", progress=False)
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[10:50, 20:90] = 1
+    with rasterio.open(city["ref"]) as src:
+        profile = {"driver": "GTiff", "width": SIZE, "height": SIZE, "count": 1, "dtype": "uint8",
+                   "crs": src.crs, "transform": src.transform}
+    with rasterio.open(tmp_path / "mask.tif", "w", **profile) as dst:
+        dst.write(mask[None])
+    res = CliRunner().invoke(cli, ["predict", str(city["stacked"]), "--cloud-mask", str(tmp_path / "mask.tif"),
+                                   "-o", str(tmp_path / "o2")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "o2" / "run.json").read_text())["cloud_pixels"] == int(mask.sum())
+    got = _map(tmp_path / "o2" / "landcover.tif")
+    assert (got[mask == 1] == 255).all() and (got[mask == 0] != 255).all()
+    res = CliRunner().invoke(cli, ["predict", str(city["stacked"]), "--cloud-mask", str(tmp_path / "none.tif"),
+                                   "-o", str(tmp_path / "o3")])
+    assert res.exit_code != 0 and "Traceback" not in res.output and "none.tif" in res.output
 
 
 def test_the_20m_bands_at_20m_cost_little_against_the_10m_reference(city):
