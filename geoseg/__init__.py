@@ -20,6 +20,7 @@ _compat.install()
 _API: dict[str, str] = {
     "predict_scene": "geoseg.predict.api",
     "PredictResult": "geoseg.predict.api",
+    "predict_xarray": "geoseg.predict.arrays",
     "vectorize_raster": "geoseg.vector.api",
     "VectorizeResult": "geoseg.vector.api",
     "detect_change": "geoseg.change.api",
