@@ -122,7 +122,7 @@ def print_summary(result) -> None:
         click.echo(line)
     if result.nodata_pixels:
         click.echo(f"{'(nodata)':<22}{result.nodata_pixels:>12}")
-    if getattr(result, "cloud_pixels", 0):
+    if result.cloud_pixels:
         click.echo(f"{'  of which cloud':<22}{result.cloud_pixels:>12}")
     if "vector" in result.extra:
         click.echo(f"wrote {result.extra['vector_features']} polygons to {result.extra['vector']}")

@@ -60,7 +60,7 @@ def test_predict_summary_names_the_polygons(capsys):
     from geoseg.cli.predict import print_summary
 
     result = SimpleNamespace(class_pixels={"water": 3, "trees": 1}, landcover="o/landcover.tif", tiles=2, seconds=1.0,
-                             trained_model=True, pixel_area_m2=100.0, nodata_pixels=0,
+                             trained_model=True, pixel_area_m2=100.0, nodata_pixels=0, cloud_pixels=0,
                              extra={"vector": "o/landcover.gpkg", "vector_features": 7})
     print_summary(result)
     out = capsys.readouterr().out
