@@ -19,7 +19,14 @@ from geoseg.errors import MissingBandError, ParameterError
 from geoseg.io.clouds import read_cloud_mask
 from geoseg.io.grid import Window
 from geoseg.io.inputs import open_input, parse_band_option
-from geoseg.testing_sources import REFERENCE_BANDS, write_reference, write_safe, write_stac_item, write_stacked
+from geoseg.testing_sources import (
+    REFERENCE_BANDS,
+    write_landsat,
+    write_reference,
+    write_safe,
+    write_stac_item,
+    write_stacked,
+)
 
 SIZE = 192  # a multiple of 6 (60 m bands); 19 x 19 km^2 of Hong Kong at 10 m
 
@@ -192,3 +199,34 @@ def test_a_stac_item_through_the_cli_names_it_in_errors(city, tmp_path):
     assert res.exit_code != 0
     assert "item.json" in res.output and "B11" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "o" / "landcover.tif").exists()
+
+
+def test_landsat_against_the_sentinel2_default_model_is_refused_naming_the_red_edge(city, tmp_path):
+    folder = write_landsat(tmp_path, city["ref"])
+    res = CliRunner().invoke(cli, ["predict", str(folder), "-o", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert "has no band B5" in res.output and "a model that needs only bands it has" in res.output
+
+
+def test_landsat_with_a_model_of_its_bands_warns_the_sensor_differs(city, tmp_path):
+    """A Landsat folder with a 4-band Sentinel-2 model (blue, green, red and nir08 = SR_B2..SR_B5): it runs, with
+    the MTL's scale/offset, and says that the sensor differs from the card's."""
+    import shutil
+
+    from geoseg.testing import linear_model_package
+
+    pkg = linear_model_package(tmp_path / "m")
+    card = json.loads((pkg / "geoseg-model.json").read_text())
+    card["bands"] = ["B2", "B3", "B4", "B8A"]
+    card["input"] = {"sensor": "sentinel-2", "level": "L2A", "quantity": "surface_reflectance",
+                     "dn_scale": 0.0001, "dn_offset": 0.0}
+    (pkg / "geoseg-model.json").write_text(json.dumps(card))
+    shutil.rmtree(pkg / ".cache", ignore_errors=True)
+    folder = write_landsat(tmp_path / "ls", city["ref"])
+    with pytest.warns(UserWarning, match="landsat-8 scene but model"):
+        result = predict_scene(folder, pkg, tmp_path / "o", progress=False)
+    record = json.loads(Path(result.run_record).read_text())
+    assert record["radiometry"]["source"] == "band metadata"
+    assert record["radiometry"]["scale"] == pytest.approx([2.75e-05 / 1e-4] * 4)
+    assert record["radiometry"]["offset"] == pytest.approx([-0.2 / 1e-4] * 4)
+    assert record["source"]["sensor"] == "landsat-8"

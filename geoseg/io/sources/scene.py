@@ -65,6 +65,6 @@ def select_bands(available: Sequence[str], wanted: Sequence[str] | None, origin:
         if canon not in available:
             have = ", ".join(band_order(list(available))) or "none"
             raise MissingBandError(f"{origin}: {what} has no band {canon} (it has {have}); "
-                                   "use a complete product or choose other bands")
+                                   "use a complete product, or a model that needs only bands it has")
         chosen.append(canon)
     return chosen
