@@ -176,7 +176,7 @@ def test_run_json_records_runtime_and_auto_resolves_as_documented(tmp_path, line
         assert run["graph"] is None
     else:
         assert (export.cache_dir(linear_pkg) / run["graph"]).exists()
-        assert export.weights_sha256(linear_pkg)[:16] in run["graph"]
+        assert export.graph_key(linear_pkg)[:16] in run["graph"]
     assert "profile" not in rec
 
 
