@@ -23,12 +23,13 @@ from rasterio.errors import RasterioIOError
 
 from geoseg.errors import InputFileError, MissingBandError, ParameterError, UnreadableBandError
 from geoseg.io.clouds import CloudMask, user_cloud_mask
-from geoseg.io.raster import SceneInfo, inspect_dataset, open_scene
+from geoseg.io.raster import GDAL_CACHE_BYTES, SceneInfo, inspect_dataset, open_scene
 from geoseg.io.sources import SceneSource, band_order, canonical_band, open_source
 from geoseg.io.sources.scene import dataset_tags
-from geoseg.io.sources.vrt import BandFile, stack_vrt
+from geoseg.io.sources.vrt import BandFile, row_cache_bytes, stack_vrt
 
-__all__ = ["open_input", "read_band_files", "parse_band_option", "source_record", "resolve_cloud_mask"]
+__all__ = ["open_input", "read_band_files", "parse_band_option", "source_record", "resolve_cloud_mask",
+           "gdal_cache_for"]
 
 
 def parse_band_option(values: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -125,3 +126,16 @@ def resolve_cloud_mask(choice: str | os.PathLike | None, info: SceneInfo, source
                           UserWarning, stacklevel=3)
         return source.cloud_mask
     return user_cloud_mask(os.fspath(choice), info.crs_wkt, info.transform, info.width, info.height)
+
+
+#: the most GDAL block cache a product read is given (a 10980-px Sentinel-2 tile needs about 300 MiB)
+MAX_CACHE_BYTES = 2**30
+
+
+def gdal_cache_for(info: SceneInfo) -> int:
+    """GDAL's block cache for reading ``info``: the default, or for a product's VRT two rows of its band files'
+    blocks (prediction tiles straddle block rows), so that each JPEG 2000 block is decoded once, never above
+    :data:`MAX_CACHE_BYTES`.  A ``GDAL_CACHEMAX`` in the environment still wins."""
+    if info.dataset is None:
+        return GDAL_CACHE_BYTES
+    return int(min(MAX_CACHE_BYTES, max(GDAL_CACHE_BYTES, 2 * row_cache_bytes(info.dataset))))

@@ -28,7 +28,7 @@ from geoseg.errors import EmptySceneError, ParameterError
 from geoseg.io.area import pixel_area_m2
 from geoseg.io.clouds import CloudMask
 from geoseg.io.grid import Block, TilePlan, plan_blocks, plan_tiles
-from geoseg.io.inputs import open_input, resolve_cloud_mask, source_record
+from geoseg.io.inputs import gdal_cache_for, open_input, resolve_cloud_mask, source_record
 from geoseg.io.output import (
     NODATA,
     Product,
@@ -39,7 +39,7 @@ from geoseg.io.output import (
     percent_product,
 )
 from geoseg.io.radiometry import InputTransform, decide_transform
-from geoseg.io.raster import SceneInfo, configure_gdal_cache, parse_datetime, select_bands
+from geoseg.io.raster import SceneInfo, configure_gdal_cache, parse_datetime, release_shared, select_bands
 from geoseg.io.run import RunFolder
 from geoseg.io.sources import SceneSource, canonical_band
 from geoseg.model.card import ModelCard
@@ -178,7 +178,7 @@ def predict_scene(
         products = _products(job, run.run_id)
         run.on_failure(lambda: discard(products))
         t_graph = time.perf_counter()
-        hist, stage_s, cloud_pixels = _execute(job, products, progress)
+        hist, stage_s, cloud_pixels = _execute(job, products, progress, run.run_id)
         t_graph = time.perf_counter() - t_graph
         nodata = int(hist[NODATA])
         class_pixels = {c.name: int(hist[c.value]) for c in job.card.classes}
@@ -398,7 +398,7 @@ def _products(job: _Job, run_id: str) -> list[Product]:
     return products
 
 
-def _execute(job: _Job, products: list[Product], progress: bool | None
+def _execute(job: _Job, products: list[Product], progress: bool | None, run_id: str = ""
              ) -> tuple[np.ndarray, dict[str, float] | None, int]:
     """Create the temporary rasters and run the dask graph into them; the class histogram (256 bins) and,
     with ``job.profile``, the tasks' stage seconds."""
@@ -435,6 +435,8 @@ def _execute(job: _Job, products: list[Product], progress: bool | None
         precision=job.engine.precision,
         profile=job.profile,
         cloud_mask=job.cloud_mask,
+        run_key=run_id,
+        gdal_cache_bytes=gdal_cache_for(info),
     )
     bar = make_progress(len(job.plan), "tiles", progress)
     with warnings.catch_warnings():
@@ -446,6 +448,7 @@ def _execute(job: _Job, products: list[Product], progress: bool | None
             hist, stage_s, cloud_pixels = graph.run(spec, list(job.plan), job.blocks, job.scheduler, job.workers, bar)
         finally:
             bar.close()
+            release_shared()  # the scene this process held open for the run's tasks
     if int(hist[NODATA]) == info.width * info.height:
         if cloud_pixels and job.cloud_mask is not None:
             raise EmptySceneError(f"{info.path}: every valid pixel is masked as cloud ({job.cloud_mask.describe()}"

@@ -21,13 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import rasterio
 
 from geoseg.io.clouds import CloudMask, read_cloud_mask
 from geoseg.io.grid import Block, Tile, Window
 from geoseg.io.output import write_block
 from geoseg.io.radiometry import apply_transform
-from geoseg.io.raster import configure_gdal_cache, read_window
+from geoseg.io.raster import GDAL_CACHE_BYTES, configure_gdal_cache, read_window, shared_dataset
 from geoseg.model.runtime import configure_threads, get_predictor, predict_tta
 from geoseg.predict.blend import CLOUD, Piece, blend_pieces, classify, cut_pieces, tile_weights, to_percent
 from geoseg.predict.profile import Timer
@@ -63,6 +62,9 @@ class RunSpec:
     profile: bool = False
     # the product's own cloud mask or --cloud-mask (geoseg.io.clouds): masked pixels get zero weight
     cloud_mask: CloudMask | None = None
+    # the scene is opened once per process and run (io.raster.shared_dataset); GDAL's block cache for it
+    run_key: str = ""
+    gdal_cache_bytes: int = GDAL_CACHE_BYTES
 
     @property
     def n_classes(self) -> int:
@@ -119,8 +121,8 @@ def predict_tiles(spec: RunSpec, tiles: Sequence[Tile]) -> TileBatch:
     probabilities never depend on which other tiles share its batch.
     """
     timer = Timer(spec.profile)
-    configure_gdal_cache()
-    with timer.stage("read"), rasterio.open(spec.scene_path) as src:
+    configure_gdal_cache(spec.gdal_cache_bytes)
+    with timer.stage("read"), shared_dataset(spec.scene_path, spec.run_key) as src:
         reads = [read_window(src, t.window, spec.bands, spec.use_masks, spec.input_nodata) for t in tiles]
     return infer_tiles(spec, tiles, reads, timer)
 
@@ -224,7 +226,7 @@ def pieces_for(batch_result: TileBatch, block_index: int) -> BlockPart:
 def blend_and_write(spec: RunSpec, block: Block, *parts: BlockPart) -> BlockResult:
     """Blend one block, write its products; return its class-code histogram (256 bins) and timers."""
     timer = Timer(spec.profile)
-    configure_gdal_cache()
+    configure_gdal_cache(spec.gdal_cache_bytes)
     pieces = [p for part in parts for p in part.pieces]
     with timer.stage("blend"):
         probs, valid = blend_pieces(block.window, pieces, spec.n_classes)

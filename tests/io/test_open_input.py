@@ -67,3 +67,34 @@ def test_band_files_keep_each_files_scale_and_nodata(tmp_path):
         assert src.scales == (1e-4, 1e-4) and src.offsets == (-0.1, -0.1)
         assert src.nodatavals == (0.0, 0.0)
         assert src.descriptions == ("B2", "B5")
+
+
+def test_a_product_read_gets_a_block_cache_for_two_rows_of_its_band_blocks(tmp_path):
+    from geoseg.io.inputs import MAX_CACHE_BYTES, gdal_cache_for
+    from geoseg.io.raster import GDAL_CACHE_BYTES
+    from geoseg.io.sources.vrt import row_cache_bytes
+    from geoseg.testing_sources import write_reference, write_safe
+
+    safe = write_safe(tmp_path, write_reference(tmp_path / "ref.tif", size=60))
+    info, source = open_input(safe, wanted=("B2", "B5"))
+    assert source is not None
+    # B2: 60 px wide at 10 m, B5: 30 px at 20 m; one block row each (the fixture's JP2 is one block), uint16
+    assert row_cache_bytes(info.dataset) == (60 * 60 + 30 * 30) * 2
+    assert gdal_cache_for(info) == GDAL_CACHE_BYTES  # small: the default floor
+    assert GDAL_CACHE_BYTES <= gdal_cache_for(info) <= MAX_CACHE_BYTES
+    plain, _ = open_input(write_raster(tmp_path / "s.tif", np.ones((4, 8, 8), np.uint16)))
+    assert gdal_cache_for(plain) == GDAL_CACHE_BYTES
+
+
+def test_the_shared_dataset_is_opened_once_per_run_and_released(tmp_path):
+    from geoseg.io.raster import release_shared, shared_dataset
+
+    path = str(write_raster(tmp_path / "s.tif", np.ones((4, 8, 8), np.uint16)))
+    with shared_dataset(path, "run-a") as a:
+        pass
+    with shared_dataset(path, "run-a") as b:
+        assert b is a and not a.closed
+    with shared_dataset(path, "run-b") as c:
+        assert c is not a and a.closed  # a new run never sees the last run's handle
+    release_shared()
+    assert c.closed

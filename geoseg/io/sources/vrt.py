@@ -10,6 +10,7 @@ canonical name as description and the stored DN's nodata.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from xml.sax.saxutils import escape, quoteattr
@@ -202,3 +203,14 @@ def _check_footprint(bf: BandFile, g: _Grid, target: _Grid, origin: str) -> None
     if any(abs(a - b) > tol for a, b in zip(ext, text, strict=True)):
         raise GridMismatchError(f"{origin}: band {bf.name} covers a different area from the finest band; "
                                 "the band files are not from one product")
+
+
+_SOURCE_PROPS = re.compile(r'<SourceProperties RasterXSize="(\d+)" RasterYSize="\d+" DataType="(\w+)" '
+                           r'BlockXSize="\d+" BlockYSize="(\d+)"')
+_GDAL_BYTES = {"Byte": 1, "Int8": 1, "UInt16": 2, "Int16": 2, "UInt32": 4, "Int32": 4, "Float32": 4, "Float64": 8}
+
+
+def row_cache_bytes(xml: str) -> int:
+    """Bytes of one row of source blocks across every band file of a stacked VRT: what GDAL's block cache must hold
+    for a pass of tiles along the scene to decode each (JPEG 2000: 1024-row) block once.  0 when unknown."""
+    return sum(int(width) * int(rows) * _GDAL_BYTES.get(dtype, 4) for width, dtype, rows in _SOURCE_PROPS.findall(xml))
