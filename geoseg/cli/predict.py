@@ -14,11 +14,12 @@ from geoseg.cli.options import (
     scheduler_option,
     workers_option,
 )
+from geoseg.errors import InputError, ParameterError
 from geoseg.predict.blend import BLEND_MODES
 
 
 @click.command()
-@click.argument("scene", type=click.Path(dir_okay=True), required=False)
+@click.argument("scenes", nargs=-1, type=click.Path(dir_okay=True))
 @click.option("--model", "-m", default="default", show_default=True,
               help="Model package folder/file, or a built-in name.")
 @click.option("--output", "-o", required=True, type=click.Path(), help="Output folder.")
@@ -65,24 +66,31 @@ from geoseg.predict.blend import BLEND_MODES
               help="Leave clouds out: 'auto' uses the product's own mask (L2A SCL, L1C MSK_CLASSI/MSK_CLOUDS, "
               "Landsat QA_PIXEL), 'none' ignores it, or a raster whose non-zero pixels are masked. Masked pixels "
               "are nodata in the map and 254 in confidence.tif.")
+@click.option("--retry-failed", is_flag=True,
+              help="With several scenes: also retry the scenes that failed in an earlier run into OUT.")
 @click.option("--no-input-check", is_flag=True,
               help="Do not compare the scene's values with the model's training data (experts).")
 @overwrite_option
 @quiet_option
 @run_command
-def predict(scene, model, output, bands, tile_size, overlap, blend, batch_size, block_size, workers, scheduler,
+def predict(scenes, model, output, bands, tile_size, overlap, blend, batch_size, block_size, workers, scheduler,
             device, no_amp, runtime, precision, profile, tta, probabilities, confidence, vector, min_area, simplify,
             allow_ungeoreferenced, acquired, input_scale, input_offset, no_input_check, band_files, cloud_mask,
-            overwrite, quiet) -> None:
+            retry_failed, overwrite, quiet) -> None:
     """Predict a land-cover map of SCENE: a georeferenced multiband raster (GeoTIFF, VRT), a Sentinel-2 L1C/L2A
     product (.SAFE folder or .zip), a STAC Item JSON with one asset per band, or a Landsat Collection 2 Level-2
-    folder; or of separate band files given with --band."""
+    folder; or of separate band files given with --band.
+
+    Several SCENES (paths, quoted globs, @list.txt files, STAC ItemCollection JSON files) are predicted one by
+    one into OUT/<scene id>/ with a run index OUT/index.json; a rerun skips the scenes already done with the same
+    inputs, model and options, and a failing scene does not stop the others (exit 3 at the end if any failed)."""
     from geoseg.io.inputs import parse_band_option
     from geoseg.predict.api import predict_scene
+    from geoseg.predict.batch import is_batch
 
     show = interactive(quiet)
-    result = predict_scene(
-        scene, model, output, bands=bands, tile_size=tile_size, overlap=overlap, blend=blend,
+    options = dict(
+        bands=bands, tile_size=tile_size, overlap=overlap, blend=blend,
         batch_size=batch_size, block_size=block_size, workers=workers, scheduler=scheduler, device=device,
         amp=False if no_amp else None, tta=tta, probabilities=probabilities, confidence=confidence,
         overwrite=overwrite, allow_ungeoreferenced=allow_ungeoreferenced, acquired=acquired, progress=show,
@@ -91,12 +99,33 @@ def predict(scene, model, output, bands, tile_size, overlap, blend, batch_size, 
         band_files=parse_band_option(band_files) if band_files else None, cloud_mask=cloud_mask,
         runtime=runtime, precision=precision, profile=profile,
     )
+    if scenes and is_batch(scenes):
+        if band_files:
+            raise ParameterError("--band NAME=PATH gives one scene; do not combine it with several SCENES")
+        _batch(scenes, model, output, retry_failed, show, quiet, options)
+        return
+    result = predict_scene(scenes[0] if scenes else None, model, output, **options)
     if profile:
         from geoseg.predict.profile import format_profile
 
         click.echo(format_profile(result.extra["profile"]), err=True)
     if show:
         print_summary(result)
+
+
+def _batch(scenes, model, output, retry_failed: bool, show: bool, quiet: bool, options: dict) -> None:
+    """Several scenes: one line per scene on a terminal, a summary line always (cron logs), exit 3 on failures."""
+    from geoseg.predict.batch import predict_batch
+
+    res = predict_batch(scenes, model, output, retry_failed=retry_failed,
+                        say=(lambda line: click.echo(line, err=True)) if show else None, **options)
+    if not quiet or res.failed:
+        click.echo(f"geoseg predict: {len(res.done)} done, {len(res.skipped)} skipped, {len(res.failed)} failed "
+                   f"in {res.seconds:.0f} s; index {res.index}", err=True)
+    if res.failed:
+        first = next(iter(res.failed.items()))
+        raise InputError(f"{len(res.failed)} scene(s) failed, e.g. {first[0]}: {first[1]}; see {res.index}, fix them "
+                         "and rerun (--retry-failed)")
 
 
 def _scale(value: str | None) -> float | str | None:
