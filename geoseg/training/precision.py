@@ -68,10 +68,13 @@ def _cuda_bf16() -> bool:
 
 
 def resolve_precision(choice: str, device: torch.device, channels_last: bool = True, *,
-                      cpu_bf16: Callable[[], bool] = cpu_has_bf16,
-                      cuda_bf16: Callable[[], bool] = _cuda_bf16) -> StepPrecision:
+                      cpu_bf16: Callable[[], bool] | None = None,
+                      cuda_bf16: Callable[[], bool] | None = None) -> StepPrecision:
     """The precision ``choice`` (``auto``/``f32``/``bf16``) means on ``device``; a one-line
-    :class:`ParameterError` where it cannot be honoured (``cpu_bf16``/``cuda_bf16``: the hardware checks)."""
+    :class:`ParameterError` where it cannot be honoured.  ``cpu_bf16``/``cuda_bf16``: the hardware checks
+    (default: :func:`geoseg.model.backends.cpu_has_bf16` and torch's CUDA bf16 check, asked at call time)."""
+    cpu_bf16 = cpu_bf16 or cpu_has_bf16
+    cuda_bf16 = cuda_bf16 or _cuda_bf16
     p = (choice or "auto").lower()
     if p not in PRECISIONS:
         raise ParameterError(f"precision {choice!r} is unknown; use one of {', '.join(PRECISIONS)}")
