@@ -48,11 +48,11 @@ from geoseg.training.data import (
 )
 from geoseg.training.losses import CombinedLoss, confusion, scores
 from geoseg.training.network import build_network, load_classes
-from geoseg.training.precision import Stepper, StepPrecision, resolve_precision
+from geoseg.training.precision import Stepper, StepPrecision, resolve_memory_format, resolve_precision
 
 #: Config keys that may change between a run and its --resume (they do not change the optimisation).
 RESUMABLE_CHANGES = {"output", "work_dir", "half", "device", "threads", "model_id", "description", "version",
-                     "tile_size", "overlap", "gsd", "patience", "min_delta", "precision", "channels_last"}
+                     "tile_size", "overlap", "gsd", "patience", "min_delta", "precision", "memory_format"}
 LOG_FIELDS = ["epoch", "train_loss", "val_loss", "val_miou", "val_pixel_accuracy", "val_mean_accuracy", "lr",
               "seconds", "best", "train_seconds", "precision"]
 WORK_FILES = ("latest.json", "best.safetensors", "best.json", "log.csv", "log.json")
@@ -408,7 +408,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     _prepare_work(work, output, resume, overwrite)
     work.mkdir(parents=True, exist_ok=True)
     device = select_device(cfg.device)
-    prec = resolve_precision(cfg.precision, device, cfg.channels_last)  # errors before any data is read
+    # errors before any data is read
+    prec = resolve_precision(cfg.precision, device, resolve_memory_format(cfg.memory_format, device))
     torch.set_num_threads(max(1, cfg.threads or len(os.sched_getaffinity(0))))
 
     init = load_model(cfg.init_from) if cfg.init_from else None

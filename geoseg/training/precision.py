@@ -14,8 +14,11 @@ lowers the precision of the forward's matrix products and convolutions, and the 
 fp32 logits.  Validation always runs in fp32 (the card's metrics describe the model as ``geoseg predict``
 runs it on a CPU by default).
 
-Training runs ``channels_last`` (NHWC) unless ``channels_last: false``: the same numbers up to float
-rounding (other convolution kernels), several times faster on CPUs (benchmarks/train_throughput.py).
+``memory_format`` (config key): ``auto`` | ``channels_last`` | ``contiguous``: the tensor layout of the steps,
+the same numbers up to float rounding (other convolution kernels).  ``auto`` is channels_last (NHWC) on CUDA
+and on CPUs with AVX-512 (``avx512f``; measured 4.4x faster for the default architecture on an AVX-512/BF16
+CPU, issue 17) and contiguous on other CPUs (measured 0.8-0.9x, i.e. slower, on an AVX2-only AMD EPYC:
+benchmarks/train_throughput.py, docs/model.md).
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from typing import Any
 import torch
 
 from geoseg.errors import ParameterError
-from geoseg.model.backends import cpu_has_bf16
-from geoseg.training.config import PRECISIONS
+from geoseg.model.backends import cpu_flags, cpu_has_bf16
+from geoseg.training.config import MEMORY_FORMATS, PRECISIONS
 
 #: the CPU flags of native BF16 arithmetic (either one is enough)
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -65,6 +68,21 @@ class StepPrecision:
 
 def _cuda_bf16() -> bool:
     return bool(torch.cuda.is_bf16_supported())
+
+
+def cpu_has_avx512() -> bool:
+    """AVX-512 (foundation) on this CPU, from the same /proc/cpuinfo flags as :func:`cpu_has_bf16`."""
+    return "avx512f" in cpu_flags()
+
+
+def resolve_memory_format(choice: str, device: torch.device, *, avx512: Callable[[], bool] | None = None) -> bool:
+    """Whether ``memory_format`` ``choice`` means channels_last on ``device`` (``avx512``: the CPU check)."""
+    m = (choice or "auto").lower()
+    if m not in MEMORY_FORMATS:
+        raise ParameterError(f"memory_format {choice!r} is unknown; use one of {', '.join(MEMORY_FORMATS)}")
+    if m != "auto":
+        return m == "channels_last"
+    return device.type == "cuda" or (device.type == "cpu" and (avx512 or cpu_has_avx512)())
 
 
 def resolve_precision(choice: str, device: torch.device, channels_last: bool = True, *,

@@ -95,6 +95,22 @@ def test_precision_decision_on_cpu_and_cuda():
     assert resolve_precision("auto", CPU).name == ("bf16" if cpu_has_bf16() else "f32")
 
 
+def test_memory_format_decision():
+    from geoseg.training.precision import cpu_has_avx512, resolve_memory_format
+
+    yes, no = (lambda: True), (lambda: False)
+    assert resolve_memory_format("auto", CPU, avx512=yes) is True
+    assert resolve_memory_format("auto", CPU, avx512=no) is False  # measured slower on an AVX2-only CPU
+    assert resolve_memory_format("auto", torch.device("cuda"), avx512=no) is True
+    assert resolve_memory_format("channels_last", CPU, avx512=no) is True
+    assert resolve_memory_format("contiguous", CPU, avx512=yes) is False
+    assert resolve_memory_format("auto", CPU) is cpu_has_avx512()
+    with pytest.raises(ParameterError, match="memory_format 'nhwc' is unknown"):
+        resolve_memory_format("nhwc", CPU)
+    with pytest.raises(ParameterError, match="memory_format"):
+        TrainConfig(images=["x"], classes=CLASSES, memory_format="nhwc").validate()
+
+
 def test_precision_option_errors(dataset, tmp_path, monkeypatch):
     import yaml
     from click.testing import CliRunner
@@ -214,8 +230,8 @@ def test_channels_last_training_matches_contiguous(dataset, tmp_path):
     from geoseg.model.package import read_card
     from geoseg.training.loop import train
 
-    cl = train(_cfg(dataset, tmp_path / "cl", precision="f32", epochs=2), log=None)
-    nc = train(_cfg(dataset, tmp_path / "nc", precision="f32", epochs=2, channels_last=False), log=None)
+    cl = train(_cfg(dataset, tmp_path / "cl", precision="f32", epochs=2, memory_format="channels_last"), log=None)
+    nc = train(_cfg(dataset, tmp_path / "nc", precision="f32", epochs=2, memory_format="contiguous"), log=None)
     np.testing.assert_allclose(_losses(cl), _losses(nc), rtol=1e-4)
     assert read_card(cl.output).extra["training"]["memory_format"] == "channels_last"
     assert read_card(nc.output).extra["training"]["memory_format"] == "contiguous"
