@@ -266,7 +266,8 @@ def mlm_item(card: ModelCard, path: Path, item_file: Path) -> dict[str, Any]:
     from geoseg.model.package import CARD_NAME
 
     weights = _weights_file(path)
-    training = card.extra.get("training") if isinstance(card.extra.get("training"), dict) else {}
+    tr = card.extra.get("training")
+    training: dict[str, Any] = tr if isinstance(tr, dict) else {}
     created = training.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(weights.stat().st_mtime))
     init_from = training.get("init_from")
     name = re.sub(r"[^a-zA-Z0-9_.-]+", "-", card.id).strip("-_.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -55,7 +55,7 @@ class _Failure:
 _DONE = object()
 
 
-def prefetch(items: Iterable[T], depth: int = 2, name: str = "geoseg-train-loader") -> Iterator[T]:
+def prefetch(items: Iterable[T], depth: int = 2, name: str = "geoseg-train-loader") -> Generator[T, None, None]:
     """The items of ``items``, produced in a background thread at most ``depth`` ahead of the consumer.
 
     In order, each once; an exception of the producer is raised in the consumer; closing the returned

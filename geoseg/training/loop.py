@@ -425,7 +425,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     norm, norm_source = _normalization(init, data.train)
     cw = _class_weights(cfg, names, data.train_counts)
     criterion = CombinedLoss(parse_loss(cfg.loss), len(classes), cw, cfg.focal_gamma).to(device)
-    net.to(device, memory_format=prec.memory_format)
+    net.to(device).to(memory_format=prec.memory_format)
     trainable = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = _scheduler(cfg, opt)
@@ -451,7 +451,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     from safetensors.torch import load_file
 
     net.load_state_dict(load_file(str(work / "best.safetensors")))
-    net.to("cpu", memory_format=torch.contiguous_format).eval()
+    net.to("cpu").to(memory_format=torch.contiguous_format).eval()
     total_seconds = progress.seconds_before + time.perf_counter() - t_run
     tile, overlap = _tiling(cfg, stride)
     card = ModelCard(
