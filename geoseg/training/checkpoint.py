@@ -98,6 +98,17 @@ def read_latest(work: Path) -> Path | None:
     return work / name
 
 
+def _match_layouts(opt: torch.optim.Optimizer) -> None:
+    """Give restored optimiser state the memory layout of its parameter (checkpoints store contiguous tensors;
+    a channels_last run's state is channels_last).  Elementwise updates give the same numbers either way."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            for k, v in st.items():
+                if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                    st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+
 def load_checkpoint(ckpt: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any) -> dict[str, Any]:
     """Restore weights, optimiser and scheduler from ``ckpt``; return its state.json."""
     try:
@@ -106,6 +117,7 @@ def load_checkpoint(ckpt: Path, net: torch.nn.Module, opt: torch.optim.Optimizer
         meta = state.pop("optimizer")
         tensors = load_file(str(ckpt / "optimizer.safetensors"))
         opt.load_state_dict(_optimizer_join(tensors, meta))
+        _match_layouts(opt)
         sched_state = state.pop("scheduler")
         if sched is not None and sched_state is not None:
             sched.load_state_dict(sched_state)

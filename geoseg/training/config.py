@@ -20,6 +20,8 @@ SPLITS = ("scenes", "blocks")
 SAMPLINGS = ("random", "balanced")
 SCHEDULES = ("onecycle", "cosine", "constant")
 LOSSES = ("ce", "dice", "focal")
+PRECISIONS = ("auto", "f32", "bf16")  # what each means: geoseg.training.precision
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
 def _json_copy(value: Any) -> Any:
@@ -103,6 +105,12 @@ class TrainConfig:
     seed: int = _f(0, "Random seed (weights, windows, augmentation): same seed + config = same model.")
     device: str = _f("auto", "auto (CUDA when available), cpu, cuda or cuda:N.")
     threads: int = _f(None, "Torch CPU threads (default: all available cores).", "int_or_none")
+    precision: str = _f("auto", "Training step precision: auto (bf16 autocast on a CPU with native BF16, "
+                        "AMP on CUDA, else fp32), f32, or bf16 (an error where the hardware lacks it). "
+                        "Weights and loss stay fp32.")
+    memory_format: str = _f("auto", "Tensor layout of the training steps: auto (channels_last on CUDA and on "
+                            "CPUs with AVX-512, where it is faster; contiguous on others), channels_last or "
+                            "contiguous (the same numbers up to float rounding).")
     val_window: int = _f(512, "Validation tile size (a multiple of the output stride).")
     # -- output --------------------------------------------------------------------------------
     output: str = _f("model", "Model package folder to write (the best epoch by validation mIoU).", "scalar", True)
@@ -130,6 +138,10 @@ class TrainConfig:
         need(bool(self.images) or bool(self.pairs), "no training data: give 'images' (a glob) or 'pairs' in the config")
         need(self.split in SPLITS, f"split {self.split!r} is unknown; use one of {', '.join(SPLITS)}")
         need(self.sampling in SAMPLINGS, f"sampling {self.sampling!r} is unknown; use one of {', '.join(SAMPLINGS)}")
+        need(str(self.precision).lower() in PRECISIONS,
+             f"precision {self.precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
+        need(str(self.memory_format).lower() in MEMORY_FORMATS,
+             f"memory_format {self.memory_format!r} is unknown; use one of {', '.join(MEMORY_FORMATS)}")
         need(self.schedule in SCHEDULES, f"schedule {self.schedule!r} is unknown; use one of {', '.join(SCHEDULES)}")
         need(0.0 <= self.val_fraction < 1.0, f"val_fraction {self.val_fraction} must be in [0, 1)")
         need(0.0 <= self.balanced_fraction <= 1.0, f"balanced_fraction {self.balanced_fraction} must be in [0, 1]")

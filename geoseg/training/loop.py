@@ -8,6 +8,7 @@ the same weights as an uninterrupted run (on the same device and threads).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -31,30 +32,29 @@ from geoseg.model.package import load_model, save_package
 from geoseg.model.registry import output_stride
 from geoseg.model.runtime import select_device
 from geoseg.training import checkpoint as ck
+from geoseg.training.batches import batch_windows, make_batch, prefetch
 from geoseg.training.config import TrainConfig, parse_loss
 from geoseg.training.data import (
     IGNORE,
     TrainScene,
     WindowSampler,
-    augment,
     auto_class_weights,
     band_stats,
-    crop,
     default_bands,
     find_pairs,
     load_scene,
-    normalise,
     split_scenes,
     val_windows,
 )
 from geoseg.training.losses import CombinedLoss, confusion, scores
 from geoseg.training.network import build_network, load_classes
+from geoseg.training.precision import Stepper, StepPrecision, resolve_memory_format, resolve_precision
 
 #: Config keys that may change between a run and its --resume (they do not change the optimisation).
 RESUMABLE_CHANGES = {"output", "work_dir", "half", "device", "threads", "model_id", "description", "version",
-                     "tile_size", "overlap", "gsd", "patience", "min_delta"}
+                     "tile_size", "overlap", "gsd", "patience", "min_delta", "precision", "memory_format"}
 LOG_FIELDS = ["epoch", "train_loss", "val_loss", "val_miou", "val_pixel_accuracy", "val_mean_accuracy", "lr",
-              "seconds", "best"]
+              "seconds", "best", "train_seconds", "precision"]
 WORK_FILES = ("latest.json", "best.safetensors", "best.json", "log.csv", "log.json")
 
 
@@ -110,27 +110,16 @@ def _write_logs(work: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_text(work / "log.json", json.dumps(history, indent=1) + "\n")
 
 
-def _batch(scenes: list[TrainScene], windows: list[tuple[int, int, int]], size: int, norm: Normalization,
-           rng: np.random.Generator | None, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ts = [], []
-    for si, r0, c0 in windows:
-        x, valid, t = crop(scenes[si], r0, c0, size)
-        if rng is not None:
-            x, valid, t = augment(x, valid, t, rng, cfg.d4, cfg.brightness, cfg.contrast)
-        xs.append(normalise(x, valid, norm))
-        ts.append(t.astype(np.int64))
-    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ts))
-
-
 def validate(net: torch.nn.Module, scenes: list[TrainScene], windows: list[tuple[int, int, int]], size: int,
-             batch_size: int, norm: Normalization, n_classes: int, device: torch.device) -> tuple[np.ndarray, float]:
-    """(confusion matrix over the labelled pixels of ``scenes``, mean unweighted cross-entropy)."""
+             batch_size: int, norm: Normalization, n_classes: int, device: torch.device,
+             memory_format: torch.memory_format = torch.contiguous_format) -> tuple[np.ndarray, float]:
+    """(confusion matrix over the labelled pixels of ``scenes``, mean unweighted cross-entropy), in fp32."""
     net.eval()
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)
     loss_sum, n = 0.0, 0
-    with torch.inference_mode():
-        for start in range(0, len(windows), batch_size):
-            x, t = _batch(scenes, windows[start:start + batch_size], size, norm, None, None)  # type: ignore[arg-type]
+    made = (make_batch(scenes, w, size, norm, None, None, memory_format) for w in batch_windows(windows, batch_size))
+    with torch.inference_mode(), contextlib.closing(prefetch(made, name="geoseg-val-loader")) as batches:
+        for x, t in batches:
             logits = net(x.to(device)).float().cpu()
             keep = t != IGNORE
             if keep.any():
@@ -183,6 +172,8 @@ class _Session:
     data: _Data
     sampler: WindowSampler
     val_windows: list[tuple[int, int, int]]
+    prec: StepPrecision
+    stepper: Stepper
 
 
 def _load_data(cfg: TrainConfig, pairs: list[Any], bands: list[str], classes: tuple[ClassInfo, ...],
@@ -286,17 +277,16 @@ def _train_epoch(s: _Session, epoch: int) -> list[float]:
         net.encoder.eval()  # type: ignore[union-attr]
     wins = s.sampler.draw(cfg.samples_per_epoch, rng)
     losses = []
-    for start in range(0, len(wins), cfg.batch_size):
-        x, t = _batch(s.data.train, wins[start:start + cfg.batch_size], cfg.window, s.norm, rng, cfg)
-        x, t = x.to(s.device), t.to(s.device)
-        s.opt.zero_grad(set_to_none=True)
-        if bool((t != IGNORE).any()):
-            loss = s.criterion(net(x), t)
-            loss.backward()
-            s.opt.step()
-            losses.append(float(loss.detach()))
-        if s.sched is not None:
-            s.sched.step()
+    # windows are read and augmented in a background thread (in order: the same rng draws as a plain loop)
+    made = (make_batch(s.data.train, w, cfg.window, s.norm, rng, cfg, s.prec.memory_format)
+            for w in batch_windows(wins, cfg.batch_size))
+    with contextlib.closing(prefetch(made)) as batches:
+        for x, t in batches:
+            x, t = x.to(s.device), t.to(s.device)
+            if bool((t != IGNORE).any()):
+                losses.append(s.stepper.step(x, t))
+            if s.sched is not None:
+                s.sched.step()
     return losses
 
 
@@ -309,8 +299,9 @@ def _epoch(s: _Session, p: _Progress, epoch: int, t_run: float, say: Callable[[s
     cfg, work = s.cfg, s.work
     t0 = time.perf_counter()
     losses = _train_epoch(s, epoch)
+    train_seconds = time.perf_counter() - t0
     cm, val_loss = validate(s.net, s.data.val, s.val_windows, cfg.val_window, cfg.batch_size, s.norm,
-                            len(s.names), s.device)
+                            len(s.names), s.device, s.prec.memory_format)
     sc = scores(cm, s.names)
     miou = sc["miou"]
     improved = miou is not None and (p.best_miou is None or miou > p.best_miou + cfg.min_delta)
@@ -331,6 +322,8 @@ def _epoch(s: _Session, p: _Progress, epoch: int, t_run: float, say: Callable[[s
         "lr": s.opt.param_groups[0]["lr"],
         "seconds": round(time.perf_counter() - t0, 2),
         "best": improved,
+        "train_seconds": round(train_seconds, 2),
+        "precision": s.prec.name,
         "val_iou": {k: v["iou"] for k, v in sc["per_class"].items()},
     }
     stop = cfg.patience > 0 and p.since_best >= cfg.patience and epoch < cfg.epochs
@@ -369,7 +362,7 @@ def _short_names(scenes: list[TrainScene]) -> tuple[Callable[[TrainScene], str],
 
 
 def _training_record(cfg: TrainConfig, data: _Data, names: list[str], norm_source: str, p: _Progress,
-                     stopped_early: bool, total_seconds: float) -> dict[str, Any]:
+                     stopped_early: bool, total_seconds: float, prec: StepPrecision) -> dict[str, Any]:
     """The card's ``training`` entry: where the model comes from and how it was trained."""
     short, short_group = _short_names(data.scenes)
     return {
@@ -388,6 +381,7 @@ def _training_record(cfg: TrainConfig, data: _Data, names: list[str], norm_sourc
         "epochs_run": len(p.history),
         "stopped_early": stopped_early,
         "train_seconds": round(total_seconds, 1),
+        **prec.record(),  # the precision and memory format of this run's steps (cfg.precision asked for it)
         "config": cfg.to_json(),
     }
 
@@ -414,6 +408,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     _prepare_work(work, output, resume, overwrite)
     work.mkdir(parents=True, exist_ok=True)
     device = select_device(cfg.device)
+    # errors before any data is read
+    prec = resolve_precision(cfg.precision, device, resolve_memory_format(cfg.memory_format, device))
     torch.set_num_threads(max(1, cfg.threads or len(os.sched_getaffinity(0))))
 
     init = load_model(cfg.init_from) if cfg.init_from else None
@@ -429,14 +425,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     norm, norm_source = _normalization(init, data.train)
     cw = _class_weights(cfg, names, data.train_counts)
     criterion = CombinedLoss(parse_loss(cfg.loss), len(classes), cw, cfg.focal_gamma).to(device)
-    net.to(device)
+    net.to(device).to(memory_format=prec.memory_format)
     trainable = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = _scheduler(cfg, opt)
+    say(f"steps in {prec.name} ({prec.record()['memory_format']}), fp32 weights and loss")
     session = _Session(cfg, work, net, opt, sched, criterion, device, norm, names, data,
                        WindowSampler(data.train, len(classes), cfg.window, cfg.sampling, cfg.balanced_fraction,
                                      cfg.seed),
-                       val_windows(data.val, cfg.val_window))
+                       val_windows(data.val, cfg.val_window), prec, Stepper(prec, net, criterion, opt))
     progress = _resume(session, len(bands), say) if resume else _Progress()
 
     history = progress.history
@@ -454,7 +451,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     from safetensors.torch import load_file
 
     net.load_state_dict(load_file(str(work / "best.safetensors")))
-    net.to("cpu").eval()
+    net.to("cpu").to(memory_format=torch.contiguous_format).eval()
     total_seconds = progress.seconds_before + time.perf_counter() - t_run
     tile, overlap = _tiling(cfg, stride)
     card = ModelCard(
@@ -471,7 +468,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
                 "definitions": "confusion over labelled validation pixels (ignore/nodata excluded); miou and "
                                "mean_accuracy average the classes present in the validation labels",
             },
-            "training": _training_record(cfg, data, names, norm_source, progress, stopped_early, total_seconds),
+            "training": _training_record(cfg, data, names, norm_source, progress, stopped_early, total_seconds,
+                                         prec),
         },
     )
     save_package(card, net, output, overwrite=overwrite, half=cfg.half)
