@@ -244,7 +244,7 @@ def agreement(work: Path, keys: list[str]) -> None:
                 x, y = a.read(1, window=win), b.read(1, window=win)
                 same += int((x == y).sum())
                 total += x.size
-        print(f"  {key:<22}{100 * same / total:9.4f} % of {total} px ({total - same} differ)")
+        print(f"  {key:<22}{100 * same / total:11.6f} % of {total} px ({total - same} differ)")
 
 
 def main() -> None:
