@@ -69,6 +69,7 @@ REGIMES: dict[str, tuple[dict, tuple[str, ...]]] = {
     "open-once": ({"open": "run"}, ("gtiff", "safe", "stac")),
     "cache-512": ({"cache_mb": 512}, ("gtiff", "safe")),
     "open-once+cache-512": (FIXED, ("gtiff", "safe", "stac")),
+    "open-once+cache-1024": ({"open": "run", "cache_mb": 1024}, ("gtiff", "safe")),
     "open-once+cache-rows": ({"open": "run", "cache_mb": "rows"}, ("gtiff", "safe", "stac")),
     "open-once+jp2-strips": ({"open": "run", "order": "strips"}, ("gtiff", "safe", "stac")),
     "2-handles+cache-512": ({"open": "run2", "cache_mb": 512}, ("gtiff", "safe")),
@@ -340,17 +341,20 @@ def _predict(cfg: dict) -> dict:
 
         tasks.rasterio = types.SimpleNamespace(open=shared_open)
     out = tempfile.mkdtemp(prefix="geoseg-read-sources-predict-")
-    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        predict_scene(cfg["dataset"], "default", out, overwrite=True, progress=False)
-    r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    with rasterio.open(os.path.join(out, "landcover.tif")) as src:
-        classes = src.read(1)
+    try:
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            predict_scene(cfg["dataset"], "default", out, overwrite=True, progress=False)
+        r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        with rasterio.open(os.path.join(out, "landcover.tif")) as src:
+            classes = src.read(1)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
     np.save(cfg["save"], classes)
-    shutil.rmtree(out, ignore_errors=True)
     return {"wall_s": t1 - t0, "cpu_s": (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime),
-            "peak_rss_mb": peak_rss_mb(), "pixels": classes.size, "checksum": 0.0}
+            "peak_rss_mb": peak_rss_mb(), "pixels": classes.size, "checksum": 0.0,
+            "cache_mb": int(os.environ["GDAL_CACHEMAX"]) / 2**20}
 
 
 def _tiles(dataset: str, tiles: list, idx: list[int], use_masks: bool, nodata: float | None, cfg: dict) -> float:
@@ -431,9 +435,10 @@ def run_child(cfg: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def cases(regimes: list[str], kinds: str) -> list[tuple[str, str, dict]]:
+def cases(regimes: list[str], kinds: str, skip: str = "") -> list[tuple[str, str, dict]]:
     """(regime, dataset, overrides) of every child of one round."""
-    return [(r, kind, REGIMES[r][0]) for r in regimes for kind in REGIMES[r][1] if kind in kinds.split(",")]
+    return [(r, kind, REGIMES[r][0]) for r in regimes for kind in REGIMES[r][1]
+            if kind in kinds.split(",") and f"{r}/{kind}" not in skip.split(",")]
 
 
 def load() -> str:
@@ -472,6 +477,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2, help="tiles per opened dataset (predict's CPU batch: 2)")
     ap.add_argument("--regimes", default=MAIN, help=f"comma list of {', '.join(REGIMES)}, or 'all'")
     ap.add_argument("--kinds", default="gtiff,gtiff_raw,safe,stac", help="datasets to read (of each regime's)")
+    ap.add_argument("--skip", default="", help="comma list of regime/dataset cases to leave out (e.g. today/safe)")
     ap.add_argument("--workdir", help="keep the built data here (reused by later runs); default: a temp dir")
     ap.add_argument("--json", help="write every run's numbers here")
     ap.add_argument("--jp2-probe", action="store_true", help="also: decode speed of B02 by JP2 encoding")
@@ -505,7 +511,7 @@ def _run(args: argparse.Namespace, sizes: list[int], regimes: list[str], work: P
     loads = []
     for rnd in range(args.rounds):
         for size in sizes:
-            for regime, kind, over in cases(regimes, args.kinds):
+            for regime, kind, over in cases(regimes, args.kinds, args.skip):
                 cfg = child_cfg(args.batch, work / str(size), datasets[size], regime, kind, over)
                 results.setdefault((size, regime, kind), []).append(run_child(cfg))
         loads.append(load())
@@ -513,7 +519,7 @@ def _run(args: argparse.Namespace, sizes: list[int], regimes: list[str], work: P
     print(f"\n{'size':>6} {'regime':<31} {'data':<9} {'wall_s':>7} {'cpu_s':>7} {'Mpx/s':>6} "
           f"{'x gtiff same regime':>20} {'x gtiff today':>20} {'cpu x':>6} {'rss_MB':>7} {'cache':>6}")
     for size in sizes:
-        for regime, kind, _ in cases(regimes, args.kinds):
+        for regime, kind, _ in cases(regimes, args.kinds, args.skip):
             if (size, regime, kind) in results:
                 print(_row(results, size, regime, kind))
     print(f"# medians [min-max] of {args.rounds} rounds; Mpx/s = scene pixels / wall; 'x gtiff': wall time over "
