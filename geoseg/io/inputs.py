@@ -133,9 +133,9 @@ MAX_CACHE_BYTES = 2**30
 
 
 def gdal_cache_for(info: SceneInfo) -> int:
-    """GDAL's block cache for reading ``info``: the default, or for a product's VRT two rows of its band files'
+    """GDAL's block cache for reading ``info``: the default, or for a product's VRT 1.25 x two rows of its band files'
     blocks (prediction tiles straddle block rows), so that each JPEG 2000 block is decoded once, never above
     :data:`MAX_CACHE_BYTES`.  A ``GDAL_CACHEMAX`` in the environment still wins."""
     if info.dataset is None:
         return GDAL_CACHE_BYTES
-    return int(min(MAX_CACHE_BYTES, max(GDAL_CACHE_BYTES, 2 * row_cache_bytes(info.dataset))))
+    return int(min(MAX_CACHE_BYTES, max(GDAL_CACHE_BYTES, 2.5 * row_cache_bytes(info.dataset))))
