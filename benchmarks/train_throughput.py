@@ -183,7 +183,8 @@ def main() -> None:
             res = run_child("step", v[0], "1" if v[1] else "0", str(a.steps), str(threads))
             times[v] += res["step_seconds"]
             rss[v] = max(rss.get(v, 0.0), res["peak_rss_mb"])
-        print(f"  repeat {r + 1}/{a.repeats} done, load {_load()}")
+            print(f"  repeat {r + 1}/{a.repeats} {_label(*v)}: "
+                  f"{' '.join(f'{x:.2f}' for x in res['step_seconds'])} s/step, load {_load()}", flush=True)
     px = BATCH * WINDOW * WINDOW
     base = statistics.median(times[VARIANTS[0]])
     print("\n| training step | Mpx/s | s/step (median, min-max) | x fp32 contiguous | peak RSS MB |")

@@ -109,8 +109,8 @@ class TrainConfig:
                         "AMP on CUDA, else fp32), f32, or bf16 (an error where the hardware lacks it). "
                         "Weights and loss stay fp32.")
     memory_format: str = _f("auto", "Tensor layout of the training steps: auto (channels_last on CUDA and on "
-                            "CPUs with AVX-512, where it is faster; contiguous on others), channels_last or "
-                            "contiguous (the same numbers up to float rounding).")
+                            "CPUs with AVX-512, where it is faster; contiguous on others, where it measured no "
+                            "gain), channels_last or contiguous (the same numbers up to float rounding).")
     val_window: int = _f(512, "Validation tile size (a multiple of the output stride).")
     # -- output --------------------------------------------------------------------------------
     output: str = _f("model", "Model package folder to write (the best epoch by validation mIoU).", "scalar", True)

@@ -16,9 +16,9 @@ runs it on a CPU by default).
 
 ``memory_format`` (config key): ``auto`` | ``channels_last`` | ``contiguous``: the tensor layout of the steps,
 the same numbers up to float rounding (other convolution kernels).  ``auto`` is channels_last (NHWC) on CUDA
-and on CPUs with AVX-512 (``avx512f``; measured 4.4x faster for the default architecture on an AVX-512/BF16
-CPU, issue 17) and contiguous on other CPUs (measured 0.8-0.9x, i.e. slower, on an AVX2-only AMD EPYC:
-benchmarks/train_throughput.py, docs/model.md).
+and on CPUs with AVX-512 (``avx512f``; 4.4x faster for the default architecture on an AVX-512/BF16 CPU as
+measured in issue 17) and contiguous on other CPUs (0.78-1.11x, no gain, on this project's AVX2-only AMD EPYC:
+benchmarks/train_throughput.py, docs/model.md "Training speed").
 """
 
 from __future__ import annotations
