@@ -28,7 +28,7 @@ import rasterio
 from geoseg.errors import BandMismatchError, InputError, ParameterError
 
 __all__ = ["InputTransform", "SceneStats", "apply_transform", "sample_stats", "array_stats", "diagnose",
-           "decide_transform", "decide"]
+           "decide_transform", "decide", "metadata_transform"]
 
 #: The decimated sample of the statistics check: at most this many pixels a side.
 SAMPLE_SIDE = 512
@@ -186,8 +186,10 @@ def _flag(scale: float, offset: float) -> str:
     return " ".join(parts)
 
 
-def _from_metadata(scales: Sequence[float | None], offsets: Sequence[float | None], dn_scale: float,
+def metadata_transform(scales: Sequence[float | None], offsets: Sequence[float | None], dn_scale: float,
                    dn_offset: float) -> InputTransform | None:
+    """The map of values with band ``scales``/``offsets`` metadata (``physical = dn * scale + offset``, None:
+    none) into DN declared by ``dn_scale``/``dn_offset``; None when the metadata is the identity."""
     sc = [1.0 if x is None else float(x) for x in scales]
     of = [0.0 if x is None else float(x) for x in offsets]
     if all(x == 1.0 for x in sc) and all(x == 0.0 for x in of):
@@ -231,7 +233,7 @@ def decide(sample: Callable[[], SceneStats | None], scales: Sequence[float | Non
             raise ParameterError(f"--input-scale {input_scale} must be > 0")
         return InputTransform((s,) * n, (float(input_offset or 0.0),) * n, "options")
     if dn_scale is not None:
-        meta = _from_metadata(scales, offsets, dn_scale, dn_offset)
+        meta = metadata_transform(scales, offsets, dn_scale, dn_offset)
         if meta is not None:
             return meta
     if not check:

@@ -14,7 +14,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from geoseg.errors import InputFileError, ParameterError
+from geoseg.errors import InputFileError, ModelPackageError, ParameterError
+from geoseg.model.card import InputSpec
 
 SPLITS = ("scenes", "blocks")
 SAMPLINGS = ("random", "balanced")
@@ -53,6 +54,10 @@ class TrainConfig:
     ignore_index: int = _f(255, "Label value excluded from loss and metrics (the label raster's nodata is too).")
     input_nodata: float = _f(0.0, "Image value meaning nodata when the raster declares none (such pixels are "
                              "ignored in training and enter the network as 0).", "float_or_none")
+    input: Any = _f(None, "What the image values mean, written into the card: {sensor, level, quantity, dn_scale, "
+                    "dn_offset} (physical = DN x dn_scale + dn_offset). Images with band scale/offset metadata "
+                    "(SAFE, STAC Item, Landsat products, GDAL scale/offset) are converted to these DN. Default: "
+                    "that of --init-from, else the level of the products read as reflectance x 10000.", "yaml")
     align_labels: bool = _f(False, "Resample label rasters on another grid onto the image grid (nearest) "
                             "instead of failing.")
     # -- validation split ----------------------------------------------------------------------
@@ -155,7 +160,18 @@ class TrainConfig:
         need(self.classes is not None or self.init_from is not None,
              "no class list: give 'classes' ([{value, name, color}] or a JSON file) or 'init_from'")
         parse_loss(self.loss)
+        self.input_spec()
         return self
+
+    def input_spec(self) -> InputSpec | None:
+        """``input`` as the card's :class:`InputSpec` (None: not given); a one-line error when malformed."""
+        if self.input is None:
+            return None
+        try:
+            return InputSpec.from_json(self.input)
+        except ModelPackageError as e:
+            raise ParameterError(str(e).replace("the card's 'input'", "'input'").replace("; fix the JSON", "")
+                                 .replace("the card's input", "input")) from None
 
 
 def parse_loss(spec: Any) -> dict[str, float]:

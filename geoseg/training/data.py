@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,11 @@ from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioIOError
 
 from geoseg.errors import InputError, InputFileError, ParameterError
-from geoseg.io.raster import match_bands, open_scene
-from geoseg.model.card import ClassInfo, Normalization
+from geoseg.io.inputs import open_input
+from geoseg.io.radiometry import apply_transform, metadata_transform
+from geoseg.io.raster import SceneInfo, match_bands
+from geoseg.io.sources import SceneSource
+from geoseg.model.card import ClassInfo, InputSpec, Normalization
 from geoseg.training.config import TrainConfig
 
 IGNORE = -1  # class index of ignored pixels (nodata, ignore value, unlisted values, other split side)
@@ -100,7 +103,7 @@ def find_pairs(cfg: TrainConfig) -> list[Pair]:
 
 # -- reading -----------------------------------------------------------------------------------
 def default_bands(image: str) -> list[str]:
-    info = open_scene(image)
+    info, _ = open_input(image)
     names = [(d or "").strip() for d in info.descriptions]
     if all(names):
         return names
@@ -188,11 +191,71 @@ def _read_label_raster(path: str, ref: rasterio.DatasetReader, align: bool, igno
         return dst, src.nodata
 
 
-def load_scene(pair: Pair, bands: Sequence[str], classes: Sequence[ClassInfo], cfg: TrainConfig) -> TrainScene:
-    """Read an image (the named bands) and its labels as class indexes on the image grid."""
-    info = open_scene(pair.image)
+# -- images: rasters or products, in the declared units -------------------------------------------
+def open_images(pairs: Sequence[Pair], bands: Sequence[str]) -> list[tuple[SceneInfo, SceneSource | None]]:
+    """Inspect every image (a raster, a SAFE, a STAC Item, a Landsat folder) before any pixel is read."""
+    return [open_input(p.image, wanted=bands) for p in pairs]
+
+
+def _levels(sources: Sequence[SceneSource]) -> set[tuple[str | None, str | None, str | None]]:
+    return {(s.sensor, s.level, s.quantity) for s in sources}
+
+
+def training_input(cfg: TrainConfig, init: InputSpec | None, infos: Sequence[tuple[SceneInfo, SceneSource | None]],
+                   say: Callable[[str], None] | None = None) -> InputSpec | None:
+    """What the training DN mean (the card's ``input``): the config's ``input``, else that of the package
+    fine-tuned, else the one sensor/level of the products read as reflectance x 10000 (products of several
+    levels need an explicit ``input``).  None: undeclared (plain rasters without metadata)."""
+    declared = cfg.input_spec()
+    products = [s for _, s in infos if s is not None]
+    if declared is not None and init is not None and (declared.dn_scale, declared.dn_offset, declared.quantity) != (
+            init.dn_scale, init.dn_offset, init.quantity):
+        raise ParameterError(f"'input' ({declared.quantity}, DN x {declared.dn_scale:g} + {declared.dn_offset:g}) "
+                             f"differs from the fine-tuned package's ({init.quantity}, DN x {init.dn_scale:g} + "
+                             f"{init.dn_offset:g}); drop 'input' to train in the package's units")
+    spec = declared or init
+    if spec is None and products:
+        kinds = _levels(products)
+        if len(kinds) > 1:
+            names = ", ".join(sorted(f"{k[0]} {k[1]}" for k in kinds))
+            raise ParameterError(f"the training products mix {names}; give 'input' "
+                                 "({sensor, level, quantity, dn_scale, dn_offset}) to say what the model learns")
+        sensor, level, quantity = kinds.pop()
+        spec = InputSpec(sensor, level, quantity, 1e-4, 0.0)
+    if spec is not None and say is not None:
+        other = sorted({f"{s.level} ({s.origin})" for s in products
+                        if spec.level and s.level and s.level != spec.level})
+        if other:
+            say(f"warning: training on product level(s) {', '.join(other[:3])} for a model of {spec.level} inputs")
+    return spec
+
+
+def _to_declared(x: np.ndarray, valid: np.ndarray, src: rasterio.DatasetReader, idx: Sequence[int],
+                 spec: InputSpec | None, name: str) -> np.ndarray:
+    """``x`` in the declared DN: converted from the bands' own scale/offset metadata (as predict does)."""
+    scales = [src.scales[i - 1] for i in idx]
+    offsets = [src.offsets[i - 1] for i in idx]
+    if spec is None:
+        if any(s != 1.0 for s in scales) or any(o != 0.0 for o in offsets):
+            raise ParameterError(f"{name}: its bands carry scale/offset metadata but the training units are "
+                                 "undeclared; give 'input' ({sensor, level, quantity, dn_scale, dn_offset})")
+        return x
+    t = metadata_transform(scales, offsets, spec.dn_scale, spec.dn_offset)
+    if t is None:
+        return x
+    out = apply_transform(x.astype(np.float32), t.scale, t.offset)
+    out[:, ~valid] = 0
+    return out.astype(np.float32)
+
+
+def load_scene(pair: Pair, bands: Sequence[str], classes: Sequence[ClassInfo], cfg: TrainConfig,
+               opened: tuple[SceneInfo, SceneSource | None] | None = None, spec: InputSpec | None = None
+               ) -> TrainScene:
+    """Read an image (the named bands, in the declared DN ``spec``) and its labels as class indexes on the
+    image grid.  ``opened``: the image as :func:`open_images` inspected it."""
+    info, _ = opened or open_input(pair.image, wanted=bands)
     idx = match_bands(bands, info.descriptions, info.count)
-    with rasterio.open(pair.image) as src:
+    with rasterio.open(info.gdal_name) as src:
         x = src.read(idx)
         if any(MaskFlags.all_valid not in src.mask_flag_enums[i - 1] for i in idx):
             valid = np.all(src.read_masks(idx) > 0, axis=0)
@@ -203,6 +266,7 @@ def load_scene(pair: Pair, bands: Sequence[str], classes: Sequence[ClassInfo], c
         if np.issubdtype(x.dtype, np.floating):
             valid &= np.all(np.isfinite(x), axis=0)
             x = np.where(np.isfinite(x), x, 0).astype(x.dtype)
+        x = _to_declared(x, valid, src, idx, spec, pair.image)
         ext = Path(pair.label).suffix.lower()
         ignore_values = [cfg.ignore_index]
         if ext in VECTOR_EXT:

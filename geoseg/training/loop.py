@@ -27,7 +27,7 @@ from geoseg._util.atomic import atomic_path, atomic_write_text
 from geoseg._version import __version__
 from geoseg.errors import InputError, OutputExistsError, ParameterError
 from geoseg.io.grid import align_up
-from geoseg.model.card import ClassInfo, ModelCard, Normalization
+from geoseg.model.card import ClassInfo, InputSpec, ModelCard, Normalization
 from geoseg.model.package import load_model, save_package
 from geoseg.model.registry import output_stride
 from geoseg.model.runtime import select_device
@@ -43,7 +43,9 @@ from geoseg.training.data import (
     default_bands,
     find_pairs,
     load_scene,
+    open_images,
     split_scenes,
+    training_input,
     val_windows,
 )
 from geoseg.training.losses import CombinedLoss, confusion, scores
@@ -141,6 +143,7 @@ class _Data:
     train_counts: np.ndarray
     val_counts: np.ndarray
     unlisted: dict[int, int]
+    input: InputSpec | None  # what the training DN mean (the card's ``input``)
 
 
 @dataclass
@@ -177,10 +180,13 @@ class _Session:
 
 
 def _load_data(cfg: TrainConfig, pairs: list[Any], bands: list[str], classes: tuple[ClassInfo, ...],
-               say: Callable[[str], None]) -> _Data:
-    """Read every scene, split them and check both sides have labelled pixels."""
+               init_input: InputSpec | None, say: Callable[[str], None]) -> _Data:
+    """Inspect every image, decide the training units, read every scene in them, split them and check both
+    sides have labelled pixels."""
+    opened = open_images(pairs, bands)
+    spec = training_input(cfg, init_input, opened, say)
     say(f"reading {len(pairs)} scene(s)")
-    scenes = [load_scene(p, bands, classes, cfg) for p in pairs]
+    scenes = [load_scene(p, bands, classes, cfg, o, spec) for p, o in zip(pairs, opened)]
     unlisted: dict[int, int] = {}
     for s in scenes:
         for v, c in s.unlisted.items():
@@ -198,7 +204,7 @@ def _load_data(cfg: TrainConfig, pairs: list[Any], bands: list[str], classes: tu
         raise InputError("the training or the validation side has no labelled pixel; check labels and split")
     say(f"training: {len(train_sc)} scene(s), {int(train_counts.sum()):,} labelled px; validation: "
         f"{len(val_sc)} scene(s), {int(val_counts.sum()):,} labelled px")
-    return _Data(scenes, train_sc, val_sc, split_desc, train_counts, val_counts, unlisted)
+    return _Data(scenes, train_sc, val_sc, split_desc, train_counts, val_counts, unlisted, spec)
 
 
 def _check_windows(cfg: TrainConfig, arch: str, stride: int) -> None:
@@ -417,7 +423,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     names = [c.name for c in classes]
     pairs = find_pairs(cfg)
     bands = list(cfg.bands) or (list(init[0].bands) if init else default_bands(pairs[0].image))
-    data = _load_data(cfg, pairs, bands, classes, say)
+    data = _load_data(cfg, pairs, bands, classes, init[0].input if init else None, say)
+    if data.input is None:
+        say("warning: the training images declare no units (no 'input' in the config, no product metadata); "
+            "the model card will not say what its input values mean, so predict cannot check scenes")
 
     net, arch, encoder, params = build_network(cfg, classes, bands, init, say)
     stride = output_stride(arch, params)
@@ -459,7 +468,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         architecture=arch, encoder=encoder, bands=tuple(bands), classes=classes, normalization=session.norm,
         tile_size=tile, overlap=overlap, output_stride=stride,
         gsd_m=cfg.gsd if cfg.gsd is not None else _gsd(data.scenes[0]),
-        input_nodata=cfg.input_nodata, version=cfg.version, trained=True,
+        input_nodata=cfg.input_nodata, input=data.input, version=cfg.version, trained=True,
         description=cfg.description or f"Trained with geoseg train on {len(data.train)} scene(s).",
         arch_params=params,
         extra={
