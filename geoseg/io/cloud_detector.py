@@ -33,10 +33,11 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
 from rasterio.windows import Window as RioWindow
 
 from geoseg._util.atomic import atomic_path
-from geoseg.errors import MissingBandError, ParameterError
+from geoseg.errors import MissingBandError, ParameterError, UnreadableBandError
 from geoseg.io.clouds import CloudMask, user_cloud_mask
 from geoseg.io.raster import SceneInfo
 from geoseg.io.sources import SceneSource
@@ -136,16 +137,10 @@ def _read_coarse(src: Any, f: int, shape: tuple[int, int], r0: int, r1: int) -> 
     return refl, valid
 
 
-def detect_clouds(plan: DetectorPlan, work_dir: str | os.PathLike) -> CloudMask:
-    """Detect the clouds of ``plan``'s product (module docstring), write the coarse mask into ``work_dir``
-    (a run's scratch folder) and return it as a CloudMask of kind ``detected`` on the scene's grid."""
-    s2c = _s2cloudless()
-    t0 = time.perf_counter()
-    detector = s2c.S2PixelCloudDetector(threshold=THRESHOLD, average_over=AVERAGE_OVER, dilation_size=DILATION_SIZE,
-                                        all_bands=False)
+def _detect(plan: DetectorPlan, detector: Any, out: Path) -> tuple[int, int, float]:
+    """Run ``detector`` over ``plan``'s bands strip by strip into the GeoTIFF ``out``; (cloudy, valid coarse
+    pixels, the coarse resolution in metres)."""
     halo = AVERAGE_OVER + DILATION_SIZE + 1
-    out = Path(work_dir) / "clouds_detected.tif"
-    out.parent.mkdir(parents=True, exist_ok=True)
     cloudy = counted = 0
     with rasterio.open(plan.dataset) as src:
         f = max(1, round(RESOLUTION_M / abs(src.transform.a)))
@@ -157,7 +152,12 @@ def detect_clouds(plan: DetectorPlan, work_dir: str | os.PathLike) -> CloudMask:
             for r0 in range(0, shape[0], STRIP_ROWS):
                 r1 = min(shape[0], r0 + STRIP_ROWS)
                 h0, h1 = max(0, r0 - halo), min(shape[0], r1 + halo)
-                refl, valid = _read_coarse(src, f, shape, h0, h1)
+                try:
+                    refl, valid = _read_coarse(src, f, shape, h0, h1)
+                except RasterioIOError as exc:  # an OSError: raised as itself, not as a failed write of ``out``
+                    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    raise UnreadableBandError(f"{plan.origin}: cannot read its bands for the cloud detection "
+                                              f"({text}); the product is damaged: download it again") from None
                 prob = detector.get_cloud_probability_maps(refl[None])
                 mask = detector.get_mask_from_prob(prob)[0, r0 - h0:r1 - h0].astype(np.uint8)
                 ok = valid[r0 - h0:r1 - h0]
@@ -166,6 +166,19 @@ def detect_clouds(plan: DetectorPlan, work_dir: str | os.PathLike) -> CloudMask:
                 counted += int(ok.sum())
                 dst.write(mask, 1, window=RioWindow(0, r0, shape[1], r1 - r0))
         resolution = round(abs(src.transform.a) * f, 3)
+    return cloudy, counted, resolution
+
+
+def detect_clouds(plan: DetectorPlan, work_dir: str | os.PathLike) -> CloudMask:
+    """Detect the clouds of ``plan``'s product (module docstring), write the coarse mask into ``work_dir``
+    (a run's scratch folder) and return it as a CloudMask of kind ``detected`` on the scene's grid."""
+    s2c = _s2cloudless()
+    t0 = time.perf_counter()
+    detector = s2c.S2PixelCloudDetector(threshold=THRESHOLD, average_over=AVERAGE_OVER, dilation_size=DILATION_SIZE,
+                                        all_bands=False)
+    out = Path(work_dir) / "clouds_detected.tif"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cloudy, counted, resolution = _detect(plan, detector, out)
     settings = (("detector", "s2cloudless"), ("version", str(getattr(s2c, "__version__", "?"))),
                 ("model", "pixel_s2_cloud_detector_lightGBM_v0.1 (in the s2cloudless wheel)"),
                 ("threshold", THRESHOLD), ("average_over", AVERAGE_OVER), ("dilation_size", DILATION_SIZE),

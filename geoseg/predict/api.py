@@ -134,9 +134,9 @@ def predict_scene(
     ``cloud_mask``: ``"auto"`` honours the product's own mask (L2A SCL, L1C MSK_CLASSI/MSK_CLOUDS, Landsat
     QA_PIXEL; docs/clouds.md), ``"none"`` ignores it, a raster path is the mask (non-zero = masked),
     ``"detect"`` detects the clouds of a Sentinel-2 L1C product with s2cloudless (extra ``geoseg[clouds]``,
-    :mod:`geoseg.io.cloud_detector`).  Masked
-    pixels get zero blending weight: nodata in every product, :data:`~geoseg.predict.blend.CLOUD` (254) in
-    ``confidence.tif``; ``run.json`` records the mask and ``cloud_pixels``.
+    :mod:`geoseg.io.cloud_detector`).  Masked pixels get zero blending weight: nodata in every product,
+    :data:`~geoseg.predict.blend.CLOUD` (254) in ``confidence.tif``; ``run.json`` records the mask and
+    ``cloud_pixels``.
 
     Writes ``landcover.tif`` (uint8 class COG, nodata 255, the scene's grid), and
     with ``probabilities``/``confidence`` also ``probabilities.tif`` (one uint8

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import geoseg.io.cloud_detector as cd
 from geoseg.cli import cli
-from geoseg.errors import MissingBandError, ParameterError
+from geoseg.errors import MissingBandError, ParameterError, UnreadableBandError
 from geoseg.io.cloud_detector import DETECTOR_BANDS, detect_clouds, plan_detection
 from geoseg.io.clouds import read_cloud_mask
 from geoseg.io.grid import Window
@@ -130,3 +130,14 @@ def test_l2a_and_plain_rasters_and_missing_bands_are_refused(cloudy_ref, tmp_pat
     no_b10 = write_safe(tmp_path / "nob10", cloudy_ref, drop=("B10",), masks="none")
     with pytest.raises(MissingBandError, match=r"no band B10 .*needs B1, B2, B4, B5, B8, B8A, B9, B10, B11, B12"):
         _plan(no_b10)
+
+
+def test_a_band_damaged_after_planning_is_one_line(cloudy_ref, tmp_path):
+    pytest.importorskip("s2cloudless")
+    scene = write_safe(tmp_path, cloudy_ref, masks="none")
+    plan, _ = _plan(scene)
+    (b10,) = scene.glob("GRANULE/*/IMG_DATA/*_B10.jp2")
+    b10.write_bytes(b10.read_bytes()[:200])  # truncated
+    with pytest.raises(UnreadableBandError, match=r"cannot read its bands for the cloud detection .*download it again"):
+        detect_clouds(plan, tmp_path / "work")
+    assert not (tmp_path / "work" / "clouds_detected.tif").exists()
