@@ -62,10 +62,11 @@ from geoseg.predict.blend import BLEND_MODES
 @click.option("--input-offset", type=float,
               help="Add this to the scene's values after --input-scale (e.g. -1000 for a Sentinel-2 baseline "
               ">= 04.00 scene without its offset metadata; 0 to accept values the check doubts).")
-@click.option("--cloud-mask", default="auto", show_default=True, metavar="auto|none|RASTER",
+@click.option("--cloud-mask", default="auto", show_default=True, metavar="auto|none|detect|RASTER",
               help="Leave clouds out: 'auto' uses the product's own mask (L2A SCL, L1C MSK_CLASSI/MSK_CLOUDS, "
-              "Landsat QA_PIXEL), 'none' ignores it, or a raster whose non-zero pixels are masked. Masked pixels "
-              "are nodata in the map and 254 in confidence.tif.")
+              "Landsat QA_PIXEL), 'none' ignores it, 'detect' detects them in a Sentinel-2 L1C product with "
+              "s2cloudless (pip install 'geoseg[clouds]'), or a raster whose non-zero pixels are masked. Masked "
+              "pixels are nodata in the map and 254 in confidence.tif.")
 @click.option("--retry-failed", is_flag=True,
               help="With several scenes: also retry the scenes that failed in an earlier run into OUT.")
 @click.option("--no-input-check", is_flag=True,

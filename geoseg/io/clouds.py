@@ -19,6 +19,8 @@ The product masks (docs/clouds.md):
 - ``qa_pixel``: Landsat Collection 2 ``QA_PIXEL`` bits 1 dilated cloud, 2 cirrus, 3 cloud, 4 cloud shadow
   (bit 0 fill is the bands' nodata already).
 - ``raster``: ``--cloud-mask RASTER``, any non-zero value is masked (its nodata value is not).
+- ``detected``: ``--cloud-mask detect``, a coarse mask geoseg's optional detector (geoseg.io.cloud_detector,
+  s2cloudless) wrote for this run, non-zero = masked; ``detector`` holds what detected it and its settings.
 
 numpy + rasterio (and the standard library) only: no torch, no dask.
 """
@@ -52,7 +54,7 @@ from geoseg.io.warp import Grid, same_lattice, warped
 __all__ = ["CloudMask", "read_cloud_mask", "user_cloud_mask", "KINDS", "SCL_CLASSES", "SCL_MASKED",
            "QA_PIXEL_BITS", "QA_PIXEL_MASKED", "CLASSI_BITS", "MSK_CLOUDS_TYPES", "GML_KEY", "gml_polygons"]
 
-KINDS = ("scl", "msk_classi", "msk_clouds", "qa_pixel", "raster")
+KINDS = ("scl", "msk_classi", "msk_clouds", "qa_pixel", "raster", "detected")
 
 #: Sen2Cor Scene Classification values (ESA L2A product specification)
 SCL_CLASSES = {0: "no data", 1: "saturated or defective", 2: "dark area pixels", 3: "cloud shadows",
@@ -78,7 +80,8 @@ _EOP = "{http://www.opengis.net/eop/2.0}"
 class CloudMask:
     """One scene's cloud mask: a GDAL dataset on the scene's grid and which stored values mean masked
     (``masked_values``: exact values; ``masked_bits``: any of these bits set; ``nonzero``: any value but
-    0 and the band's nodata).  ``origin`` is the file to name in messages."""
+    0 and the band's nodata).  ``origin`` is the file to name in messages.  ``detector``: for kind
+    ``detected``, (name, value) pairs of the detector and its settings (recorded in run.json)."""
 
     dataset: str
     kind: str
@@ -87,6 +90,7 @@ class CloudMask:
     masked_values: tuple[int, ...] = ()
     masked_bits: tuple[int, ...] = ()
     nonzero: bool = False
+    detector: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -113,14 +117,22 @@ class CloudMask:
                 parts.append(f"L1C MSK_CLOUDS polygons {', '.join(types)}")
             else:
                 parts.append(f"{self.origin} bits {_ints(self.masked_bits)}")
-        if self.nonzero:
+        if self.kind == "detected":
+            d = dict(self.detector)
+            settings = ", ".join(f"{k} {d[k]}" for k in ("threshold", "average_over", "dilation_size") if k in d)
+            parts = [f"clouds detected by {d.get('detector', '?')} {d.get('version', '')} at "
+                     f"{d.get('resolution_m', '?')} m ({settings}; {d.get('cloud_fraction', 0):.1%} of the scene)"]
+        elif self.nonzero:
             parts.append(f"cloud mask {self.origin} band {self.band}: non-zero = masked")
         return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
         """What run.json records: kind, origin, band, the masked values/bits and the description."""
-        return {"kind": self.kind, "origin": self.origin, "band": self.band, "values": list(self.masked_values),
-                "bits": list(self.masked_bits), "nonzero": self.nonzero, "description": self.describe()}
+        out = {"kind": self.kind, "origin": self.origin, "band": self.band, "values": list(self.masked_values),
+               "bits": list(self.masked_bits), "nonzero": self.nonzero, "description": self.describe()}
+        if self.detector:
+            out["detector"] = dict(self.detector)
+        return out
 
     def decode(self, raw: np.ndarray, nodata: float | None = None) -> np.ndarray:
         """``raw`` stored values -> bool, True = masked (never where ``raw`` is the band's ``nodata``)."""

@@ -122,7 +122,8 @@ def resolve_cloud_mask(choice: str | os.PathLike | None, info: SceneInfo, source
             return None
         if source.cloud_mask is None:
             warnings.warn(f"{info.path} carries no cloud mask (no SCL, MSK_CLASSI, MSK_CLOUDS or QA_PIXEL found): "
-                          "clouds will be mapped as land cover; pass --cloud-mask RASTER to leave them out",
+                          "clouds will be mapped as land cover; pass --cloud-mask RASTER (or, for an L1C, detect) "
+                          "to leave them out",
                           UserWarning, stacklevel=3)
         return source.cloud_mask
     return user_cloud_mask(os.fspath(choice), info.crs_wkt, info.transform, info.width, info.height)

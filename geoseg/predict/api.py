@@ -15,7 +15,7 @@ import platform
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from geoseg._util.progress import make_progress
 from geoseg._version import __version__
 from geoseg.errors import EmptySceneError, ParameterError
 from geoseg.io.area import pixel_area_m2
+from geoseg.io.cloud_detector import DetectorPlan, detect_clouds, is_detect, plan_detection
 from geoseg.io.clouds import CloudMask
 from geoseg.io.grid import Block, TilePlan, plan_blocks, plan_tiles
 from geoseg.io.inputs import gdal_cache_for, open_input, resolve_cloud_mask, source_record
@@ -131,9 +132,11 @@ def predict_scene(
     ``band_files`` (``{"B2": "b2.tif", ...}``, any band aliases) for separate band files.
 
     ``cloud_mask``: ``"auto"`` honours the product's own mask (L2A SCL, L1C MSK_CLASSI/MSK_CLOUDS, Landsat
-    QA_PIXEL; docs/clouds.md), ``"none"`` ignores it, a raster path is the mask (non-zero = masked).  Masked
-    pixels get zero blending weight: nodata in every product, :data:`~geoseg.predict.blend.CLOUD` (254) in
-    ``confidence.tif``; ``run.json`` records the mask and ``cloud_pixels``.
+    QA_PIXEL; docs/clouds.md), ``"none"`` ignores it, a raster path is the mask (non-zero = masked),
+    ``"detect"`` detects the clouds of a Sentinel-2 L1C product with s2cloudless (extra ``geoseg[clouds]``,
+    :mod:`geoseg.io.cloud_detector`).  Masked pixels get zero blending weight: nodata in every product,
+    :data:`~geoseg.predict.blend.CLOUD` (254) in ``confidence.tif``; ``run.json`` records the mask and
+    ``cloud_pixels``.
 
     Writes ``landcover.tif`` (uint8 class COG, nodata 255, the scene's grid), and
     with ``probabilities``/``confidence`` also ``probabilities.tif`` (one uint8
@@ -175,6 +178,8 @@ def predict_scene(
                 band_files=band_files, runtime=runtime, precision=precision, profile=profile, cloud_mask=cloud_mask)
     out = job.out
     with RunFolder(out, job.names, overwrite) as run:  # one run per folder; removes a killed run's temporaries
+        if job.detect is not None:  # --cloud-mask detect: a pre-pass writes the mask into the run's scratch folder
+            job = replace(job, cloud_mask=detect_clouds(job.detect, run.work_dir("clouds")))
         products = _products(job, run.run_id)
         run.on_failure(lambda: discard(products))
         t_graph = time.perf_counter()
@@ -263,6 +268,7 @@ class _Job:
     cloud_mask: CloudMask | None
     engine: RuntimeChoice  # runtime, precision, device and graph, decided once
     profile: bool = False
+    detect: DetectorPlan | None = None  # --cloud-mask detect: what the pre-pass reads (cloud_mask is then None)
 
 
 def _plan(scene: str | os.PathLike | None, model: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -284,7 +290,8 @@ def _plan(scene: str | os.PathLike | None, model: str | os.PathLike, out_dir: st
                               allow_ungeoreferenced=allow_ungeoreferenced)
     band_idx = select_bands(info, card.bands, bands)
     radiometry = _radiometry(info, card, band_idx, input_scale, input_offset, input_check)
-    clouds = resolve_cloud_mask(cloud_mask, info, source)
+    detect = plan_detection(scene, band_files, info, source) if is_detect(cloud_mask) else None
+    clouds = None if detect is not None else resolve_cloud_mask(cloud_mask, info, source)
     when, acquired_from = _acquisition(info, acquired)
     if blend not in BLEND_MODES:
         raise ParameterError(f"unknown blend mode {blend!r}; choose one of {', '.join(BLEND_MODES)}")
@@ -318,7 +325,7 @@ def _plan(scene: str | os.PathLike | None, model: str | os.PathLike, out_dir: st
                 batch_size=batch_size, torch_threads=torch_threads, tta=tta, block_size=block_size,
                 probabilities=probabilities, confidence=confidence, vector_path=vector_path,
                 vector_options=vector_options, radiometry=radiometry, engine=engine, profile=profile,
-                cloud_mask=clouds)
+                cloud_mask=clouds, detect=detect)
 
 
 def _radiometry(info: SceneInfo, card: ModelCard, band_idx: Sequence[int], input_scale: float | str | None,

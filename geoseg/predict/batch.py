@@ -1,8 +1,9 @@
 """``predict_batch``: many scenes into one output folder, resumable and fault-isolated (``geoseg predict A B C``).
 
 Scenes: paths (rasters or products), glob patterns, ``@list.txt`` files of paths (one a line, ``#`` comments),
-and STAC ItemCollections (local JSON: each Item is one scene, read with the STAC Item reader).  Each scene is
-predicted by :func:`~geoseg.predict.api.predict_scene` in its own CRS and grid into ``OUT/<scene id>/``.
+and STAC ItemCollections (local JSON read with pystac: each Item is one scene, read with the STAC Item reader).
+Each scene is predicted by :func:`~geoseg.predict.api.predict_scene` in its own CRS and grid into
+``OUT/<scene id>/``.
 
 ``OUT/index.json`` records, per scene id, its input, status (``done``/``failed``), the error of a failure, the
 outputs and a fingerprint of the inputs (sizes and modification times of the scene's files), the model (its
@@ -23,6 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pystac
+from pystac.utils import make_absolute_href
 
 from geoseg._util.atomic import atomic_write_text
 from geoseg._util.lock import file_lock
@@ -51,13 +55,18 @@ class BatchResult:
     seconds: float = 0.0
 
 
+def _read_json(path: Path) -> Any:
+    """``path``'s JSON as pystac's StacIO reads it, or None when it is not readable JSON."""
+    try:
+        return pystac.StacIO.default().read_json(str(path))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
 def _is_collection(path: Path) -> bool:
     if path.suffix.lower() != ".json" or not path.is_file():
         return False
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
+    doc = _read_json(path)
     return isinstance(doc, dict) and doc.get("type") == "FeatureCollection"
 
 
@@ -79,28 +88,40 @@ def _scene_id(path: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "scene"
 
 
-def _absolute_hrefs(item: dict, base: Path) -> dict:
-    assets = {}
-    for key, asset in (item.get("assets") or {}).items():
-        if isinstance(asset, dict) and isinstance(asset.get("href"), str):
-            href = asset["href"]
-            local = href[7:] if href.startswith("file://") else href
-            if "://" not in local and not os.path.isabs(local):
-                asset = {**asset, "href": str((base / local).resolve())}
-        assets[key] = asset
-    return {**item, "assets": assets}
+def _absolute_hrefs(item: pystac.Item, base: Path) -> dict:
+    """``item`` as a dict with every local asset href absolute (pystac's ``make_absolute_href`` against the
+    ItemCollection's file), so its staged copy reads from anywhere; ``file://`` and remote hrefs stay."""
+    doc = item.to_dict(include_self_link=False, transform_hrefs=False)
+    for asset in doc.get("assets", {}).values():
+        href = asset.get("href")
+        if isinstance(href, str) and "://" not in href:
+            asset["href"] = str(Path(make_absolute_href(href, str(base / "collection.json"))).resolve())
+    return doc
 
 
 def _collection(path: Path, staging: Path) -> list[Scene]:
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    items = doc.get("features")
+    """The Items of the ItemCollection ``path`` (read with pystac), each staged under ``staging`` as one Item
+    JSON; a feature that is no STAC Item is a one-line InputError naming it."""
+    doc = _read_json(path)
+    items = doc.get("features") if isinstance(doc, dict) else None
     if not isinstance(items, list) or not items:
         raise InputError(f"{path}: a STAC ItemCollection without features; give one with at least one Item")
+    try:
+        collection = pystac.ItemCollection.from_dict(doc, preserve_dict=True)
+    except (pystac.STACError, KeyError, TypeError, ValueError, AttributeError):
+        collection = None
+    if collection is None or len(collection) != len(items):
+        for i, item in enumerate(items):  # name the first feature pystac refuses
+            try:
+                if not isinstance(item, dict) or item.get("type") != "Feature":
+                    raise TypeError(item)
+                pystac.Item.from_dict(item, preserve_dict=True)
+            except (pystac.STACError, KeyError, TypeError, ValueError, AttributeError):
+                raise InputError(f"{path}: feature #{i + 1} is not a STAC Item; fix the ItemCollection") from None
+        raise InputError(f"{path}: not a readable STAC ItemCollection; fix it")
     out = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict) or item.get("type") != "Feature":
-            raise InputError(f"{path}: feature #{i + 1} is not a STAC Item; fix the ItemCollection")
-        sid = re.sub(r"[^A-Za-z0-9._-]+", "_", str(item.get("id") or f"item-{i + 1}"))
+    for i, item in enumerate(collection):
+        sid = re.sub(r"[^A-Za-z0-9._-]+", "_", str(item.id or f"item-{i + 1}"))
         target = staging / f"{sid}.json"
         staging.mkdir(parents=True, exist_ok=True)
         atomic_write_text(target, json.dumps(_absolute_hrefs(item, path.parent), indent=1) + "\n")
