@@ -88,10 +88,10 @@ TEST_CLASSES = ({"value": 0, "name": "water", "color": "#419BDF"}, {"value": 1, 
 
 def prediction_folder(path: str | os.PathLike, landcover: np.ndarray, confidence: np.ndarray | None = None, *,
                       crs: str = CRS, transform=None, classes=TEST_CLASSES, model_id: str = "test-linear",
-                      acquired: str | None = None) -> Path:
+                      acquired: str | None = None, probabilities: np.ndarray | None = None) -> Path:
     """A ``geoseg predict`` output folder with *known* products: ``landcover.tif`` (uint8, nodata 255),
-    optionally ``confidence.tif`` (percent, 254 cloud, nodata 255) and a ``run.json`` listing them (as the
-    inputs of ``geoseg mosaic``)."""
+    optionally ``confidence.tif`` (percent, 254 cloud, nodata 255) and ``probabilities.tif`` ((classes, h, w)
+    percent) and a ``run.json`` listing them (as the inputs of ``geoseg mosaic``)."""
     import json
 
     out = Path(path)
@@ -101,6 +101,10 @@ def prediction_folder(path: str | os.PathLike, landcover: np.ndarray, confidence
     if confidence is not None:
         write_raster(out / "confidence.tif", confidence.astype(np.uint8), crs=crs, transform=transform, nodata=255)
         outputs["confidence"] = "confidence.tif"
+    if probabilities is not None:
+        write_raster(out / "probabilities.tif", probabilities.astype(np.uint8), crs=crs, transform=transform,
+                     nodata=255)
+        outputs["probabilities"] = "probabilities.tif"
     record = {"run_id": out.name, "created": "2024-01-01T00:00:00Z", "acquired": acquired, "outputs": outputs,
               "model": {"id": model_id, "version": "1.0.0", "trained": True}, "classes": list(classes)}
     (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")

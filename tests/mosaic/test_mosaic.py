@@ -261,3 +261,22 @@ def test_the_block_layout_does_not_change_the_mosaic(scenes, tmp_path):
             out.append((src.read(1), csrc.read(1)))
     np.testing.assert_array_equal(out[0][0], out[1][0])
     np.testing.assert_array_equal(out[0][1], out[1][1])
+
+
+def test_probabilities_come_from_the_scene_that_gave_the_class(tmp_path):
+    def folder(name, col_off, cls, conf, probs):
+        t = Affine(10, 0, A_ORIGIN[0] + 10 * col_off, 0, -10, A_ORIGIN[1])
+        p = np.broadcast_to(np.array(probs, np.uint8)[:, None, None], (3, 8, 8))
+        return prediction_folder(tmp_path / name, np.full((8, 8), cls), np.full((8, 8), conf), crs="EPSG:32630",
+                                 transform=t, probabilities=p)
+
+    a = folder("A", 0, 2, 70, (10, 20, 70))
+    b = folder("B", 4, 1, 90, (5, 90, 5))
+    r = mosaic_scenes([a, b], tmp_path / "m", scheduler="synchronous")
+    with rasterio.open(r.probabilities) as src, rasterio.open(r.landcover) as lsrc:
+        probs, lc = src.read(), lsrc.read(1)
+        assert src.count == 3 and src.scales == (0.01,) * 3
+    assert lc.shape == (8, 12) and (lc[:, :4] == 2).all() and (lc[:, 4:] == 1).all()
+    assert (probs[:, :, :4] == np.array([10, 20, 70])[:, None, None]).all()
+    assert (probs[:, :, 4:] == np.array([5, 90, 5])[:, None, None]).all()
+    assert "probabilities" in json.loads((tmp_path / "m" / "item.json").read_text())["assets"]
