@@ -22,6 +22,11 @@ the pixel and where scenes overlap; and each scene's own agreement on the refere
 
     python benchmarks/mosaic_e2e.py                      # bordeaux, default model
     python benchmarks/mosaic_e2e.py --city montpellier --keep /tmp/mosaic-bench
+    python benchmarks/mosaic_e2e.py --scale 2048,4096     # only: seconds and peak RSS of larger mosaics
+
+``--scale N,...``: two synthetic prediction folders of N x N px (class map + confidence), one in EPSG:32630 and
+one in EPSG:32631 overlapping it by half, mosaicked by ``geoseg mosaic`` in a fresh process each (threads,
+block 1024): seconds and that process's peak RSS, which should not grow with N.
 """
 
 from __future__ import annotations
@@ -146,13 +151,55 @@ def _agreement(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> tuple[float, 
     return (100.0 * float((a[both] == b[both]).mean()) if both.any() else float("nan")), int(both.sum())
 
 
+_CHILD = """
+import resource, sys, time
+from geoseg.cli import cli
+t = time.perf_counter()
+cli(sys.argv[1:], standalone_mode=False)
+print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def _scale(sizes: list[int], work: Path) -> None:
+    """Seconds and peak RSS of ``geoseg mosaic`` on two synthetic N x N scenes in two UTM zones."""
+    import subprocess
+
+    from affine import Affine
+    from pyproj import Transformer
+
+    from geoseg.testing import class_pattern, prediction_folder
+
+    print(f"{'scene px':>9}{'mosaic px':>14}{'seconds':>9}{'Mpx/s':>7}{'peak RSS MB':>13}")
+    for n in sizes:
+        x0, y0 = 300_000.0, 5_000_000.0  # zone 30, east of its centre
+        bx, by = Transformer.from_crs(32630, 32631, always_xy=True).transform(x0 + 5 * n, y0 - 2 * n)
+        cls = class_pattern(n, n).astype(np.uint8)
+        conf = (50 + (np.arange(n)[None, :] % 50) + 0 * cls).astype(np.uint8)
+        a = prediction_folder(work / f"a{n}", cls, conf, crs="EPSG:32630", transform=Affine(10, 0, x0, 0, -10, y0))
+        b = prediction_folder(work / f"b{n}", cls, conf[:, ::-1], crs="EPSG:32631",
+                              transform=Affine(10, 0, round(bx, -1), 0, -10, round(by, -1)))
+        del cls, conf
+        res = subprocess.run([sys.executable, "-c", _CHILD, "mosaic", str(a), str(b), "-o", str(work / f"m{n}"),
+                              "--overwrite", "-q"], capture_output=True, text=True, check=True,
+                             cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+        secs, rss = (float(v) for v in res.stdout.split()[-2:])
+        with rasterio.open(work / f"m{n}" / "landcover.tif") as src:
+            px = src.width * src.height
+        print(f"{n:>9}{f'{src.width}x{src.height}':>14}{secs:>9.1f}{px / secs / 1e6:>7.2f}{rss:>13.0f}")
+
+
 def main() -> None:  # long: one straight script, step by step, printing as it goes
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--city", default="bordeaux")
     ap.add_argument("--date", help="YYYYMMDD folder (default: the city's first)")
     ap.add_argument("--model", default="default")
     ap.add_argument("--keep", help="work in this folder and keep it (default: a temporary folder)")
+    ap.add_argument("--scale", help="only the synthetic scale run: scene sizes in px, e.g. 2048,4096")
     args = ap.parse_args()
+    if args.scale:
+        with tempfile.TemporaryDirectory(prefix="geoseg-mosaic-scale-") as d:
+            _scale([int(v) for v in args.scale.split(",")], Path(args.keep or d))
+        return
     city = SHARED / args.city
     date = args.date or sorted(p.name for p in city.iterdir() if p.is_dir())[0]
     image = city / date / "image.tif"

@@ -165,6 +165,22 @@ def test_sidecars_and_the_stac_item_link_the_inputs(scenes, tmp_path):
         assert src.tags()["GEOSEG_MOSAIC_RULE"] == "confidence"
     record = json.loads((out / "run.json").read_text())
     assert [i["id"] for i in record["mosaic"]["inputs"]] == ["A", "B"]
+    assert _stac_errors(item) == []
+    from geoseg.delivery.cog_check import validate_cog
+
+    assert validate_cog(r.landcover) == [] and validate_cog(r.confidence) == []
+
+
+def _stac_errors(item):
+    """tests/delivery/stac_schemas.py's offline validation (importable when this file runs on its own too)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    folder = str(Path(__file__).resolve().parents[1] / "delivery")
+    if folder not in sys.path:
+        sys.path.append(folder)
+    return importlib.import_module("stac_schemas").stac_errors(item)
 
 
 def test_vector_polygons_are_valid_and_seamless_across_the_scene_border(scenes, tmp_path):
