@@ -151,12 +151,15 @@ def _agreement(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> tuple[float, 
     return (100.0 * float((a[both] == b[both]).mean()) if both.any() else float("nan")), int(both.sum())
 
 
+#: the mosaic in a fresh process; its peak RSS from /proc (ru_maxrss would keep the forking parent's peak)
 _CHILD = """
-import resource, sys, time
+import re, sys, time
+from pathlib import Path
 from geoseg.cli import cli
 t = time.perf_counter()
 cli(sys.argv[1:], standalone_mode=False)
-print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+hwm = re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)
+print(time.perf_counter() - t, int(hwm) / 1024)
 """
 
 

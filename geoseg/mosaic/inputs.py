@@ -127,8 +127,8 @@ def collect_inputs(paths: Sequence[str | os.PathLike]) -> list[MosaicInput]:
     return out
 
 
-def _table(classes: Sequence[ClassInfo]) -> str:
-    return ", ".join(f"{c.value}={c.name}" for c in classes)
+def _table(classes: Sequence[ClassInfo], colours: bool) -> str:
+    return ", ".join(f"{c.value}={c.name}" + (f" {c.color}" if colours else "") for c in classes)
 
 
 def check_same_model(inputs: Sequence[MosaicInput]) -> None:
@@ -136,8 +136,9 @@ def check_same_model(inputs: Sequence[MosaicInput]) -> None:
     first = inputs[0]
     for s in inputs[1:]:
         if s.classes != first.classes:
-            raise InputError(f"{s.folder} has classes {_table(s.classes)} but {first.folder} has "
-                             f"{_table(first.classes)}; mosaic only predictions of one model")
+            colours = [(c.value, c.name) for c in s.classes] == [(c.value, c.name) for c in first.classes]
+            raise InputError(f"{s.folder} has classes {_table(s.classes, colours)} but {first.folder} has "
+                             f"{_table(first.classes, colours)}; mosaic only predictions of one model")
         a, b = (first.model.get("id"), first.model.get("version")), (s.model.get("id"), s.model.get("version"))
         if a != b:
             raise InputError(f"{s.folder} was predicted by model {b[0]} {b[1]} but {first.folder} by {a[0]} "
