@@ -28,7 +28,7 @@ import numpy as np
 from geoseg._util.execution import Execution, check_execution
 from geoseg._version import __version__
 from geoseg.delivery.sidecars import sidecar_names
-from geoseg.errors import EmptySceneError, ParameterError
+from geoseg.errors import EmptySceneError
 from geoseg.io.area import pixel_area_m2
 from geoseg.io.codes import ClassInfo
 from geoseg.io.grid import BlockGrid, check_block_size
@@ -38,6 +38,7 @@ from geoseg.mosaic.grid import footprint, plan_grid
 from geoseg.mosaic.inputs import MosaicInput, check_same_model, collect_inputs
 from geoseg.mosaic.rules import check_rule
 from geoseg.mosaic.tasks import BlockJob, MosaicSpec, Source, mosaic_block_task
+from geoseg.vector.options import plan_vector_output
 
 __all__ = ["mosaic_scenes", "MosaicResult"]
 
@@ -85,22 +86,6 @@ class _Job:
         return self.inputs[0].classes
 
 
-def _vector(out: Path, vector: str | None, options: dict | None) -> tuple[Path | None, dict[str, Any]]:
-    """The polygons' path and options (checked now, not after the mosaic)."""
-    opts = {k: v for k, v in (options or {}).items() if v is not None}
-    if vector is None:
-        if opts:
-            raise ParameterError(f"{', '.join('--' + k.replace('_', '-') for k in opts)} only apply with --vector; "
-                                 "add --vector gpkg (or parquet, fgb, geojson), or drop them")
-        return None, opts
-    from geoseg.vector.options import parse_area, parse_length, resolve_format
-
-    fmt = resolve_format("", vector)
-    parse_area(opts.get("min_area"))
-    parse_length(opts.get("simplify"))
-    return out / f"landcover{fmt.extensions[0]}", opts
-
-
 def _plan(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, crs: str | None, res: Any,
           bounds: Any, like: str | os.PathLike | None, rule: str, block_size: int, workers: int | None,
           scheduler: str, vector: str | None, vector_options: dict | None) -> _Job:
@@ -117,7 +102,7 @@ def _plan(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, cr
     probabilities = all(s.probabilities for s in scenes)
     rasters = ["landcover.tif"] + (["confidence.tif"] if confidence else []) + (
         ["probabilities.tif"] if probabilities else [])
-    vector_path, opts = _vector(out, vector, vector_options)
+    vector_path, opts = plan_vector_output(out, vector, vector_options)
     names = rasters + ["run.json"] + sidecar_names(rasters) + ([vector_path.name] if vector_path else [])
     return _Job(out, scenes, grid, rule, block_size, execution, confidence, probabilities, names, vector,
                 vector_path, opts)

@@ -49,6 +49,7 @@ from geoseg.model.package import read_card, resolve
 from geoseg.model.runtime import RuntimeChoice
 from geoseg.predict.blend import BLEND_MODES
 from geoseg.predict.profile import summary
+from geoseg.vector.options import plan_vector_output
 
 
 def _deliver(out: Path, lc: Product, prob: Product | None, conf: Product | None, card: ModelCard,
@@ -352,21 +353,9 @@ def _output_names(out: Path, probabilities: bool, confidence: bool, vector: str 
     names += ["probabilities.tif"] if probabilities else []
     names += ["confidence.tif"] if confidence else []
     names += sidecar_names(names)
-    options = {k: v for k, v in (vector_options or {}).items() if v is not None}
-    vector_path = None
-    if vector is not None:
-        from geoseg.vector.api import parse_area, parse_length, resolve_format
-
-        fmt = resolve_format("", vector)
-        vector_path = out / f"landcover{fmt.extensions[0]}"
+    vector_path, options = plan_vector_output(out, vector, vector_options)
+    if vector_path is not None:
         names.append(vector_path.name)
-        parse_area(options.get("min_area"))  # bad values fail now, not after the inference
-        parse_length(options.get("simplify"))
-    elif options:
-        raise ParameterError(
-            f"{', '.join('--' + k.replace('_', '-') for k in options)} only apply with --vector; "
-            "add --vector gpkg (or parquet, fgb, geojson), or drop them"
-        )
     return names, vector_path, options
 
 
