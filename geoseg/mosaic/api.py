@@ -130,6 +130,15 @@ def _block_jobs(job: _Job) -> list[BlockJob]:
     return jobs
 
 
+def _stack(s: MosaicInput) -> str:
+    """The input's class map and confidence as one two-band VRT (they share the scene's grid)."""
+    from geoseg.io.sources.vrt import BandFile, stack_vrt
+
+    bands = [BandFile(name, path, nodata=NODATA, resampling="nearest")
+             for name, path in (("landcover", s.landcover), ("confidence", s.confidence or ""))]
+    return stack_vrt(bands, {}, s.folder)
+
+
 def _execute(job: _Job, products: list[Product], progress: bool | None) -> tuple[np.ndarray, np.ndarray]:
     """Create the temporaries and run one task per block into them; (class histogram, pixels per input)."""
     from geoseg._util.execution import run_each
@@ -139,7 +148,8 @@ def _execute(job: _Job, products: list[Product], progress: bool | None) -> tuple
     part = {p.name: p.part for p in products}
     spec = MosaicSpec(
         sources=tuple(Source(s.landcover, s.confidence if job.confidence else None,
-                             s.probabilities if job.probabilities else None) for s in job.inputs),
+                             s.probabilities if job.probabilities else None, _stack(s) if job.confidence else None)
+                      for s in job.inputs),
         grid=job.grid, rule=job.rule, landcover_part=part["landcover"], confidence_part=part.get("confidence"),
         probabilities_part=part.get("probabilities"), n_probability_bands=len(job.classes))
     for p in products:

@@ -28,11 +28,13 @@ __all__ = ["Source", "MosaicSpec", "BlockJob", "mosaic_block", "mosaic_block_tas
 
 @dataclass(frozen=True)
 class Source:
-    """One input's rasters (``confidence``/``probabilities`` only when the mosaic writes them)."""
+    """One input's rasters (``confidence``/``probabilities`` only when the mosaic writes them); ``stack``: a VRT
+    (XML) of its class map and confidence as two bands, so a warped read transforms the pixels once for both."""
 
     landcover: str
     confidence: str | None
     probabilities: str | None
+    stack: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def mosaic_block(spec: MosaicSpec, job: BlockJob) -> tuple[dict[str, np.ndarray]
     w = job.window
     grid = block_grid(spec.grid, w)
     sources = [spec.sources[i] for i in job.inputs]
-    with_conf = spec.confidence_part is not None or spec.rule == "confidence"
+    with_conf = spec.confidence_part is not None  # the rule confidence makes the mosaic write one
     out: dict[str, np.ndarray]
     if not sources:  # outside every input
         out = {"landcover": np.full((w.height, w.width), NODATA, np.uint8)}
@@ -85,8 +87,11 @@ def mosaic_block(spec: MosaicSpec, job: BlockJob) -> tuple[dict[str, np.ndarray]
         if spec.probabilities_part is not None:
             out["probabilities"] = np.full((spec.n_probability_bands, w.height, w.width), NODATA, np.uint8)
         return out, np.zeros(0, np.int64)
-    classes = np.stack([_read(s.landcover, grid)[0] for s in sources])
-    conf = np.stack([_read(s.confidence or "", grid)[0] for s in sources]) if with_conf else None
+    if with_conf:
+        both = np.stack([_read(s.stack or "", grid)[:2] for s in sources])  # (n, 2, h, w)
+        classes, conf = both[:, 0], both[:, 1]
+    else:
+        classes, conf = np.stack([_read(s.landcover, grid)[0] for s in sources]), None
     obs = observed(classes, conf)
     idx = winners(obs, conf, spec.rule)
     out = {"landcover": compose(classes, idx)}
