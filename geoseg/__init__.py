@@ -23,6 +23,8 @@ _API: dict[str, str] = {
     "predict_xarray": "geoseg.predict.arrays",
     "vectorize_raster": "geoseg.vector.api",
     "VectorizeResult": "geoseg.vector.api",
+    "mosaic_scenes": "geoseg.mosaic.api",
+    "MosaicResult": "geoseg.mosaic.api",
     "detect_change": "geoseg.change.api",
     "ChangeResult": "geoseg.change.api",
     "evaluate_rasters": "geoseg.evaluation.api",

@@ -15,7 +15,7 @@ import rasterio
 from affine import Affine
 
 __all__ = ["CRS", "ORIGIN", "RES", "BANDS4", "write_raster", "class_pattern", "pattern_scene", "expected_probs",
-           "linear_model_package", "unet_model_package"]
+           "linear_model_package", "unet_model_package", "TEST_CLASSES", "prediction_folder"]
 
 CRS = "EPSG:32633"
 ORIGIN = (500_000.0, 5_100_000.0)
@@ -79,6 +79,36 @@ def expected_probs(scene: np.ndarray) -> np.ndarray:
     z -= z.max(axis=0, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=0, keepdims=True)
+
+
+#: the linear test model's classes as ``run.json`` lists them
+TEST_CLASSES = ({"value": 0, "name": "water", "color": "#419BDF"}, {"value": 1, "name": "trees", "color": "#397D49"},
+                {"value": 2, "name": "built", "color": "#C4281B"})
+
+
+def prediction_folder(path: str | os.PathLike, landcover: np.ndarray, confidence: np.ndarray | None = None, *,
+                      crs: str = CRS, transform=None, classes=TEST_CLASSES, model_id: str = "test-linear",
+                      acquired: str | None = None, probabilities: np.ndarray | None = None) -> Path:
+    """A ``geoseg predict`` output folder with *known* products: ``landcover.tif`` (uint8, nodata 255),
+    optionally ``confidence.tif`` (percent, 254 cloud, nodata 255) and ``probabilities.tif`` ((classes, h, w)
+    percent) and a ``run.json`` listing them (as the inputs of ``geoseg mosaic``)."""
+    import json
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    write_raster(out / "landcover.tif", landcover.astype(np.uint8), crs=crs, transform=transform, nodata=255)
+    outputs = {"landcover": "landcover.tif"}
+    if confidence is not None:
+        write_raster(out / "confidence.tif", confidence.astype(np.uint8), crs=crs, transform=transform, nodata=255)
+        outputs["confidence"] = "confidence.tif"
+    if probabilities is not None:
+        write_raster(out / "probabilities.tif", probabilities.astype(np.uint8), crs=crs, transform=transform,
+                     nodata=255)
+        outputs["probabilities"] = "probabilities.tif"
+    record = {"run_id": out.name, "created": "2024-01-01T00:00:00Z", "acquired": acquired, "outputs": outputs,
+              "model": {"id": model_id, "version": "1.0.0", "trained": True}, "classes": list(classes)}
+    (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    return out
 
 
 def linear_model_package(path: str | os.PathLike) -> Path:

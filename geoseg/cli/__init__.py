@@ -19,7 +19,7 @@ def _register() -> None:
 
     cli.add_command(predict.predict)
     cli.add_command(model.model)
-    for name in ("vectorize", "train", "evaluate", "change", "monitor", "report"):
+    for name in ("vectorize", "mosaic", "train", "evaluate", "change", "monitor", "report"):
         try:
             mod = __import__(f"{__name__}.{name}", fromlist=[name])
         except ModuleNotFoundError as e:

@@ -94,3 +94,13 @@ def scheduler_option(help: str = "threads, processes, or tcp://HOST:PORT.", **kw
 def block_size_option(default: int, help: str) -> Callable[..., Any]:
     """``--block-size``; checked by :func:`geoseg.io.grid.check_block_size` in the API."""
     return click.option("--block-size", type=int, default=default, show_default=True, help=help)
+
+
+def vector_output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--vector FORMAT``, ``--min-area``, ``--simplify``: also polygonize the class map (``geoseg predict``,
+    ``geoseg mosaic``); checked by the API before any work."""
+    fn = click.option("--simplify", help="With --vector: coverage simplification tolerance in metres, e.g. 10.")(fn)
+    fn = click.option("--min-area", help="With --vector: minimum mapping unit, e.g. 0.5ha (sieve before "
+                      "polygonizing).")(fn)
+    return click.option("--vector", type=click.Choice(["gpkg", "parquet", "fgb", "geojson"]),
+                        help="Also write land-cover polygons OUT/landcover.<format> (see 'geoseg vectorize').")(fn)

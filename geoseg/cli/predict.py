@@ -12,6 +12,7 @@ from geoseg.cli.options import (
     quiet_option,
     run_command,
     scheduler_option,
+    vector_output_options,
     workers_option,
 )
 from geoseg.errors import InputError, ParameterError
@@ -48,10 +49,7 @@ from geoseg.predict.blend import BLEND_MODES
               help="Test-time augmentation: average probabilities over flipped (4) or all D4 (8) copies.")
 @click.option("--probabilities", is_flag=True, help="Also write probabilities.tif (uint8 percent per class).")
 @click.option("--confidence", is_flag=True, help="Also write confidence.tif (max class probability, percent).")
-@click.option("--vector", type=click.Choice(["gpkg", "parquet", "fgb", "geojson"]),
-              help="Also write land-cover polygons OUT/landcover.<format> (see 'geoseg vectorize').")
-@click.option("--min-area", help="With --vector: minimum mapping unit, e.g. 0.5ha (sieve before polygonizing).")
-@click.option("--simplify", help="With --vector: coverage simplification tolerance in metres, e.g. 10.")
+@vector_output_options
 @click.option("--allow-ungeoreferenced", is_flag=True, help="Accept a scene without CRS/geotransform.")
 @click.option("--acquired", help="Acquisition date/time of SCENE (e.g. 2016-09-27 or 2016-09-27T08:17:13Z), "
               "for the products' metadata and STAC datetime (default: from the scene's tags, e.g. "

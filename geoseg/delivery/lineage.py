@@ -56,8 +56,16 @@ def input_lines(record: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def lineage(record: dict[str, Any]) -> str:
-    """One paragraph for ``processing:lineage``: the scene, the product, the conversion and the model."""
+    """One paragraph for ``processing:lineage``: the scene, the product, the conversion and the model (for a
+    mosaic: its inputs and the overlap rule)."""
     model = record.get("model") or {}
+    mosaic = record.get("mosaic")
+    if isinstance(mosaic, dict):
+        inputs = mosaic.get("inputs") or []
+        return (f"Mosaic by geoseg {record.get('geoseg_version', '?')} of {len(inputs)} land-cover predictions "
+                f"of model {model.get('id', '?')} (trained: {model.get('trained')}), read onto one grid with "
+                f"nearest-neighbour resampling; where scenes overlap the {mosaic.get('rule')} rule chose "
+                f"(docs/mosaic.md). Inputs: {', '.join(str(i.get('folder')) for i in inputs)}.")
     parts = [f"Land cover predicted by geoseg {record.get('geoseg_version', '?')} with model {model.get('id', '?')}"
              f" (trained: {model.get('trained')}) from {record.get('scene', '?')}."]
     parts += [f"{label.capitalize()}: {text}." for label, text in input_lines(record)]

@@ -293,7 +293,43 @@ def stac_item(out_dir: str | os.PathLike) -> dict[str, Any]:
         "processing:lineage": lineage(record),
         "processing:software": {"geoseg": str(record.get("geoseg_version", "unknown"))},
     }
-    return _item(f"geoseg-{record.get('run_id', out.name)}", grid, props, assets)
+    links: list[dict[str, str]] = []
+    if isinstance(record.get("mosaic"), dict):
+        props.update(_mosaic_props(record))
+        links = _derived_from(out, record["mosaic"])
+    return _item(f"geoseg-{record.get('run_id', out.name)}", grid, props, assets, links)
+
+
+def _mosaic_props(record: dict[str, Any]) -> dict[str, Any]:
+    """A ``geoseg mosaic`` folder: the inputs' time span (else the processing time), title and rule."""
+    m = record["mosaic"]
+    inputs = m.get("inputs") or []
+    times = [i.get("acquired") for i in inputs]
+    when: dict[str, Any] = ({"datetime": None, "start_datetime": min(times), "end_datetime": max(times)}
+                            if times and all(times) else {"datetime": record["created"]})
+    return {**when, "title": f"geoseg land-cover mosaic of {len(inputs)} scenes, run {record.get('run_id', '')}",
+            "description": f"land-cover classes of {len(inputs)} scenes predicted by model "
+                           f"{(record.get('model') or {}).get('id', '?')}, mosaicked on one grid (overlap rule "
+                           f"{m.get('rule')}) with geoseg {record.get('geoseg_version', '?')}"
+                           + ("" if times and all(times) else "; datetime is the processing time (an input "
+                                                              "carries no acquisition time)"),
+            "geoseg:rule": m.get("rule")}
+
+
+def _derived_from(out: Path, mosaic: dict[str, Any]) -> list[dict[str, str]]:
+    """``derived_from`` links to the inputs' STAC Items (relative hrefs where they share a drive)."""
+    links = []
+    for i in mosaic.get("inputs") or []:
+        item = i.get("item")
+        if not item:
+            continue
+        try:
+            href = os.path.relpath(item, out.resolve())
+        except ValueError:  # another drive (Windows)
+            href = item
+        links.append({"rel": "derived_from", "href": Path(href).as_posix(), "type": "application/geo+json",
+                      "title": f"input scene {i.get('id', '')}".strip()})
+    return links
 
 
 def write_stac_item(out_dir: str | os.PathLike, name: str = ITEM_NAME) -> str:

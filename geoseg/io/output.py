@@ -28,6 +28,7 @@ from geoseg.errors import OutputError, OutputExistsError, OutputLockedError
 from geoseg.io.codes import ClassInfo
 from geoseg.io.grid import BLOCK_ALIGN, Window
 from geoseg.io.raster import SceneInfo
+from geoseg.io.warp import Grid
 
 NODATA = 255
 
@@ -139,8 +140,9 @@ def ensure_writable_dir(folder: str | os.PathLike, fix: str) -> None:
         raise OutputError(f"cannot write into {d} ({e.strerror}); {fix}") from None
 
 
-def create_part(product: Product, info: SceneInfo) -> None:
-    """Create the sparse, tiled temporary GeoTIFF that blocks are streamed into."""
+def create_part(product: Product, info: SceneInfo | Grid) -> None:
+    """Create the sparse, tiled temporary GeoTIFF that blocks are streamed into, on the grid of ``info`` (a scene's
+    or a :class:`~geoseg.io.warp.Grid`)."""
     profile = {
         "driver": "GTiff",
         "width": info.width,

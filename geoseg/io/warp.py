@@ -69,11 +69,13 @@ def warped(src: Any, grid: Grid, resampling: str = "nearest", **options: Any) ->
                      height=grid.height, resampling=Resampling[resampling], **options)
 
 
-def read_on_grid(path: str, grid: Grid, bands: Sequence[int] | None = None, resampling: str = "nearest"
-                 ) -> tuple[np.ndarray, float | None, dict[str, Any], np.ndarray]:
+def read_on_grid(path: str, grid: Grid, bands: Sequence[int] | None = None, resampling: str = "nearest",
+                 tolerance: float = 0.125) -> tuple[np.ndarray, float | None, dict[str, Any], np.ndarray]:
     """Read ``bands`` of ``path`` on ``grid``: a windowed (boundless) read when the scene's lattice matches,
     else a WarpedVRT restricted to the grid. Returns (data (bands,h,w), nodata, profile bits, covered),
-    ``covered`` being False where the grid lies outside the scene (needed when the scene has no nodata)."""
+    ``covered`` being False where the grid lies outside the scene (needed when the scene has no nodata).
+    ``tolerance``: GDAL's error threshold of the approximate transformer, in source pixels (tiny, e.g. 1e-6: in
+    effect every pixel transformed exactly, so a pixel's value does not depend on the grid it was read with)."""
     with _open(path) as src:
         bands = list(bands or range(1, src.count + 1))
         nodata = src.nodata
@@ -89,9 +91,9 @@ def read_on_grid(path: str, grid: Grid, bands: Sequence[int] | None = None, resa
             covered = ((rows >= 0) & (rows < src.height))[:, None] & ((cols >= 0) & (cols < src.width))[None, :]
             return data, nodata, meta, covered
         if nodata is not None:
-            with warped(src, grid, resampling, src_nodata=nodata, nodata=nodata) as vrt:
+            with warped(src, grid, resampling, src_nodata=nodata, nodata=nodata, tolerance=tolerance) as vrt:
                 return vrt.read(bands), nodata, meta, np.ones((grid.height, grid.width), bool)
-        with warped(src, grid, resampling, add_alpha=True) as vrt:
+        with warped(src, grid, resampling, add_alpha=True, tolerance=tolerance) as vrt:
             return vrt.read(bands), nodata, meta, vrt.read(vrt.count) > 0
 
 

@@ -24,6 +24,8 @@ from rasterio.errors import NotGeoreferencedWarning
 from geoseg._util.execution import check_execution, default_workers
 from geoseg._util.progress import make_progress
 from geoseg._version import __version__
+from geoseg.delivery.sidecars import SIDECARS as SIDECARS  # re-exported (geoseg.predict.SIDECARS)
+from geoseg.delivery.sidecars import sidecar_names
 from geoseg.errors import EmptySceneError, ParameterError
 from geoseg.io.area import pixel_area_m2
 from geoseg.io.cloud_detector import DetectorPlan, detect_clouds, is_detect, plan_detection
@@ -48,29 +50,16 @@ from geoseg.model.package import read_card, resolve
 from geoseg.model.runtime import RuntimeChoice
 from geoseg.predict.blend import BLEND_MODES
 from geoseg.predict.profile import summary
-
-#: Files written beside the rasters for GIS users (see docs/delivery.md).
-SIDECARS = ["landcover.qml", "landcover.tif.aux.xml", "quicklook.png", "report.html", "item.json"]
+from geoseg.vector.options import plan_vector_output
 
 
 def _deliver(out: Path, lc: Product, prob: Product | None, conf: Product | None, card: ModelCard,
-             class_pixels: dict[str, int], vres) -> str:
-    """Styles, class table, quicklook and STAC Item for the finished products; returns the item path."""
-    from geoseg.delivery.quicklook import write_quicklook
-    from geoseg.delivery.rat import write_rat
-    from geoseg.delivery.report import write_report
-    from geoseg.delivery.stac import write_stac_item
-    from geoseg.delivery.style import write_percent_qml, write_qml
+             class_pixels: dict[str, int]) -> str:
+    """Styles, class table, quicklook, report and STAC Item for the finished products; returns the item path."""
+    from geoseg.delivery.sidecars import write_sidecars
 
-    write_qml(lc.final, card.classes)
-    write_rat(lc.final, card.classes)
-    if prob:
-        write_percent_qml(prob.final, label="probability")
-    if conf:
-        write_percent_qml(conf.final, label="confidence")
-    write_quicklook(lc.final, out / "quicklook.png", card.classes, class_pixels=class_pixels)
-    write_report(out, pending=["item.json"])
-    return write_stac_item(out)  # last: it records checksums of every other file
+    return write_sidecars(out, lc.final, card.classes, probabilities=prob.final if prob else None,
+                          confidence=conf.final if conf else None, class_pixels=class_pixels)
 
 
 @dataclass(frozen=True)
@@ -203,7 +192,6 @@ def predict_scene(
         prob = next((p for p in products if p.name == "probabilities"), None)
         conf = next((p for p in products if p.name == "confidence"), None)
         extra: dict = {"profile": record["profile"]} if "profile" in record else {}
-        vres = None
         if job.vector_path is not None:
             from geoseg.vector.api import vectorize_raster
 
@@ -214,7 +202,7 @@ def predict_scene(
                                     progress=progress, **job.vector_options)
             extra["vector"] = vres.output
             extra["vector_features"] = vres.features
-        extra["item"] = _deliver(out, lc, prob, conf, job.card, class_pixels, vres)
+        extra["item"] = _deliver(out, lc, prob, conf, job.card, class_pixels)
         return PredictResult(
             out_dir=str(out),
             landcover=lc.final,
@@ -371,22 +359,10 @@ def _output_names(out: Path, probabilities: bool, confidence: bool, vector: str 
     names = ["landcover.tif", "run.json"]
     names += ["probabilities.tif"] if probabilities else []
     names += ["confidence.tif"] if confidence else []
-    names += SIDECARS + [f"{n[:-4]}.qml" for n in names if n in ("probabilities.tif", "confidence.tif")]
-    options = {k: v for k, v in (vector_options or {}).items() if v is not None}
-    vector_path = None
-    if vector is not None:
-        from geoseg.vector.api import parse_area, parse_length, resolve_format
-
-        fmt = resolve_format("", vector)
-        vector_path = out / f"landcover{fmt.extensions[0]}"
+    names += sidecar_names(names)
+    vector_path, options = plan_vector_output(out, vector, vector_options)
+    if vector_path is not None:
         names.append(vector_path.name)
-        parse_area(options.get("min_area"))  # bad values fail now, not after the inference
-        parse_length(options.get("simplify"))
-    elif options:
-        raise ParameterError(
-            f"{', '.join('--' + k.replace('_', '-') for k in options)} only apply with --vector; "
-            "add --vector gpkg (or parquet, fgb, geojson), or drop them"
-        )
     return names, vector_path, options
 
 

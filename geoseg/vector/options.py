@@ -164,3 +164,20 @@ def check_options(output: str | os.PathLike, format: str | None, connectivity: i
         raise ParameterError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     n_workers = check_workers(workers)
     return Options(fmt, connectivity, bs, scheduler, n_workers, parse_area(min_area), parse_length(simplify))
+
+
+def plan_vector_output(out_dir: str | os.PathLike, vector: str | None, options: dict | None
+                       ) -> tuple[Path | None, dict]:
+    """``--vector FORMAT`` of a command that also polygonizes its class map (``geoseg predict``, ``geoseg mosaic``):
+    ``OUT/landcover.<ext>`` (None without it) and the options given (``min_area``, ``simplify``), checked now,
+    before the run; options without ``--vector`` are an error."""
+    opts = {k: v for k, v in (options or {}).items() if v is not None}
+    if vector is None:
+        if opts:
+            raise ParameterError(f"{', '.join('--' + k.replace('_', '-') for k in opts)} only apply with --vector; "
+                                 "add --vector gpkg (or parquet, fgb, geojson), or drop them")
+        return None, opts
+    fmt = resolve_format("", vector)
+    parse_area(opts.get("min_area"))  # bad values fail now, not after the work
+    parse_length(opts.get("simplify"))
+    return Path(out_dir) / f"landcover{fmt.extensions[0]}", opts
