@@ -16,6 +16,7 @@ touches.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from geoseg.io.grid import Block, Tile, Window
 from geoseg.io.output import write_block
 from geoseg.io.radiometry import apply_transform
 from geoseg.io.raster import GDAL_CACHE_BYTES, configure_gdal_cache, read_window, shared_dataset
+from geoseg.io.space import writing
 from geoseg.model.runtime import configure_threads, get_predictor, predict_tta
 from geoseg.predict.blend import CLOUD, Piece, blend_pieces, classify, cut_pieces, tile_weights, to_percent
 from geoseg.predict.profile import Timer
@@ -237,14 +239,20 @@ def blend_and_write(spec: RunSpec, block: Block, *parts: BlockPart) -> BlockResu
         if confidence is not None:
             confidence[cloud] = CLOUD
     with timer.stage("write"):
-        write_block(spec.landcover_part, block.window, classes)
+        _write(spec.landcover_part, block.window, classes)
         if spec.probabilities_part and percent is not None:
-            write_block(spec.probabilities_part, block.window, percent)
+            _write(spec.probabilities_part, block.window, percent)
         if spec.confidence_part and confidence is not None:
-            write_block(spec.confidence_part, block.window, confidence)
+            _write(spec.confidence_part, block.window, confidence)
     for part in parts:
         timer.add(part.seconds)
     return BlockResult(np.bincount(classes.ravel(), minlength=256), timer.result(), int(cloud.sum()))
+
+
+def _write(part: str, window: Window, data: np.ndarray) -> None:
+    """:func:`~geoseg.io.output.write_block`; a full disk is one picklable output-error line (exit 5), also
+    from a worker process (:func:`geoseg.io.space.writing`)."""
+    writing(os.path.dirname(part) or ".", write_block, part, window, data)
 
 
 def _cloud_in_block(block: Block, parts: Sequence[BlockPart]) -> np.ndarray:
