@@ -20,9 +20,11 @@ import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from geoseg.errors import UnreadableBandError
 from geoseg.io.clouds import CloudMask, read_cloud_mask
 from geoseg.io.grid import Block, Tile, Window
 from geoseg.io.output import write_block
@@ -125,8 +127,24 @@ def predict_tiles(spec: RunSpec, tiles: Sequence[Tile]) -> TileBatch:
     timer = Timer(spec.profile)
     configure_gdal_cache(spec.gdal_cache_bytes)
     with timer.stage("read"), shared_dataset(spec.scene_path, spec.run_key) as src:
-        reads = [read_window(src, t.window, spec.bands, spec.use_masks, spec.input_nodata) for t in tiles]
+        reads = _read_tiles(spec, src, tiles)
     return infer_tiles(spec, tiles, reads, timer)
+
+
+def _read_tiles(spec: RunSpec, src: Any, tiles: Sequence[Tile]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The tiles' windows with their valid masks.  A scene damaged inside (GDAL cannot decode a block of it) is
+    one :class:`~geoseg.errors.UnreadableBandError` line (exit 3), raised after the ``except`` so that it
+    crosses a worker process intact (rasterio's own errors do not unpickle)."""
+    try:
+        return [read_window(src, t.window, spec.bands, spec.use_masks, spec.input_nodata) for t in tiles]
+    except Exception as exc:
+        if not type(exc).__module__.startswith("rasterio"):
+            raise
+        detail = str(exc.__cause__ or exc).splitlines()[0] if str(exc.__cause__ or exc) else type(exc).__name__
+        where = "" if spec.scene_path.lstrip().startswith("<") else f"{spec.scene_path}: "
+        error = UnreadableBandError(f"{where}cannot read the scene's pixels ({detail}); the file is damaged "
+                                    "(truncated or corrupt): copy or download it again, then rerun")
+    raise error
 
 
 def predict_array_tiles(spec: RunSpec, tiles: Sequence[Tile], region: np.ndarray, r0: int, c0: int) -> TileBatch:

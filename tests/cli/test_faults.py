@@ -256,3 +256,160 @@ def test_a_real_full_disk_is_one_line_exit_5_and_a_rerun_with_space_completes(ru
     r = _predict(runner, scene, linear_model, out, "--confidence")
     assert r.exit_code == 0, r.output
     assert {"landcover.tif", "probabilities.tif", "confidence.tif", "run.json"} <= set(os.listdir(out))
+
+
+# -- a lost worker -------------------------------------------------------------------------------------------
+
+
+def _dies_once(marker: str, x: int) -> int:
+    """A task whose first run kills its worker process (as the out-of-memory killer would)."""
+    if x == 3 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return x * 10
+
+
+def test_a_lost_worker_is_a_warning_and_its_tasks_are_rerun(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from dask.delayed import delayed
+
+    from geoseg._util.execution import execute
+    from geoseg._util.progress import NullProgress
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=50) as cluster:
+        tasks = [delayed(_dies_once)(str(tmp_path / "died"), i, dask_key_name=f"t-{i}") for i in range(6)]
+        with pytest.warns(RuntimeWarning, match=r"1 dask worker\(s\) of tcp://.* were lost during the run .*"
+                                                r"reran their [1-9]\d* assigned task\(s\) elsewhere"):
+            results = execute(tasks, cluster.scheduler_address, 2, NullProgress(), {})
+    assert results == [0, 10, 20, 30, 40, 50] and (tmp_path / "died").exists()
+
+
+def test_lost_worker_events_count_only_unexpected_removals_of_this_run():
+    from geoseg._util.execution import lost_workers
+
+    events = [(5.0, {"action": "remove-worker", "worker": "tcp://a:1", "processing-tasks": {"x": 1}}),  # before
+              (11.0, {"action": "add-worker", "worker": "tcp://c:3"}),
+              (12.0, {"action": "remove-worker", "worker": "tcp://b:2", "processing-tasks": {"y": 1, "z": 2},
+                      "expected": False}),
+              (13.0, {"action": "remove-worker", "worker": "tcp://c:3", "processing-tasks": {}, "expected": True})]
+    assert lost_workers(events, since=10.0) == (["tcp://b:2"], 2)
+
+
+# -- off a terminal: summaries and --log -----------------------------------------------------------------------
+
+
+def _log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_one_summary_line_off_a_terminal_and_a_json_log_line(runner, tmp_path, scene_path, linear_model):
+    out, log = tmp_path / "out", tmp_path / "runs.jsonl"
+    r = _predict(runner, scene_path, linear_model, out, "--log", str(log))
+    assert r.exit_code == 0, r.output
+    assert r.stdout == ""
+    (line,) = r.stderr.splitlines()
+    assert line.startswith(f"geoseg predict: {scene_path}: done -> {out}/landcover.tif in ")
+    assert "; 100.0 % valid; " in line and "trees" in line and "water" in line and "built" in line
+    (rec,) = _log(log)
+    assert rec["command"] == "predict" and rec["scene"] == str(scene_path) and rec["status"] == "done"
+    assert rec["output"] == f"{out}/landcover.tif" and rec["valid_percent"] == 100.0 and rec["seconds"] > 0
+    assert set(rec["classes"]) == {"water", "trees", "built"} and abs(sum(rec["classes"].values()) - 100) < 0.2
+    # --quiet: nothing on stderr, the log still gets its line; a failure is logged with its exit code
+    r = _predict(runner, scene_path, linear_model, tmp_path / "q", "--quiet", "--log", str(log))
+    assert r.exit_code == 0 and r.stderr == "", r.output
+    r = _predict(runner, tmp_path / "missing.tif", linear_model, tmp_path / "m", "--quiet", "--log", str(log))
+    _one_line(r, 3, "missing.tif")
+    assert [(x["status"], x.get("exit_code")) for x in _log(log)] == [("done", None), ("done", None), ("failed", 3)]
+    assert _log(log)[-1]["error"].startswith("InputFileError: ")
+
+
+def test_an_unwritable_log_is_refused_before_any_work(runner, tmp_path, scene_path, linear_model):
+    out = tmp_path / "out"
+    _one_line(_predict(runner, scene_path, linear_model, out, "--log", str(tmp_path / "no" / "such" / "log")), 5,
+              "cannot write the log", "--log FILE")
+    assert not out.exists()
+
+
+def _damaged(path: Path) -> Path:
+    """A GeoTIFF whose header is fine but whose middle tiles are garbage: it opens, its pixels do not decode."""
+    from geoseg.testing import BANDS4, pattern_scene
+
+    scene, _ = pattern_scene(300, 300)
+    write_raster(path, scene, descriptions=BANDS4)
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.seek(size // 3)
+        f.write(np.random.default_rng(1).integers(0, 255, size // 3, dtype=np.uint8).tobytes())
+    return path
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_a_damaged_scene_is_one_line_exit_3_on_any_scheduler(runner, tmp_path, linear_model, scheduler):
+    """A read error in a worker (also a worker process: rasterio's errors do not unpickle) is a clear error."""
+    bad = _damaged(tmp_path / "damaged.tif")
+    out = tmp_path / "out"
+    _one_line(_predict(runner, bad, linear_model, out, "--scheduler", scheduler), 3, f"{bad}: cannot read the scene",
+              "TIFFReadEncodedTile", "copy or download it again")
+    assert sorted(os.listdir(out)) == [".geoseg.lock"]
+
+
+def test_batch_faults_stay_with_their_scene_every_scene_logged_and_a_rerun_completes(runner, tmp_path,
+                                                                                    linear_model):
+    """A good raster, a damaged one and an ItemCollection whose second Item lacks a band file on disk."""
+    from geoseg.testing import BANDS4
+    from geoseg.testing_sources import write_reference, write_stac_item
+
+    (tmp_path / "in").mkdir()
+    good = write_raster(tmp_path / "in" / "good.tif", np.full((4, 50, 60), 1100, np.uint16), descriptions=BANDS4)
+    bad = _damaged(tmp_path / "in" / "damaged.tif")
+    ref = write_reference(tmp_path / "ref.tif", size=60)
+    items = []
+    for d in ("a", "b"):
+        item = json.loads(write_stac_item(tmp_path / "stac" / d, ref).read_text())
+        item["id"] = f"S2_{d}"
+        for asset in item["assets"].values():
+            asset["href"] = f"./{d}/" + asset["href"][2:]
+        items.append(item)
+    (tmp_path / "stac" / "search.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    gone = tmp_path / "stac" / "b" / "B04.tif"
+    gone.rename(gone.with_suffix(".away"))
+    out, log = tmp_path / "out", tmp_path / "batch.jsonl"
+    args = ["predict", str(good), str(bad), str(tmp_path / "stac" / "search.json"), "-m", str(linear_model),
+            "-o", str(out), "--tile-size", "64", "--workers", "1", "--log", str(log)]
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 3, r.output
+    lines = r.stderr.strip().splitlines()
+    assert lines[0].startswith("[1/4] good: done -> ") and "100.0 % valid" in lines[0]
+    assert lines[1].startswith("[2/4] damaged: FAILED UnreadableBandError: ") and "copy or download" in lines[1]
+    assert lines[2].startswith("[3/4] S2_a: done -> ")
+    assert lines[3].startswith("[4/4] S2_b: FAILED ") and "B04" in lines[3]
+    assert lines[4].startswith("geoseg predict: 2 done, 0 skipped, 2 failed") and lines[5].startswith("Error: ")
+    assert [(x["scene"], x["status"], x.get("exit_code")) for x in _log(log)] == [
+        ("good", "done", None), ("damaged", "failed", 3), ("S2_a", "done", None), ("S2_b", "failed", 3)]
+    for sid in ("damaged", "S2_b"):  # nothing partial where a scene failed
+        assert not (out / sid).exists() or sorted(os.listdir(out / sid)) == [".geoseg.lock"]
+    write_raster(bad, np.full((4, 40, 40), 1100, np.uint16), descriptions=BANDS4)  # fixed, and the band is back
+    gone.with_suffix(".away").rename(gone)
+    r = runner.invoke(cli, [*args, "--retry-failed"])
+    assert r.exit_code == 0, r.output
+    assert "geoseg predict: 2 done, 2 skipped, 0 failed" in r.stderr  # the Items' scenes are skipped too
+    assert [(x["scene"], x["status"]) for x in _log(log)[4:]] == [
+        ("good", "skipped"), ("damaged", "done"), ("S2_a", "skipped"), ("S2_b", "done")]
+    assert all((out / sid / "landcover.tif").exists() for sid in ("good", "damaged", "S2_a", "S2_b"))
+
+
+def _kills_its_process(x: int) -> int:
+    os._exit(9)
+
+
+def test_a_killed_local_worker_process_is_exit_71_not_a_traceback():
+    from dask.delayed import delayed
+
+    from geoseg._util.execution import execute
+    from geoseg._util.progress import NullProgress
+    from geoseg.errors import WorkerLostError
+
+    with pytest.raises(WorkerLostError, match=r"worker process was killed .* lower --workers \(1\)") as info:
+        execute([delayed(_kills_its_process)(1)], "processes", 1, NullProgress(), {})
+    assert info.value.exit_code == 71 and info.value.__context__ is None
