@@ -7,6 +7,7 @@ the only place that imports dask.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import warnings
@@ -89,13 +90,33 @@ def execute(
 
     from concurrent.futures.process import BrokenProcessPool
 
+    settings: dict[str, Any] = {"scheduler": scheduler, "num_workers": workers}
+    if scheduler == "processes":  # no orphan keeps computing (or writing) after its parent was killed
+        settings["multiprocessing.initializer"] = functools.partial(end_with_parent, os.getpid())
     try:
-        with dask.config.set(scheduler=scheduler, num_workers=workers), _Progress():
+        with dask.config.set(settings), _Progress():
             return list(dask.compute(*tasks, optimize_graph=False))
     except BrokenProcessPool:  # raised after the except: one line, no chain
         error = WorkerLostError(f"a dask worker process was killed during the run (usually out of memory); free "
                                 f"memory or lower --workers ({workers}) or --block-size, then rerun")
     raise error
+
+
+def end_with_parent(parent: int) -> None:
+    """In a worker process: SIGTERM ends it as by default, and it ends when its parent dies (Linux
+    ``PR_SET_PDEATHSIG``), rather than computing, writing or waiting for tasks forever as an orphan after
+    the parent was killed (SIGKILL, the out-of-memory killer)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux/glibc
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _execute_distributed(tasks: Sequence[Delayed], scheduler: str, progress: Progress, weights: dict[str, int],

@@ -413,3 +413,47 @@ def test_a_killed_local_worker_process_is_exit_71_not_a_traceback():
     with pytest.raises(WorkerLostError, match=r"worker process was killed .* lower --workers \(1\)") as info:
         execute([delayed(_kills_its_process)(1)], "processes", 1, NullProgress(), {})
     assert info.value.exit_code == 71 and info.value.__context__ is None
+
+
+# -- the client killed while its workers run ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_predict_killed_mid_run_leaves_nothing_final_and_a_rerun_completes(tmp_path, linear_model, sig):
+    """SIGTERM (a scheduler's timeout): exit 143, one line, temporaries removed, worker processes ended.  SIGKILL:
+    nothing can clean up, but nothing is at a final path, and the rerun removes the leftovers and completes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from geoseg.testing import BANDS4, pattern_scene
+
+    scene, _ = pattern_scene(1024, 1024)
+    src = write_raster(tmp_path / "scene.tif", scene, descriptions=BANDS4)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-c", "from geoseg.cli import main; main()", "predict", str(src), "-m", str(linear_model),
+           "-o", str(out), "--tile-size", "64", "--block-size", "256", "--scheduler", "processes", "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    workers: list = []
+    while time.time() < deadline and proc.poll() is None and not (workers and list(out.glob(".landcover.*.part.tif"))):
+        workers = psutil.Process(proc.pid).children(recursive=True)  # the worker processes have started
+        time.sleep(0.05)
+    assert proc.poll() is None and workers, "the run ended before its workers started"
+    time.sleep(2)  # tiles are predicted, blocks written
+    os.kill(proc.pid, getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive  # no orphan keeps writing
+    assert not (out / "landcover.tif").exists() and not (out / "run.json").exists()
+    if sig == "SIGTERM":
+        assert proc.returncode == 143 and err.strip().splitlines()[-1] == "Terminated: no output was written.", err
+        assert sorted(os.listdir(out)) == [".geoseg.lock"]
+    r = subprocess.run(cmd[:-4] + ["--workers", "1"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p for p in os.listdir(out) if p.startswith(".")) == [".geoseg.lock"]  # leftovers removed
+    assert (out / "landcover.tif").exists()
