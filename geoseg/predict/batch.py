@@ -112,7 +112,8 @@ def _collection(path: Path, staging: Path) -> list[Scene]:
 
 def expand_scenes(scenes: Sequence[str], staging: Path) -> list[Scene]:
     """The scenes of ``scenes`` (paths, globs, ``@list`` files, ItemCollections) with unique ids, in order.
-    A path that does not exist or a glob that matches nothing is a one-line error (nothing runs)."""
+    A path given that does not exist or a glob that matches nothing is a one-line error (nothing runs); a line
+    of an ``@list`` whose file does not exist is kept, so that scene fails alone (and runs once it is there)."""
     paths: list[tuple[str, str]] = []  # (path, origin)
     for s in scenes:
         if s.startswith("@"):
@@ -134,6 +135,9 @@ def expand_scenes(scenes: Sequence[str], staging: Path) -> list[Scene]:
     out: list[Scene] = []
     for p, origin in paths:
         if not os.path.exists(p):
+            if origin.startswith("@"):  # one line of a list: that scene fails in the run, the others go on
+                out.append(Scene(_scene_id(p), p, origin))
+                continue
             raise InputFileError(f"scene {p} does not exist ({origin}); fix the list")
         if _is_collection(Path(p)):
             out += _collection(Path(p), staging)
@@ -174,7 +178,11 @@ def fingerprint(path: str, model_key: str, options: dict[str, Any]) -> str:
     h = hashlib.sha256(model_key.encode())
     h.update(json.dumps(options, sort_keys=True, default=str).encode())
     for f in _files_of(path):
-        st = os.stat(f)
+        try:
+            st = os.stat(f)
+        except FileNotFoundError:  # a listed scene not there (yet): it fails, and runs once it appears
+            h.update(f"{f}\0missing\n".encode())
+            continue
         h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 

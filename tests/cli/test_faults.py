@@ -457,3 +457,23 @@ def test_predict_killed_mid_run_leaves_nothing_final_and_a_rerun_completes(tmp_p
     assert r.returncode == 0, r.stderr
     assert sorted(p for p in os.listdir(out) if p.startswith(".")) == [".geoseg.lock"]  # leftovers removed
     assert (out / "landcover.tif").exists()
+
+
+def test_a_missing_scene_in_a_list_fails_alone_and_runs_once_it_is_there(runner, tmp_path, linear_model):
+    from geoseg.testing import BANDS4
+
+    (tmp_path / "in").mkdir()
+    write_raster(tmp_path / "in" / "a.tif", np.full((4, 40, 40), 1100, np.uint16), descriptions=BANDS4)
+    (tmp_path / "in" / "scenes.txt").write_text("a.tif\nlate.tif\n")
+    out = tmp_path / "out"
+    args = ["predict", f"@{tmp_path / 'in' / 'scenes.txt'}", "-m", str(linear_model), "-o", str(out)]
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 3, r.output
+    lines = r.stderr.strip().splitlines()
+    assert lines[0].startswith("[1/2] a: done") and lines[1].startswith("[2/2] late: FAILED InputFileError: ")
+    assert "late.tif" in lines[1] and "Traceback" not in r.output
+    assert (out / "a" / "landcover.tif").exists() and not (out / "late" / "landcover.tif").exists()
+    write_raster(tmp_path / "in" / "late.tif", np.full((4, 40, 40), 1100, np.uint16), descriptions=BANDS4)
+    r = runner.invoke(cli, args)  # no --retry-failed needed: the scene's files changed (it appeared)
+    assert r.exit_code == 0, r.output
+    assert "1 done, 1 skipped, 0 failed" in r.stderr and (out / "late" / "landcover.tif").exists()
