@@ -13,7 +13,7 @@ Exit codes (documented in the README):
 2   command-line usage error (click)
 3   bad input data (scene, bands, georeference, empty scene)
 4   bad or corrupt model package
-5   output problem (exists without --overwrite, not writable)
+5   output problem (exists without --overwrite, not writable, disk full)
 71  a worker process was killed, e.g. out of memory (EX_OSERR: free memory or use fewer/smaller tasks)
 75  the output is locked by another running geoseg job (EX_TEMPFAIL: retry later)
 130 interrupted by Ctrl-C; 143 terminated by SIGTERM (temporary files removed)
@@ -76,6 +76,10 @@ class OutputError(GeosegError, OSError):
 
 class OutputExistsError(OutputError, FileExistsError):
     """An output exists and ``overwrite`` was not requested."""
+
+
+class DiskFullError(OutputError):
+    """Not enough free space for the outputs (checked before any work), or the disk filled up during the run."""
 
 
 class WorkerLostError(GeosegError, RuntimeError):

@@ -7,13 +7,16 @@ the only place that imports dask.
 
 from __future__ import annotations
 
+import functools
 import os
+import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from geoseg._util.progress import Progress
-from geoseg.errors import ParameterError
+from geoseg.errors import ParameterError, WorkerLostError
 
 if TYPE_CHECKING:
     from dask.delayed import Delayed
@@ -77,9 +80,56 @@ def execute(
     from dask.callbacks import Callback
 
     if scheduler.startswith("tcp://"):
-        from distributed import Client, as_completed
+        return _execute_distributed(tasks, scheduler, progress, weights, watch)
 
-        with Client(scheduler) as client:
+    class _Progress(Callback):
+        def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+            n = weights.get(key if isinstance(key, str) else str(key))
+            if n:
+                progress.advance(n)
+
+    from concurrent.futures.process import BrokenProcessPool
+
+    settings: dict[str, Any] = {"scheduler": scheduler, "num_workers": workers}
+    if scheduler == "processes":  # no orphan keeps computing (or writing) after its parent was killed
+        settings["multiprocessing.initializer"] = functools.partial(end_with_parent, os.getpid())
+    try:
+        with dask.config.set(settings), _Progress():
+            return list(dask.compute(*tasks, optimize_graph=False))
+    except BrokenProcessPool:  # raised after the except: one line, no chain
+        error = WorkerLostError(f"a dask worker process was killed during the run (usually out of memory); free "
+                                f"memory or lower --workers ({workers}) or --block-size, then rerun")
+    raise error
+
+
+def end_with_parent(parent: int) -> None:
+    """In a worker process: SIGTERM ends it as by default, and it ends when its parent dies (Linux
+    ``PR_SET_PDEATHSIG``), rather than computing, writing or waiting for tasks forever as an orphan after
+    the parent was killed (SIGKILL, the out-of-memory killer)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux/glibc
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _execute_distributed(tasks: Sequence[Delayed], scheduler: str, progress: Progress, weights: dict[str, int],
+                         watch: Sequence[Delayed]) -> list[Any]:
+    """:func:`execute` on a ``tcp://`` dask.distributed scheduler.  A worker lost meanwhile (its tasks are rerun
+    elsewhere by the scheduler) is one warning line; a task that killed every worker it ran on
+    (``KilledWorker``) is a :class:`~geoseg.errors.WorkerLostError` (exit 71)."""
+    from distributed import Client, KilledWorker, as_completed
+
+    with Client(scheduler) as client:
+        start = time.time()
+        error: WorkerLostError | None = None
+        try:
             futures = client.compute(list(watch) + list(tasks))
             order = {f.key: i for i, f in enumerate(futures[len(watch):])}
             results: list[Any] = [None] * len(order)
@@ -88,16 +138,38 @@ def execute(
                 if fut.key in order:
                     results[order[fut.key]] = fut.result()
                 fut.release()
-            return results
+        except KilledWorker as e:
+            error = WorkerLostError(
+                f"a task ({e.args[0] if e.args else '?'}) killed every dask worker it ran on at {scheduler} (out of "
+                "memory?); give the workers more memory or lower --workers/--block-size, then rerun")
+        finally:
+            _warn_lost_workers(client, start, scheduler)
+        if error is not None:
+            raise error
+        return results
 
-    class _Progress(Callback):
-        def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-            n = weights.get(key if isinstance(key, str) else str(key))
-            if n:
-                progress.advance(n)
 
-    with dask.config.set(scheduler=scheduler, num_workers=workers), _Progress():
-        return list(dask.compute(*tasks, optimize_graph=False))
+def lost_workers(events: Sequence[tuple[float, Any]], since: float) -> tuple[list[str], int]:
+    """From a scheduler's ``"all"`` events: the workers removed unexpectedly since ``since`` and the number of
+    tasks they were running (rerun elsewhere)."""
+    workers, tasks = [], 0
+    for stamp, msg in events:
+        if stamp >= since and isinstance(msg, dict) and msg.get("action") == "remove-worker" and not msg.get(
+                "expected"):
+            workers.append(str(msg.get("worker", "?")))
+            tasks += len(msg.get("processing-tasks") or ())
+    return workers, tasks
+
+
+def _warn_lost_workers(client: Any, since: float, scheduler: str) -> None:
+    try:
+        workers, tasks = lost_workers(client.get_events("all"), since)
+    except Exception:  # an old scheduler without events, a closed connection: nothing to tell
+        return
+    if workers:
+        warnings.warn(f"{len(workers)} dask worker(s) of {scheduler} were lost during the run ({', '.join(workers)}); "
+                      f"the scheduler reran their {tasks} assigned task(s) elsewhere, so the outputs are complete; "
+                      "check the workers' memory and logs", RuntimeWarning, stacklevel=3)
 
 
 def run_each(fn: Callable[..., Any], items: Sequence[Any], name: str, spec: Any, execution: Execution,

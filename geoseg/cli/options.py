@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import sys
+import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from geoseg.errors import GeosegError
+from geoseg.errors import GeosegError, OutputError
 
 
 class Terminated(BaseException):
@@ -29,10 +32,15 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 _MAIN_PID = os.getpid()
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    return f"Warning: {message}\n"
+
+
 def run_command(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn geoseg errors into one line on stderr and the error's exit code (no traceback); Ctrl-C
-    and SIGTERM clean up (every command removes its temporary files on the way out) and exit with
-    130 and 143."""
+    """Turn geoseg errors into one line on stderr and the error's exit code (no traceback); warnings are one
+    ``Warning: ...`` line each; Ctrl-C and SIGTERM clean up (every command removes its temporary files on the
+    way out) and exit with 130 and 143."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -42,6 +50,7 @@ def run_command(fn: Callable[..., Any]) -> Callable[..., Any]:
             previous = signal.signal(signal.SIGTERM, _on_sigterm)
         except ValueError:  # not the main thread: leave signals alone
             previous = None
+        formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
         try:
             return fn(*args, **kwargs)
         except GeosegError as e:
@@ -54,10 +63,40 @@ def run_command(fn: Callable[..., Any]) -> Callable[..., Any]:
             click.echo("Terminated: no output was written.", err=True)
             sys.exit(143)
         finally:
+            warnings.formatwarning = formatwarning
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+log_option = click.option("--log", "log_path", type=click.Path(dir_okay=False), metavar="FILE",
+                          help="Append one JSON line per scene (status, output, seconds, valid and class shares, or "
+                          "the error and its exit code) to FILE, e.g. for cron or a batch scheduler.")
+
+
+class JsonLog:
+    """``--log FILE``: JSON lines appended one ``write`` each (``O_APPEND``: concurrent runs do not interleave
+    within a line); opened before any work, so an unwritable log is a one-line output error at once."""
+
+    def __init__(self, path: str | os.PathLike | None, command: str) -> None:
+        self.path, self.command, self._fd = path, command, None
+        if path is not None:
+            try:
+                self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+            except OSError as e:
+                raise OutputError(f"cannot write the log {path} ({e.strerror}); give a writable --log FILE") from None
+
+    def write(self, **record: Any) -> None:
+        if self._fd is None:
+            return
+        line = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": self.command, **record}
+        os.write(self._fd, (json.dumps(line, default=str) + "\n").encode())
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 import click
 
 from geoseg.cli.options import (
+    JsonLog,
+    Terminated,
     block_size_option,
     int_list,
     interactive,
+    log_option,
     overwrite_option,
     quiet_option,
     run_command,
@@ -15,7 +20,7 @@ from geoseg.cli.options import (
     vector_output_options,
     workers_option,
 )
-from geoseg.errors import InputError, ParameterError
+from geoseg.errors import GeosegError, InputError, ParameterError
 from geoseg.predict.blend import BLEND_MODES
 
 
@@ -69,22 +74,25 @@ from geoseg.predict.blend import BLEND_MODES
               help="With several scenes: also retry the scenes that failed in an earlier run into OUT.")
 @click.option("--no-input-check", is_flag=True,
               help="Do not compare the scene's values with the model's training data (experts).")
+@log_option
 @overwrite_option
 @quiet_option
 @run_command
 def predict(scenes, model, output, bands, tile_size, overlap, blend, batch_size, block_size, workers, scheduler,
             device, no_amp, runtime, precision, profile, tta, probabilities, confidence, vector, min_area, simplify,
             allow_ungeoreferenced, acquired, input_scale, input_offset, no_input_check, band_files, cloud_mask,
-            retry_failed, overwrite, quiet) -> None:
+            retry_failed, log_path, overwrite, quiet) -> None:
     """Predict a land-cover map of SCENE: a georeferenced multiband raster (GeoTIFF, VRT), a Sentinel-2 L1C/L2A
     product (.SAFE folder or .zip), a STAC Item JSON with one asset per band, or a Landsat Collection 2 Level-2
     folder; or of separate band files given with --band.
 
     Several SCENES (paths, quoted globs, @list.txt files, STAC ItemCollection JSON files) are predicted one by
     one into OUT/<scene id>/ with a run index OUT/index.json; a rerun skips the scenes already done with the same
-    inputs, model and options, and a failing scene does not stop the others (exit 3 at the end if any failed)."""
+    inputs, model and options, and a failing scene does not stop the others (exit 3 at the end if any failed).
+
+    Off a terminal (cron, a batch scheduler) each scene ends with one summary line on stderr (scene, status,
+    output, seconds, valid and class shares; nothing with --quiet); --log FILE appends the same as JSON lines."""
     from geoseg.io.inputs import parse_band_option
-    from geoseg.predict.api import predict_scene
     from geoseg.predict.batch import is_batch
 
     show = interactive(quiet)
@@ -98,26 +106,65 @@ def predict(scenes, model, output, bands, tile_size, overlap, blend, batch_size,
         band_files=parse_band_option(band_files) if band_files else None, cloud_mask=cloud_mask,
         runtime=runtime, precision=precision, profile=profile,
     )
-    if scenes and is_batch(scenes):
-        if band_files:
-            raise ParameterError("--band NAME=PATH gives one scene; do not combine it with several SCENES")
-        _batch(scenes, model, output, retry_failed, show, quiet, options)
-        return
-    result = predict_scene(scenes[0] if scenes else None, model, output, **options)
+    batch = bool(scenes) and is_batch(scenes)
+    if batch and band_files:
+        raise ParameterError("--band NAME=PATH gives one scene; do not combine it with several SCENES")
+    log = JsonLog(log_path, "predict")
+    try:
+        if batch:
+            _batch(scenes, model, output, retry_failed, quiet, options, log)
+        else:
+            _single(scenes[0] if scenes else None, model, output, options, profile, show, quiet, log)
+    finally:
+        log.close()
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, GeosegError):
+        return exc.exit_code
+    return 130 if isinstance(exc, KeyboardInterrupt) else 143 if isinstance(exc, Terminated) else 1
+
+
+def _single(scene, model, output, options: dict, profile: bool, show: bool, quiet: bool, log: JsonLog) -> None:
+    """One scene: the class table on a terminal, else one summary line (not with --quiet); a --log line."""
+    from geoseg.predict.api import predict_scene
+    from geoseg.predict.batch import outcome, outcome_text
+
+    bands = options.get("band_files") or {}
+    name = str(scene) if scene is not None else "--band " + ",".join(f"{k}={v}" for k, v in bands.items())
+    t0 = time.perf_counter()
+    try:
+        result = predict_scene(scene, model, output, **options)
+    except BaseException as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        log.write(scene=name, status="failed", error=f"{type(exc).__name__}: {first}", exit_code=_exit_code(exc),
+                  seconds=round(time.perf_counter() - t0, 3))
+        raise
+    o = outcome(result)
+    log.write(scene=name, status="done", run_id=result.run_id, **o)
     if profile:
         from geoseg.predict.profile import format_profile
 
         click.echo(format_profile(result.extra["profile"]), err=True)
     if show:
         print_summary(result)
+    elif not quiet:
+        click.echo(f"geoseg predict: {name}: done {outcome_text(o)}", err=True)
 
 
-def _batch(scenes, model, output, retry_failed: bool, show: bool, quiet: bool, options: dict) -> None:
-    """Several scenes: one line per scene on a terminal, a summary line always (cron logs), exit 3 on failures."""
+def _batch(scenes, model, output, retry_failed: bool, quiet: bool, options: dict, log: JsonLog) -> None:
+    """Several scenes: one line per scene (also off a terminal: cron logs) and a summary line unless --quiet, a
+    --log line per scene, exit 3 on failures."""
     from geoseg.predict.batch import predict_batch
 
+    def logged(sid: str, entry: dict) -> None:
+        keep = {k: v for k, v in entry.items() if k not in ("fingerprint", "path")}
+        if entry.get("status") == "done":
+            keep["output"] = f"{output}/{sid}/landcover.tif"
+        log.write(scene=sid, **keep)
+
     res = predict_batch(scenes, model, output, retry_failed=retry_failed,
-                        say=(lambda line: click.echo(line, err=True)) if show else None, **options)
+                        say=None if quiet else (lambda line: click.echo(line, err=True)), on_scene=logged, **options)
     if not quiet or res.failed:
         click.echo(f"geoseg predict: {len(res.done)} done, {len(res.skipped)} skipped, {len(res.failed)} failed "
                    f"in {res.seconds:.0f} s; index {res.index}", err=True)

@@ -28,6 +28,7 @@ from geoseg.errors import OutputError, OutputExistsError, OutputLockedError
 from geoseg.io.codes import ClassInfo
 from geoseg.io.grid import BLOCK_ALIGN, Window
 from geoseg.io.raster import SceneInfo
+from geoseg.io.space import writing
 from geoseg.io.warp import Grid
 
 NODATA = 255
@@ -229,8 +230,9 @@ def to_cog(src: str | os.PathLike, dst: str | os.PathLike, overview_resampling: 
 
 def build_cog(product: Product) -> str:
     """Convert the finished temporary GeoTIFF to a COG beside it (the caller renames it into place)."""
-    to_cog(product.part, product.cog, product.overview_resampling, PREDICTOR="YES", BLOCKSIZE=512,
-           BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
+    writing(os.path.dirname(product.cog) or ".", to_cog,  # a full disk: one line (exit 5)
+            product.part, product.cog, product.overview_resampling, PREDICTOR="YES", BLOCKSIZE=512,
+            BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
     remove_quietly(product.part, product.part + ".lock")
     return product.cog
 

@@ -5,7 +5,8 @@
     them are finished) -> sidecars and record.
 
 On any failure or interruption before ``publish`` every staged temporary is removed and the folder's
-existing outputs are untouched; a second run into a locked folder fails at once (exit 75).
+existing outputs are untouched; a second run into a locked folder fails at once (exit 75); a full disk met
+anywhere in the run becomes one :class:`~geoseg.errors.DiskFullError` line (exit 5, ``io.space``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from pathlib import Path
 from types import TracebackType
 
 from geoseg._util.atomic import publish, remove_quietly
+from geoseg.errors import GeosegError
 from geoseg.io.output import check_output_dir, new_run_id, output_dir_lock
+from geoseg.io.space import disk_full_error, is_no_space
 
 
 class RunFolder:
@@ -46,6 +49,8 @@ class RunFolder:
         try:
             if exc_type is not None:
                 self.discard()
+                if isinstance(exc, Exception) and not isinstance(exc, GeosegError) and is_no_space(exc):
+                    raise disk_full_error(self.out, exc) from None  # one line (exit 5), temporaries removed
         finally:
             try:
                 for cleanup in reversed(self._on_exit):

@@ -36,11 +36,13 @@ the ``n``-th (default 1st) occurrence of ``step`` (``observation``, ``outputs``,
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from geoseg._util.atomic import atomic_write_text
@@ -105,11 +107,16 @@ def _summary(cfg: MonitorConfig, run_id: str, results: list[dict[str, Any]], loc
              ) -> dict[str, Any]:
     processed = len({sid for r in results for sid in r.get("scenes_processed", [])})
     pairs = sum(len(r.get("scenes_processed", [])) for r in results)
-    status = "locked" if locked else ("ok" if processed else "nothing new")
+    # "locked": every AOI of the run was locked by another live run, so this one did nothing (exit 75);
+    # "partial": the AOIs it could lock are done, the others are being processed by that other run (exit 0)
+    status = ("locked" if len(locked) == len(results) else "partial") if locked else (
+        "ok" if processed else "nothing new")
+    messages = {"locked": f"locked by another run: {', '.join(locked)}",
+                "partial": f"{processed} scene(s) processed; skipped (locked by another run): {', '.join(locked)}",
+                "ok": f"{processed} scene(s) processed", "nothing new": "nothing new"}
     return {
         "status": status,
-        "message": "nothing new" if status == "nothing new" else (
-            f"locked by another run: {', '.join(locked)}" if locked else f"{processed} scene(s) processed"),
+        "message": messages[status],
         "run_id": run_id,
         "config": str(cfg.path),
         "scenes_in_inventory": len(cfg.scenes),
@@ -126,10 +133,14 @@ def _summary(cfg: MonitorConfig, run_id: str, results: list[dict[str, Any]], loc
 
 
 def run_monitor(config: str | os.PathLike | MonitorConfig, *, wait: bool = False,
-                aoi_ids: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the job once; returns the summary (``status``: ``ok``, ``nothing new`` or ``locked``)."""
+                aoi_ids: Sequence[str] | None = None, output: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Run the job once; returns the summary (``status``: ``ok``, ``nothing new``, ``partial``: some AOIs were
+    skipped because another live run holds their lock and the rest are done, or ``locked``: every AOI was).
+    ``output`` replaces the config's ``output`` folder (``geoseg monitor run --output``)."""
     t0 = time.perf_counter()
     cfg = config if isinstance(config, MonitorConfig) else load_config(config)
+    if output is not None:
+        cfg = dataclasses.replace(cfg, output=Path(output))
     try:
         cfg.output.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -45,6 +45,7 @@ from geoseg.io.radiometry import InputTransform, decide_transform
 from geoseg.io.raster import SceneInfo, configure_gdal_cache, parse_datetime, release_shared, select_bands
 from geoseg.io.run import RunFolder
 from geoseg.io.sources import SceneSource, canonical_band
+from geoseg.io.space import check_free_space, needed_bytes, raster_bytes
 from geoseg.model.card import ModelCard
 from geoseg.model.package import read_card, resolve
 from geoseg.model.runtime import RuntimeChoice
@@ -166,6 +167,7 @@ def predict_scene(
                 acquired=acquired, input_scale=input_scale, input_offset=input_offset, input_check=input_check,
                 band_files=band_files, runtime=runtime, precision=precision, profile=profile, cloud_mask=cloud_mask)
     out = job.out
+    check_free_space(out, _space_needed(job), "the outputs")  # a full disk: one line and exit 5, before any work
     with RunFolder(out, job.names, overwrite) as run:  # one run per folder; removes a killed run's temporaries
         if job.detect is not None:  # --cloud-mask detect: a pre-pass writes the mask into the run's scratch folder
             job = replace(job, cloud_mask=detect_clouds(job.detect, run.work_dir("clouds")))
@@ -364,6 +366,12 @@ def _output_names(out: Path, probabilities: bool, confidence: bool, vector: str 
     if vector_path is not None:
         names.append(vector_path.name)
     return names, vector_path, options
+
+
+def _space_needed(job: _Job) -> int:
+    """Upper bound of the bytes the run's rasters take at the peak (:func:`geoseg.io.space.needed_bytes`)."""
+    counts = [1] + ([len(job.card.classes)] if job.probabilities else []) + ([1] if job.confidence else [])
+    return needed_bytes(raster_bytes(job.info.width, job.info.height, n) for n in counts)  # uint8 products
 
 
 def _products(job: _Job, run_id: str) -> list[Product]:

@@ -16,17 +16,21 @@ touches.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from geoseg.errors import UnreadableBandError
 from geoseg.io.clouds import CloudMask, read_cloud_mask
 from geoseg.io.grid import Block, Tile, Window
 from geoseg.io.output import write_block
 from geoseg.io.radiometry import apply_transform
 from geoseg.io.raster import GDAL_CACHE_BYTES, configure_gdal_cache, read_window, shared_dataset
+from geoseg.io.space import writing
 from geoseg.model.runtime import configure_threads, get_predictor, predict_tta
 from geoseg.predict.blend import CLOUD, Piece, blend_pieces, classify, cut_pieces, tile_weights, to_percent
 from geoseg.predict.profile import Timer
@@ -123,8 +127,24 @@ def predict_tiles(spec: RunSpec, tiles: Sequence[Tile]) -> TileBatch:
     timer = Timer(spec.profile)
     configure_gdal_cache(spec.gdal_cache_bytes)
     with timer.stage("read"), shared_dataset(spec.scene_path, spec.run_key) as src:
-        reads = [read_window(src, t.window, spec.bands, spec.use_masks, spec.input_nodata) for t in tiles]
+        reads = _read_tiles(spec, src, tiles)
     return infer_tiles(spec, tiles, reads, timer)
+
+
+def _read_tiles(spec: RunSpec, src: Any, tiles: Sequence[Tile]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The tiles' windows with their valid masks.  A scene damaged inside (GDAL cannot decode a block of it) is
+    one :class:`~geoseg.errors.UnreadableBandError` line (exit 3), raised after the ``except`` so that it
+    crosses a worker process intact (rasterio's own errors do not unpickle)."""
+    try:
+        return [read_window(src, t.window, spec.bands, spec.use_masks, spec.input_nodata) for t in tiles]
+    except Exception as exc:
+        if not type(exc).__module__.startswith("rasterio"):
+            raise
+        detail = str(exc.__cause__ or exc).splitlines()[0] if str(exc.__cause__ or exc) else type(exc).__name__
+        where = "" if spec.scene_path.lstrip().startswith("<") else f"{spec.scene_path}: "
+        error = UnreadableBandError(f"{where}cannot read the scene's pixels ({detail}); the file is damaged "
+                                    "(truncated or corrupt): copy or download it again, then rerun")
+    raise error
 
 
 def predict_array_tiles(spec: RunSpec, tiles: Sequence[Tile], region: np.ndarray, r0: int, c0: int) -> TileBatch:
@@ -237,14 +257,20 @@ def blend_and_write(spec: RunSpec, block: Block, *parts: BlockPart) -> BlockResu
         if confidence is not None:
             confidence[cloud] = CLOUD
     with timer.stage("write"):
-        write_block(spec.landcover_part, block.window, classes)
+        _write(spec.landcover_part, block.window, classes)
         if spec.probabilities_part and percent is not None:
-            write_block(spec.probabilities_part, block.window, percent)
+            _write(spec.probabilities_part, block.window, percent)
         if spec.confidence_part and confidence is not None:
-            write_block(spec.confidence_part, block.window, confidence)
+            _write(spec.confidence_part, block.window, confidence)
     for part in parts:
         timer.add(part.seconds)
     return BlockResult(np.bincount(classes.ravel(), minlength=256), timer.result(), int(cloud.sum()))
+
+
+def _write(part: str, window: Window, data: np.ndarray) -> None:
+    """:func:`~geoseg.io.output.write_block`; a full disk is one picklable output-error line (exit 5), also
+    from a worker process (:func:`geoseg.io.space.writing`)."""
+    writing(os.path.dirname(part) or ".", write_block, part, window, data)
 
 
 def _cloud_in_block(block: Block, parts: Sequence[BlockPart]) -> np.ndarray:

@@ -42,7 +42,9 @@ def test_predict_happy_path(runner, tmp_path, scene_path, linear_model):
                             "--probabilities", "--confidence", "--tile-size", "64", "--overlap", "32",
                             "--blend", "linear", "--workers", "1"])
     assert r.exit_code == 0, r.output
-    assert r.output == ""  # not a terminal: quiet
+    assert r.stdout == ""  # not a terminal: no table, one summary line on stderr (tests/cli/test_faults.py)
+    assert r.stderr.startswith(f"geoseg predict: {scene_path}: done -> {out}/landcover.tif")
+    assert r.stderr.count("\n") == 1
     assert sorted(os.listdir(out)) == sorted([
         "confidence.tif", "landcover.tif", "probabilities.tif", "run.json", "landcover.qml", "confidence.qml",
         "probabilities.qml", "landcover.tif.aux.xml", "quicklook.png", "report.html", "item.json", ".geoseg.lock"])

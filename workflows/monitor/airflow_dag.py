@@ -1,6 +1,7 @@
 """Airflow DAG: one daily `geoseg monitor run` (thin: all logic lives in geoseg/; see docs/monitor.md).
 
-Exit code 75 means another run holds an AOI's lock; Airflow retries the task later.
+Exit code 75 means another run holds every AOI's lock (only some: exit 0 with a warning); Airflow retries
+the task later.
 """
 
 from __future__ import annotations
@@ -22,5 +23,6 @@ with DAG(
 ) as dag:
     BashOperator(
         task_id="monitor_run",
-        bash_command=f"cd {GEOSEG} && .venv/bin/geoseg monitor run workflows/monitor/monitor.yaml",
+        bash_command=f"cd {GEOSEG} && .venv/bin/geoseg monitor run workflows/monitor/monitor.yaml "
+                     "-o /var/lib/geoseg-monitor",
     )
