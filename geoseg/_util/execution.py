@@ -8,7 +8,8 @@ the only place that imports dask.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,37 @@ def check_execution(scheduler: str, workers: int | None) -> Execution:
     return Execution(check_scheduler(scheduler), check_workers(workers))
 
 
+@contextmanager
+def cluster_client(scheduler: str, client: Any = None) -> Iterator[Any]:
+    """The dask.distributed ``Client`` a run's tasks go to: ``client`` as given (left open: the caller's, e.g.
+    a dask-jobqueue, dask-kubernetes or Coiled cluster's), a new one connected to a ``tcp://`` scheduler (closed
+    at the end), or None for the local schedulers."""
+    if client is not None:
+        yield client
+    elif scheduler.startswith("tcp://"):
+        from distributed import Client
+
+        with Client(scheduler) as c:
+            yield c
+    else:
+        yield None
+
+
+def has_resource(client: Any, name: str) -> bool:
+    """Whether any worker of ``client``'s cluster declares the dask resource ``name`` (``--resources GPU=1``)."""
+    workers = client.scheduler_info().get("workers", {})
+    return any(name in (w.get("resources") or {}) for w in workers.values())
+
+
+def annotated(resources: dict[str, float] | None) -> AbstractContextManager[Any]:
+    """Tasks built inside need ``resources`` of a dask.distributed worker (none: no annotation)."""
+    if not resources:
+        return nullcontext()
+    import dask
+
+    return dask.annotate(resources=resources)
+
+
 def execute(
     tasks: Sequence[Delayed],
     scheduler: str,
@@ -66,8 +98,9 @@ def execute(
     progress: Progress,
     weights: dict[str, int],
     watch: Sequence[Delayed] = (),
+    client: Any = None,
 ) -> list[Any]:
-    """Compute ``tasks`` on threads, processes or a ``tcp://`` dask.distributed scheduler.
+    """Compute ``tasks`` on threads, processes, a ``tcp://`` dask.distributed scheduler or ``client``.
 
     Returns their results in order.  The progress bar advances by ``weights[key]``
     whenever a task of that key finishes; ``watch`` are intermediate tasks whose
@@ -76,19 +109,9 @@ def execute(
     import dask
     from dask.callbacks import Callback
 
-    if scheduler.startswith("tcp://"):
-        from distributed import Client, as_completed
-
-        with Client(scheduler) as client:
-            futures = client.compute(list(watch) + list(tasks))
-            order = {f.key: i for i, f in enumerate(futures[len(watch):])}
-            results: list[Any] = [None] * len(order)
-            for fut in as_completed(futures):
-                progress.advance(weights.get(str(fut.key), 0))
-                if fut.key in order:
-                    results[order[fut.key]] = fut.result()
-                fut.release()
-            return results
+    if client is not None or scheduler.startswith("tcp://"):
+        with cluster_client(scheduler, client) as c:
+            return _on_cluster(c, tasks, watch, progress, weights)
 
     class _Progress(Callback):
         def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
@@ -98,6 +121,25 @@ def execute(
 
     with dask.config.set(scheduler=scheduler, num_workers=workers), _Progress():
         return list(dask.compute(*tasks, optimize_graph=False))
+
+
+def _on_cluster(client: Any, tasks: Sequence[Delayed], watch: Sequence[Delayed], progress: Progress,
+                weights: dict[str, int]) -> list[Any]:
+    from distributed import as_completed
+
+    # not optimised: keeps the tasks' annotations (resources) and keys
+    futures = client.compute(list(watch) + list(tasks), optimize_graph=False)
+    order = {f.key: i for i, f in enumerate(futures[len(watch):])}
+    results: list[Any] = [None] * len(order)
+    try:
+        for fut in as_completed(futures):
+            progress.advance(weights.get(str(fut.key), 0))
+            if fut.key in order:
+                results[order[fut.key]] = fut.result()
+            fut.release()
+    finally:
+        client.cancel(futures)  # a failed or interrupted run leaves nothing running on a shared cluster
+    return results
 
 
 def run_each(fn: Callable[..., Any], items: Sequence[Any], name: str, spec: Any, execution: Execution,

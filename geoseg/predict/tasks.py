@@ -2,7 +2,7 @@
 
 ``predict_tiles`` reads a batch of tiles, runs the model and cuts the weighted
 probabilities into per-block pieces.  ``blend_and_write`` merges the pieces of
-one output block and writes its products.  Both receive a :class:`RunSpec`
+one output block and writes its products as a block file of the run's journal.  Both receive a :class:`RunSpec`
 (paths and numbers only, picklable) - never open datasets or models - so they
 run unchanged on threads, processes or dask.distributed workers.  No dask here.
 
@@ -24,9 +24,15 @@ import numpy as np
 
 from geoseg.io.clouds import CloudMask, read_cloud_mask
 from geoseg.io.grid import Block, Tile, Window
-from geoseg.io.output import write_block
+from geoseg.io.journal import BlockMeta, write_block_file
 from geoseg.io.radiometry import apply_transform
-from geoseg.io.raster import GDAL_CACHE_BYTES, configure_gdal_cache, read_window, shared_dataset
+from geoseg.io.raster import (
+    GDAL_CACHE_BYTES,
+    apply_gdal_config,
+    configure_gdal_cache,
+    read_window,
+    shared_dataset,
+)
 from geoseg.model.runtime import configure_threads, get_predictor, predict_tta
 from geoseg.predict.blend import CLOUD, Piece, blend_pieces, classify, cut_pieces, tile_weights, to_percent
 from geoseg.predict.profile import Timer
@@ -49,9 +55,10 @@ class RunSpec:
     width: int
     block_size: int
     class_values: tuple[int, ...]
-    landcover_part: str
-    probabilities_part: str | None = None
-    confidence_part: str | None = None
+    # the run's block journal folder (geoseg.io.journal): each block task writes block-<index>.tif there
+    journal_dir: str = ""
+    probabilities: bool = False
+    confidence: bool = False
     tta: str = "none"
     # card_dn = dn * input_scale + input_offset per band (geoseg.io.radiometry); None: the DN as read
     input_scale: tuple[float, ...] | None = None
@@ -65,10 +72,21 @@ class RunSpec:
     # the scene is opened once per process and run (io.raster.shared_dataset); GDAL's block cache for it
     run_key: str = ""
     gdal_cache_bytes: int = GDAL_CACHE_BYTES
+    # the parent's GDAL settings (io.raster.gdal_config_of_environ), applied in every task: workers on other hosts
+    gdal_config: tuple[tuple[str, str], ...] = ()
 
     @property
     def n_classes(self) -> int:
         return len(self.class_values)
+
+    def product_bands(self) -> dict[str, int]:
+        """The first band of each product in a block file: landcover 1, then probabilities, then confidence."""
+        out = {"landcover": 1}
+        if self.probabilities:
+            out["probabilities"] = 2
+        if self.confidence:
+            out["confidence"] = 2 + (self.n_classes if self.probabilities else 0)
+        return out
 
     def blocks_touching(self, w: Window) -> list[tuple[int, Window]]:
         """The output blocks (index, window) that intersect ``w`` (block grid of ``block_size``)."""
@@ -122,6 +140,7 @@ def predict_tiles(spec: RunSpec, tiles: Sequence[Tile]) -> TileBatch:
     """
     timer = Timer(spec.profile)
     configure_gdal_cache(spec.gdal_cache_bytes)
+    apply_gdal_config(spec.gdal_config)
     with timer.stage("read"), shared_dataset(spec.scene_path, spec.run_key) as src:
         reads = [read_window(src, t.window, spec.bands, spec.use_masks, spec.input_nodata) for t in tiles]
     return infer_tiles(spec, tiles, reads, timer)
@@ -224,27 +243,28 @@ def pieces_for(batch_result: TileBatch, block_index: int) -> BlockPart:
 
 
 def blend_and_write(spec: RunSpec, block: Block, *parts: BlockPart) -> BlockResult:
-    """Blend one block, write its products; return its class-code histogram (256 bins) and timers."""
+    """Blend one block and write its products as one durable block file of the run's journal
+    (:func:`geoseg.io.journal.write_block_file`); return its class-code histogram (256 bins) and timers."""
     timer = Timer(spec.profile)
-    configure_gdal_cache(spec.gdal_cache_bytes)
     pieces = [p for part in parts for p in part.pieces]
     with timer.stage("blend"):
         probs, valid = blend_pieces(block.window, pieces, spec.n_classes)
         classes = classify(probs, valid, spec.class_values)
-        percent = to_percent(probs, valid) if spec.probabilities_part else None
-        confidence = to_percent(probs.max(axis=0), valid) if spec.confidence_part else None
+        bands = [classes[None]]
+        if spec.probabilities:
+            bands.append(to_percent(probs, valid))
         cloud = _cloud_in_block(block, parts) & ~valid
-        if confidence is not None:
+        if spec.confidence:
+            confidence = to_percent(probs.max(axis=0), valid)
             confidence[cloud] = CLOUD
+            bands.append(confidence[None])
+        hist = np.bincount(classes.ravel(), minlength=256)
     with timer.stage("write"):
-        write_block(spec.landcover_part, block.window, classes)
-        if spec.probabilities_part and percent is not None:
-            write_block(spec.probabilities_part, block.window, percent)
-        if spec.confidence_part and confidence is not None:
-            write_block(spec.confidence_part, block.window, confidence)
+        write_block_file(spec.journal_dir, block.index, np.concatenate(bands) if len(bands) > 1 else bands[0],
+                         BlockMeta(hist, int(cloud.sum())))
     for part in parts:
         timer.add(part.seconds)
-    return BlockResult(np.bincount(classes.ravel(), minlength=256), timer.result(), int(cloud.sum()))
+    return BlockResult(hist, timer.result(), int(cloud.sum()))
 
 
 def _cloud_in_block(block: Block, parts: Sequence[BlockPart]) -> np.ndarray:
