@@ -82,6 +82,27 @@ def has_resource(client: Any, name: str) -> bool:
     return any(name in (w.get("resources") or {}) for w in workers.values())
 
 
+def _host_cores() -> tuple[str, int]:
+    """(host name, cores this process may use): run on every worker by :func:`threads_by_host`."""
+    import socket
+
+    return socket.gethostname(), default_workers()
+
+
+def threads_by_host(client: Any) -> tuple[tuple[str, int], ...]:
+    """Intra-op threads for one task on each host of ``client``'s cluster: the host's cores over the dask threads
+    of all its worker processes (so ``dask worker --nworkers 1 --nthreads 1`` on an 8-core node gives its one
+    task at a time 8 threads, ``--nworkers 2 --nthreads 4`` gives each of the 8 tasks one), sorted by host."""
+    cores = client.run(_host_cores)  # {worker address: (host, cores)}
+    nthreads = client.nthreads()
+    per_host: dict[str, list[int]] = {}
+    for addr, (host, n) in cores.items():
+        entry = per_host.setdefault(host, [0, 0])
+        entry[0] = max(entry[0], int(n))
+        entry[1] += int(nthreads.get(addr, 1))
+    return tuple(sorted((h, max(1, c // t)) for h, (c, t) in per_host.items()))
+
+
 def annotated(resources: dict[str, float] | None) -> AbstractContextManager[Any]:
     """Tasks built inside need ``resources`` of a dask.distributed worker (none: no annotation)."""
     if not resources:

@@ -60,12 +60,11 @@ def gdal_config_of_environ(environ: dict[str, str] | None = None) -> tuple[tuple
                         and k != "GDAL_CACHEMAX" and not _SECRET.search(k)))
 
 
-def apply_gdal_config(options: Sequence[tuple[str, str]]) -> None:
-    """Set forwarded GDAL options in this process unless its own environment sets them (cheap, idempotent:
-    every task calls it, so they hold in worker processes and on dask.distributed workers)."""
-    for k, v in options:
-        if k not in os.environ and get_gdal_config(k, normalize=False) != v:
-            set_gdal_config(k, v, normalize=False)
+def gdal_options(options: Sequence[tuple[str, str]]) -> contextlib.AbstractContextManager[Any]:
+    """Forwarded GDAL options in force for the calling thread while the block runs (``rasterio.Env``: GDAL's
+    options are per thread), except those this process's own environment sets (a worker's own settings win)."""
+    own = {k: v for k, v in options if k not in os.environ}
+    return rasterio.Env(**own) if own else contextlib.nullcontext()
 
 
 _HELD: dict[str, tuple[tuple[str, str], Any]] = {}

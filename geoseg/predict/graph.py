@@ -12,6 +12,7 @@ builds the graph of the blocks it still lacks, and nothing but pieces travels be
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 from dask.delayed import Delayed, delayed
 
-from geoseg._util.execution import annotated, cluster_client, execute, has_resource
+from geoseg._util.execution import annotated, cluster_client, execute, has_resource, threads_by_host
 from geoseg._util.progress import Progress
 from geoseg.io.grid import Block, Tile, batches
 from geoseg.predict.profile import Timer
@@ -81,7 +82,8 @@ def run(
     """Execute the prediction graph of ``blocks``; return their class-code histogram (256 bins), with
     ``spec.profile`` the tasks' stage seconds summed (:mod:`geoseg.predict.profile`), and the pixels left out
     as cloud.  On a dask.distributed cluster (``client`` or a ``tcp://`` scheduler) whose workers declare a
-    ``GPU`` resource, a CUDA run's forward tasks ask for one each."""
+    ``GPU`` resource, a CUDA run's forward tasks ask for one each; on CPU workers each task's intra-op threads
+    are its host's cores over the dask threads there (:func:`geoseg._util.execution.threads_by_host`)."""
     hist = np.zeros(256, dtype=np.int64)
     timer = Timer(spec.profile)
     cloud = 0
@@ -89,6 +91,8 @@ def run(
         return hist, timer.result(), cloud
     with cluster_client(scheduler, client) as c:
         gpu = c is not None and spec.device.startswith("cuda") and has_resource(c, "GPU")
+        if c is not None and spec.device == "cpu":
+            spec = dataclasses.replace(spec, threads_by_host=threads_by_host(c))
         batch_tasks, block_tasks, tiles_per_key = build(spec, tiles, blocks, gpu)
         for r in execute(block_tasks, scheduler, workers, progress, tiles_per_key, watch=batch_tasks, client=c):
             hist += r.hist

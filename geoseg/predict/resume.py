@@ -32,7 +32,7 @@ from geoseg.predict.tasks import RunSpec
 #: RunSpec fields that never change a block's bytes (where files are, timers, threads, GDAL's cache); the
 #: scene and model paths are replaced by what their files hold.
 _NOT_OUTPUT = ("scene_path", "model_path", "journal_dir", "run_key", "profile", "torch_threads", "gdal_cache_bytes",
-               "gdal_config", "cloud_mask")
+               "gdal_config", "threads_by_host", "cloud_mask")
 
 
 def _scene_files(info: SceneInfo) -> list[str]:

@@ -28,8 +28,8 @@ from geoseg.io.journal import BlockMeta, write_block_file
 from geoseg.io.radiometry import apply_transform
 from geoseg.io.raster import (
     GDAL_CACHE_BYTES,
-    apply_gdal_config,
     configure_gdal_cache,
+    gdal_options,
     read_window,
     shared_dataset,
 )
@@ -74,10 +74,21 @@ class RunSpec:
     gdal_cache_bytes: int = GDAL_CACHE_BYTES
     # the parent's GDAL settings (io.raster.gdal_config_of_environ), applied in every task: workers on other hosts
     gdal_config: tuple[tuple[str, str], ...] = ()
+    # on a dask.distributed cluster: intra-op threads per host name (else torch_threads)
+    threads_by_host: tuple[tuple[str, int], ...] = ()
 
     @property
     def n_classes(self) -> int:
         return len(self.class_values)
+
+    def threads_here(self) -> int:
+        """Intra-op threads for a task in this process: its host's entry of ``threads_by_host``, else
+        ``torch_threads``."""
+        if self.threads_by_host:
+            import socket
+
+            return dict(self.threads_by_host).get(socket.gethostname(), self.torch_threads)
+        return self.torch_threads
 
     def product_bands(self) -> dict[str, int]:
         """The first band of each product in a block file: landcover 1, then probabilities, then confidence."""
@@ -140,10 +151,10 @@ def predict_tiles(spec: RunSpec, tiles: Sequence[Tile]) -> TileBatch:
     """
     timer = Timer(spec.profile)
     configure_gdal_cache(spec.gdal_cache_bytes)
-    apply_gdal_config(spec.gdal_config)
-    with timer.stage("read"), shared_dataset(spec.scene_path, spec.run_key) as src:
-        reads = [read_window(src, t.window, spec.bands, spec.use_masks, spec.input_nodata) for t in tiles]
-    return infer_tiles(spec, tiles, reads, timer)
+    with gdal_options(spec.gdal_config):
+        with timer.stage("read"), shared_dataset(spec.scene_path, spec.run_key) as src:
+            reads = [read_window(src, t.window, spec.bands, spec.use_masks, spec.input_nodata) for t in tiles]
+        return infer_tiles(spec, tiles, reads, timer)  # reads the cloud mask too
 
 
 def predict_array_tiles(spec: RunSpec, tiles: Sequence[Tile], region: np.ndarray, r0: int, c0: int) -> TileBatch:
@@ -198,7 +209,7 @@ def infer_tiles(spec: RunSpec, tiles: Sequence[Tile], reads: list[tuple[np.ndarr
     """The model on read tiles (``(data, valid)`` each): normalise, forward in fixed-size batches, weight, cut
     into per-block pieces.  Cloud-masked pixels (``spec.cloud_mask``) get zero weight like nodata, but the
     network still sees their values (as without a mask), so the classes of clear pixels do not change."""
-    configure_threads(spec.torch_threads)
+    configure_threads(spec.threads_here())
     with timer.stage("load"):
         predictor = get_predictor(spec.model_path, spec.device, spec.amp, spec.runtime, spec.precision)
     norm = predictor.card.normalization

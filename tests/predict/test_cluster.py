@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import socket
 import sys
 import warnings
 
@@ -47,13 +48,67 @@ def _same(out, reference) -> None:
         assert (out / name).read_bytes() == reference[name], name
 
 
+class SeeGdalOption(distributed.WorkerPlugin):
+    """Records, from inside each tile read on a worker, the GDAL option ``GDAL_HTTP_TIMEOUT`` in force."""
+
+    name = "geoseg-see-gdal-option"
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def setup(self, worker) -> None:
+        import geoseg.predict.tasks as tasks
+
+        original = getattr(tasks.read_window, "__wrapped__", tasks.read_window)
+        folder = self.folder
+
+        def read_window(*args, **kwargs):
+            from rasterio.env import get_gdal_config
+
+            with open(os.path.join(folder, str(os.getpid())), "w") as f:
+                f.write(str(get_gdal_config("GDAL_HTTP_TIMEOUT", normalize=False)))
+            return original(*args, **kwargs)
+
+        read_window.__wrapped__ = original  # type: ignore[attr-defined]
+        tasks.read_window = read_window
+
+    def teardown(self, worker) -> None:
+        import geoseg.predict.tasks as tasks
+
+        tasks.read_window = getattr(tasks.read_window, "__wrapped__", tasks.read_window)
+
+
 @pytest.mark.filterwarnings("ignore:model test-unet is untrained")
-def test_cluster_cogs_are_byte_identical_to_threads(tmp_path, client, threaded, unet_model):
+def test_cluster_cogs_are_byte_identical_to_threads(tmp_path, client, threaded, unet_model, monkeypatch):
     scene, reference = threaded
-    r = predict_scene(scene, unet_model, tmp_path / "o", client=client, **OPTIONS)
+    monkeypatch.setenv("GDAL_HTTP_TIMEOUT", "37")  # set in the client only, after the workers started
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-for-workers")
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    client.register_plugin(SeeGdalOption(str(seen)))
+    try:
+        r = predict_scene(scene, unet_model, tmp_path / "o", client=client, **OPTIONS)
+    finally:
+        client.unregister_worker_plugin(SeeGdalOption.name)
     _same(tmp_path / "o", reference)
     assert r.extra["resumed_blocks"] == 0
     assert client.status == "running"  # the caller's client is left open
+    # GDAL settings reached the worker processes that read the scene, in the threads that read it
+    assert {f.read_text() for f in seen.iterdir()} == {"37"}
+    # two single-threaded worker processes on this host share its cores
+    from geoseg._util.execution import default_workers, threads_by_host
+
+    assert threads_by_host(client) == ((socket.gethostname(), max(1, default_workers() // 2)),)
+
+
+def test_gdal_settings_forwarded_are_not_secrets():
+    from geoseg.io.raster import gdal_config_of_environ
+
+    env = {"GDAL_HTTP_TIMEOUT": "30", "CPL_VSIL_CURL_CHUNK_SIZE": "1048576", "AWS_REGION": "eu-central-1",
+           "AWS_SECRET_ACCESS_KEY": "s", "AWS_ACCESS_KEY_ID": "k", "GDAL_HTTP_USERPWD": "u:p",
+           "GDAL_HTTP_HEADERS": "Authorization: x", "GDAL_CACHEMAX": "64", "HOME": "/root"}
+    assert gdal_config_of_environ(env) == (("AWS_REGION", "eu-central-1"), ("CPL_VSIL_CURL_CHUNK_SIZE", "1048576"),
+                                           ("GDAL_HTTP_TIMEOUT", "30"))
 
 
 class ExitOnce(distributed.WorkerPlugin):
