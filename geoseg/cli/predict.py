@@ -49,6 +49,9 @@ from geoseg.predict.blend import BLEND_MODES
               "on CUDA; see docs/runtimes.md).")
 @click.option("--precision", default="f32", show_default=True,
               help="f32 (every runtime reproduces torch eager) or bf16 (OpenVINO on a CPU with native BF16).")
+@click.option("--no-resume", is_flag=True,
+              help="Predict every block afresh instead of keeping the blocks an interrupted run into OUT with the "
+              "same inputs, model and options finished (OUT/.geoseg-journal/, docs/scale.md).")
 @click.option("--profile", is_flag=True, help="Print the time spent per stage on stderr (also in run.json).")
 @click.option("--tta", type=click.Choice(["none", "flips", "d4"]), default="none", show_default=True,
               help="Test-time augmentation: average probabilities over flipped (4) or all D4 (8) copies.")
@@ -79,9 +82,9 @@ from geoseg.predict.blend import BLEND_MODES
 @quiet_option
 @run_command
 def predict(scenes, model, output, bands, tile_size, overlap, blend, batch_size, block_size, workers, scheduler,
-            device, no_amp, runtime, precision, profile, tta, probabilities, confidence, vector, min_area, simplify,
-            allow_ungeoreferenced, acquired, input_scale, input_offset, no_input_check, band_files, cloud_mask,
-            retry_failed, log_path, overwrite, quiet) -> None:
+            device, no_amp, runtime, precision, no_resume, profile, tta, probabilities, confidence, vector, min_area,
+            simplify, allow_ungeoreferenced, acquired, input_scale, input_offset, no_input_check, band_files,
+            cloud_mask, retry_failed, log_path, overwrite, quiet) -> None:
     """Predict a land-cover map of SCENE: a georeferenced multiband raster (GeoTIFF, VRT), a Sentinel-2 L1C/L2A
     product (.SAFE folder or .zip), a STAC Item JSON with one asset per band, or a Landsat Collection 2 Level-2
     folder; or of separate band files given with --band.
@@ -104,7 +107,7 @@ def predict(scenes, model, output, bands, tile_size, overlap, blend, batch_size,
         vector=vector, vector_options={"min_area": min_area, "simplify": simplify},
         input_scale=input_scale, input_offset=input_offset, input_check=not no_input_check,
         band_files=parse_band_option(band_files) if band_files else None, cloud_mask=cloud_mask,
-        runtime=runtime, precision=precision, profile=profile,
+        runtime=runtime, precision=precision, profile=profile, resume=not no_resume,
     )
     batch = bool(scenes) and is_batch(scenes)
     if batch and band_files:

@@ -1,9 +1,9 @@
 """Writing products: streamed block writes to a temporary GeoTIFF, then a COG, then an atomic rename.
 
-Nothing is ever written at a final path until it is complete: blocks go to
-``OUT/.<name>.<id>.part.tif`` (tiled, sparse) under a file lock, the finished file
-is converted by GDAL's COG driver to ``OUT/.<name>.<id>.cog.tif``, and that is
-renamed onto ``OUT/<name>.tif``.  No torch, no dask; block writers take paths.
+Nothing is ever written at a final path until it is complete: a product's metadata is defined once by
+``OUT/.<name>.<id>.part.tif`` (tiled, sparse), its blocks are files of the run's block journal
+(:mod:`geoseg.io.journal`), a VRT mosaic of them with the part's metadata is converted by GDAL's COG
+driver to ``OUT/.<name>.<id>.cog.tif``, and that is renamed onto ``OUT/<name>.tif``.  No torch, no dask.
 """
 
 from __future__ import annotations
@@ -213,8 +213,38 @@ def output_dir_lock(out_dir: str | os.PathLike) -> AbstractContextManager[None]:
     return folder_lock(d, ".geoseg.lock", _TEMP_PATTERNS, busy=busy)
 
 
+def mosaic_vrt(product: Product, vrt: str | os.PathLike, blocks: Sequence[tuple[Window, str]], first_band: int
+               ) -> str:
+    """A VRT of ``product`` assembled from block files (``(window, file)``; bands ``first_band`` ..
+    ``first_band + count - 1`` of each file are the product's), with every piece of metadata of the product's
+    temporary GeoTIFF (:func:`create_part`: grid, nodata, colours, names, tags, scale): what the COG is built from.
+    Block files are named relative to the VRT (they lie beside it)."""
+    import xml.etree.ElementTree as ET
+
+    rasterio.shutil.copy(product.part, vrt, driver="VRT")  # the metadata of the one template
+    tree = ET.parse(vrt)
+    where = Path(vrt).parent
+    for band in tree.getroot().iter("VRTRasterBand"):
+        k = int(band.get("band", "1"))
+        for old in [c for c in band if c.tag.endswith("Source")]:
+            band.remove(old)
+        for w, path in blocks:
+            src = ET.SubElement(band, "SimpleSource")
+            name = ET.SubElement(src, "SourceFilename", relativeToVRT="1")
+            name.text = os.path.relpath(path, where)
+            ET.SubElement(src, "SourceBand").text = str(first_band + k - 1)
+            ET.SubElement(src, "SourceProperties", RasterXSize=str(w.width), RasterYSize=str(w.height),
+                          DataType="Byte", BlockXSize=str(BLOCK_ALIGN), BlockYSize=str(BLOCK_ALIGN))
+            ET.SubElement(src, "SrcRect", xOff="0", yOff="0", xSize=str(w.width), ySize=str(w.height))
+            ET.SubElement(src, "DstRect", xOff=str(w.col_off), yOff=str(w.row_off), xSize=str(w.width),
+                          ySize=str(w.height))
+    tree.write(vrt)
+    return str(vrt)
+
+
 def write_block(part_path: str, window: Window, data: np.ndarray) -> None:
-    """Write a (bands, h, w) uint8 block into the temporary GeoTIFF, serialised by a file lock."""
+    """Write a (bands, h, w) uint8 block into a temporary GeoTIFF, serialised by a file lock on one host
+    (``geoseg change``; a prediction's blocks are journal files instead, :mod:`geoseg.io.journal`)."""
     if data.ndim == 2:
         data = data[None]
     with file_lock(part_path + ".lock"), rasterio.open(part_path, "r+") as dst:
@@ -228,11 +258,11 @@ def to_cog(src: str | os.PathLike, dst: str | os.PathLike, overview_resampling: 
                          **creation)
 
 
-def build_cog(product: Product) -> str:
-    """Convert the finished temporary GeoTIFF to a COG beside it (the caller renames it into place)."""
-    writing(os.path.dirname(product.cog) or ".", to_cog,  # a full disk: one line (exit 5)
-            product.part, product.cog, product.overview_resampling, PREDICTOR="YES", BLOCKSIZE=512,
-            BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
+def build_cog(product: Product, source: str | os.PathLike | None = None) -> str:
+    """Convert the finished temporary GeoTIFF (or ``source``, e.g. a :func:`mosaic_vrt` of it) to a COG beside
+    it (the caller renames it into place); a full disk: one line (exit 5)."""
+    writing(os.path.dirname(product.cog) or ".", to_cog, product.part if source is None else source, product.cog,
+            product.overview_resampling, PREDICTOR="YES", BLOCKSIZE=512, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
     remove_quietly(product.part, product.part + ".lock")
     return product.cog
 

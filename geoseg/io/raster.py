@@ -44,6 +44,29 @@ def configure_gdal_cache(nbytes: int = GDAL_CACHE_BYTES) -> None:
         set_gdal_config("GDAL_CACHEMAX", nbytes)
 
 
+#: GDAL configuration a run's parent forwards to its tasks (:func:`gdal_config_of_environ`): names with these
+#: prefixes, except the cache size (the tasks set it from the spec) and anything that looks like a secret
+#: (credentials belong in the workers' own environment, never in a task graph).
+_FORWARD_PREFIXES = ("GDAL_", "CPL_", "VSI_", "OGR_", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_NO_SIGN_REQUEST",
+                     "AWS_S3_ENDPOINT", "AWS_VIRTUAL_HOSTING", "AWS_HTTPS", "AWS_REQUEST_PAYER")
+_SECRET = re.compile(r"SECRET|TOKEN|PASSWORD|USERPWD|ACCESS_KEY|HEADER|COOKIE|BEARER|CREDENTIAL", re.IGNORECASE)
+
+
+def gdal_config_of_environ(environ: dict[str, str] | None = None) -> tuple[tuple[str, str], ...]:
+    """The GDAL/rasterio settings of this process's environment that tasks on other hosts need as well
+    (``GDAL_HTTP_*``, ``GDAL_DISABLE_READDIR_ON_OPEN``, ``CPL_VSIL_CURL_*``, ``AWS_REGION``...), sorted."""
+    env = os.environ if environ is None else environ
+    return tuple(sorted((k, v) for k, v in env.items() if k.startswith(_FORWARD_PREFIXES)
+                        and k != "GDAL_CACHEMAX" and not _SECRET.search(k)))
+
+
+def gdal_options(options: Sequence[tuple[str, str]]) -> contextlib.AbstractContextManager[Any]:
+    """Forwarded GDAL options in force for the calling thread while the block runs (``rasterio.Env``: GDAL's
+    options are per thread), except those this process's own environment sets (a worker's own settings win)."""
+    own = {k: v for k, v in options if k not in os.environ}
+    return rasterio.Env(**own) if own else contextlib.nullcontext()
+
+
 _HELD: dict[str, tuple[tuple[str, str], Any]] = {}
 _HELD_LOCK = threading.Lock()
 

@@ -9,6 +9,7 @@ outputs are left untouched.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -17,6 +18,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rasterio.errors import NotGeoreferencedWarning
@@ -32,25 +34,35 @@ from geoseg.io.cloud_detector import DetectorPlan, detect_clouds, is_detect, pla
 from geoseg.io.clouds import CloudMask
 from geoseg.io.grid import Block, TilePlan, plan_blocks, plan_tiles
 from geoseg.io.inputs import gdal_cache_for, open_input, resolve_cloud_mask, source_record
+from geoseg.io.journal import BlockJournal
 from geoseg.io.output import (
     NODATA,
     Product,
-    build_cog,
     create_part,
     discard,
     landcover_product,
     percent_product,
 )
 from geoseg.io.radiometry import InputTransform, decide_transform
-from geoseg.io.raster import SceneInfo, configure_gdal_cache, parse_datetime, release_shared, select_bands
+from geoseg.io.raster import (
+    SceneInfo,
+    configure_gdal_cache,
+    gdal_config_of_environ,
+    parse_datetime,
+    release_shared,
+    select_bands,
+)
 from geoseg.io.run import RunFolder
 from geoseg.io.sources import SceneSource, canonical_band
 from geoseg.io.space import check_free_space, needed_bytes, raster_bytes
 from geoseg.model.card import ModelCard
+from geoseg.model.export import graph_key
 from geoseg.model.package import read_card, resolve
 from geoseg.model.runtime import RuntimeChoice
 from geoseg.predict.blend import BLEND_MODES
 from geoseg.predict.profile import summary
+from geoseg.predict.resume import assemble, fingerprint_fields, finished, open_journal
+from geoseg.predict.tasks import RunSpec
 from geoseg.vector.options import plan_vector_output
 
 
@@ -114,6 +126,8 @@ def predict_scene(
     runtime: str = "auto",
     precision: str = "f32",
     profile: bool = False,
+    client: Any = None,
+    resume: bool = True,
 ) -> PredictResult:
     """Predict a land-cover map of ``scene`` with ``model`` into ``out_dir``.
 
@@ -157,6 +171,12 @@ def predict_scene(
     cached, before any work (docs/runtimes.md); recorded in ``run.json`` under ``runtime``.  ``profile``:
     time per stage summed over tasks, in ``run.json`` and ``extra["profile"]``
     (:mod:`geoseg.predict.profile`).
+
+    ``client``: an existing ``distributed.Client`` (of a LocalCluster, dask-jobqueue, dask-kubernetes or Coiled
+    cluster) to run the tasks on, instead of ``scheduler``; left open.  Workers on other hosts need the output
+    folder on a shared file system (docs/scale.md).  ``resume``: finished blocks of an earlier, killed run into
+    ``out_dir`` with the same inputs, model and options are kept (``OUT/.geoseg-journal/``) and not computed
+    again; False starts afresh.
     """
     t0 = time.perf_counter()
     configure_gdal_cache()
@@ -165,7 +185,8 @@ def predict_scene(
                 amp=amp, probabilities=probabilities, confidence=confidence,
                 allow_ungeoreferenced=allow_ungeoreferenced, tta=tta, vector=vector, vector_options=vector_options,
                 acquired=acquired, input_scale=input_scale, input_offset=input_offset, input_check=input_check,
-                band_files=band_files, runtime=runtime, precision=precision, profile=profile, cloud_mask=cloud_mask)
+                band_files=band_files, runtime=runtime, precision=precision, profile=profile, cloud_mask=cloud_mask,
+                client=client)
     out = job.out
     check_free_space(out, _space_needed(job), "the outputs")  # a full disk: one line and exit 5, before any work
     with RunFolder(out, job.names, overwrite) as run:  # one run per folder; removes a killed run's temporaries
@@ -173,27 +194,36 @@ def predict_scene(
             job = replace(job, cloud_mask=detect_clouds(job.detect, run.work_dir("clouds")))
         products = _products(job, run.run_id)
         run.on_failure(lambda: discard(products))
+        spec = _spec(job, run.run_id)
+        journal = open_journal(out, fingerprint_fields(spec, job.info, job.tile_size, graph_key(job.model_path)),
+                               resume)
+        run.on_failure(lambda: None if journal.has_blocks() else journal.remove())  # kept for a rerun to resume
+        spec = dataclasses.replace(spec, journal_dir=str(journal.dir))
         t_graph = time.perf_counter()
-        hist, stage_s, cloud_pixels = _execute(job, products, progress, run.run_id)
+        hist, stage_s, cloud_pixels, reused = _execute(job, spec, products, progress, journal, client)
         t_graph = time.perf_counter() - t_graph
         nodata = int(hist[NODATA])
         class_pixels = {c.name: int(hist[c.value]) for c in job.card.classes}
         seconds = time.perf_counter() - t0
         record = _record(job, run.run_id, products, class_pixels, nodata, seconds)
         record["cloud_pixels"] = cloud_pixels
-        # All blocks are written: build every COG first, then move them all into place.
+        record["resumed_blocks"] = reused
+        # All blocks are written: build every COG first (from the journal's block files), then move them all into
+        # place.
         t_cog = time.perf_counter()
-        for p in products:
-            run.stage(build_cog(p), p.final)
+        for p, cog in zip(products, assemble(journal, spec, products, job.blocks), strict=True):
+            run.stage(cog, p.final)
         if stage_s is not None:
             record["profile"] = summary({**stage_s, "cog": time.perf_counter() - t_cog}, t_graph,
                                         -(-len(job.plan) // job.batch_size) + len(job.blocks))
         run.temp("run.json").write_text(json.dumps(record, indent=2) + "\n")
         run.publish()
+        journal.remove()
         lc = products[0]
         prob = next((p for p in products if p.name == "probabilities"), None)
         conf = next((p for p in products if p.name == "confidence"), None)
         extra: dict = {"profile": record["profile"]} if "profile" in record else {}
+        extra["resumed_blocks"] = reused
         if job.vector_path is not None:
             from geoseg.vector.api import vectorize_raster
 
@@ -268,7 +298,7 @@ def _plan(scene: str | os.PathLike | None, model: str | os.PathLike, out_dir: st
           vector: str | None, vector_options: dict | None, acquired: str | None,
           input_scale: float | str | None = None, input_offset: float | None = None, input_check: bool = True,
           band_files: Mapping[str, str] | None = None, runtime: str = "auto", precision: str = "f32",
-          profile: bool = False, cloud_mask: str | os.PathLike | None = "auto") -> _Job:
+          profile: bool = False, cloud_mask: str | os.PathLike | None = "auto", client: Any = None) -> _Job:
     """Validate the model, scene, bands and every option, and plan tiles and blocks (no output yet)."""
     from geoseg.model.runtime import TTA_MODES, choose_runtime, prepare_graph  # torch only for the torch runtime
 
@@ -301,7 +331,7 @@ def _plan(scene: str | os.PathLike | None, model: str | os.PathLike, out_dir: st
     # processes each get their share of the cores so they never oversubscribe them.
     if engine.device_type != "cpu":
         torch_threads = 1
-    elif ex.scheduler == "threads" or ex.scheduler == "synchronous":
+    elif client is None and (ex.scheduler == "threads" or ex.scheduler == "synchronous"):
         torch_threads = default_workers()
     else:
         torch_threads = max(1, default_workers() // ex.workers)
@@ -389,16 +419,10 @@ def _products(job: _Job, run_id: str) -> list[Product]:
     return products
 
 
-def _execute(job: _Job, products: list[Product], progress: bool | None, run_id: str = ""
-             ) -> tuple[np.ndarray, dict[str, float] | None, int]:
-    """Create the temporary rasters and run the dask graph into them; the class histogram (256 bins) and,
-    with ``job.profile``, the tasks' stage seconds."""
-    from geoseg.predict import graph  # dask
-    from geoseg.predict.tasks import RunSpec
-
+def _spec(job: _Job, run_id: str) -> RunSpec:
+    """What every task of the run receives (paths and numbers only)."""
     info = job.info
-    part = {p.name: p.part for p in products}
-    spec = RunSpec(
+    return RunSpec(
         scene_path=info.gdal_name,
         bands=tuple(job.band_idx),
         # A plain nodata value is tested on the values already read; real masks (alpha, mask band) are read.
@@ -416,9 +440,8 @@ def _execute(job: _Job, products: list[Product], progress: bool | None, run_id: 
         width=info.width,
         block_size=job.block_size,
         class_values=tuple(job.card.class_values),
-        landcover_part=part["landcover"],
-        probabilities_part=part.get("probabilities"),
-        confidence_part=part.get("confidence"),
+        probabilities=job.probabilities,
+        confidence=job.confidence,
         tta=job.tta,
         input_scale=None if job.radiometry.is_identity else job.radiometry.scale,
         input_offset=None if job.radiometry.is_identity else job.radiometry.offset,
@@ -428,19 +451,34 @@ def _execute(job: _Job, products: list[Product], progress: bool | None, run_id: 
         cloud_mask=job.cloud_mask,
         run_key=run_id,
         gdal_cache_bytes=gdal_cache_for(info),
+        gdal_config=gdal_config_of_environ(),
     )
-    bar = make_progress(len(job.plan), "tiles", progress)
+
+
+def _execute(job: _Job, spec: RunSpec, products: list[Product], progress: bool | None, journal: BlockJournal,
+             client: Any = None) -> tuple[np.ndarray, dict[str, float] | None, int, int]:
+    """Create the products' templates and run the dask graph of the blocks the journal lacks; the class
+    histogram (256 bins), with ``job.profile`` the tasks' stage seconds, the cloud pixels and the blocks reused."""
+    from geoseg.predict import graph  # dask
+
+    info = job.info
+    todo, hist, cloud_pixels = finished(journal, job.blocks)
+    tiles = list(job.plan)
+    bar = make_progress(len(graph.tiles_for(spec, tiles, todo)), "tiles", progress)
     with warnings.catch_warnings():
         if not info.georeferenced:  # accepted with allow_ungeoreferenced: rasterio's warnings are noise now
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
         for p in products:
             create_part(p, info)
         try:
-            hist, stage_s, cloud_pixels = graph.run(spec, list(job.plan), job.blocks, job.scheduler, job.workers, bar)
+            h, stage_s, c = graph.run(spec, tiles, todo, job.scheduler, job.workers, bar, client)
         finally:
             bar.close()
             release_shared()  # the scene this process held open for the run's tasks
+    hist += h
+    cloud_pixels += c
     if int(hist[NODATA]) == info.width * info.height:
+        journal.remove()  # a result that no rerun changes
         if cloud_pixels and job.cloud_mask is not None:
             raise EmptySceneError(f"{info.path}: every valid pixel is masked as cloud ({job.cloud_mask.describe()}"
                                   f" of {job.cloud_mask.origin}); nothing to map. Pass --cloud-mask none to map it "
@@ -449,7 +487,7 @@ def _execute(job: _Job, products: list[Product], progress: bool | None, run_id: 
             f"{info.path} has no valid pixel in bands {','.join(map(str, job.band_idx))} "
             "(all nodata); check the scene, its nodata value, or --bands"
         )
-    return hist, stage_s, cloud_pixels
+    return hist, stage_s, cloud_pixels, len(job.blocks) - len(todo)
 
 
 def _record(job: _Job, run_id: str, products: list[Product], class_pixels: dict[str, int], nodata: int,

@@ -166,7 +166,7 @@ def predict_xarray(
         device=engine.device, amp=None, torch_threads=default_workers() if cpu else 1,
         batch_size=batch_size or (2 if cpu else 8),
         overlap=plan.overlap, blend=blend, height=h, width=w, block_size=block_size,
-        class_values=tuple(card.class_values), landcover_part="", tta=tta,
+        class_values=tuple(card.class_values), tta=tta,
         input_scale=None if transform.is_identity else transform.scale,
         input_offset=None if transform.is_identity else transform.offset,
         runtime=engine.runtime, precision=engine.precision,

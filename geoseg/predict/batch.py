@@ -31,6 +31,7 @@ from pystac.utils import make_absolute_href
 from geoseg._util.atomic import atomic_write_text
 from geoseg._util.lock import file_lock
 from geoseg.errors import GeosegError, InputError, InputFileError, OutputLockedError
+from geoseg.io.journal import input_files
 
 __all__ = ["BatchResult", "expand_scenes", "predict_batch", "is_batch", "outcome", "outcome_text"]
 
@@ -174,31 +175,11 @@ def expand_scenes(scenes: Sequence[str], staging: Path) -> list[Scene]:
     return unique
 
 
-def _files_of(path: str) -> list[str]:
-    """The files a scene is read from: the file, a folder's files, or a STAC Item and its local assets."""
-    p = Path(path)
-    if p.is_dir():
-        return sorted(str(f) for f in p.rglob("*") if f.is_file())
-    files = [str(p)]
-    if p.suffix.lower() == ".json":
-        try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return files
-        for asset in (doc.get("assets") or {}).values() if isinstance(doc, dict) else []:
-            href = asset.get("href") if isinstance(asset, dict) else None
-            if isinstance(href, str) and "://" not in href:
-                local = Path(href) if os.path.isabs(href) else p.parent / href
-                if local.is_file():
-                    files.append(str(local.resolve()))
-    return files
-
-
 def fingerprint(path: str, model_key: str, options: dict[str, Any]) -> str:
     """What a finished scene is kept for: its files' sizes and modification times, the model and the options."""
     h = hashlib.sha256(model_key.encode())
     h.update(json.dumps(options, sort_keys=True, default=str).encode())
-    for f in _files_of(path):
+    for f in input_files(path):
         try:
             st = os.stat(f)
         except FileNotFoundError:  # a listed scene not there (yet): it fails, and runs once it appears
@@ -270,7 +251,7 @@ def predict_batch(scenes: Sequence[str], model: str | os.PathLike = "default", o
     with file_lock(out / ".geoseg-batch.lock", wait=False, busy=busy):
         todo = expand_scenes(scenes, out / ".items")
         model_key = _model_key(model)
-        keyed = {k: v for k, v in options.items() if k not in ("progress", "overwrite")}
+        keyed = {k: v for k, v in options.items() if k not in ("progress", "overwrite", "resume", "client")}
         index = _read_index(index_path)
         index.update(model=str(model), model_key=model_key, options=keyed)
         result = BatchResult(str(out), str(index_path))

@@ -5,11 +5,14 @@ The prediction path's dask graph; execution itself is :func:`geoseg._util.execut
     predict-tiles-<batch>  ->  pieces-<batch>-<block>  ->  write-block-<block>
 
 Batch tasks hold model outputs only until the blocks they touch are written, so
-memory is bounded by the tiles in flight, never by the scene size.
+memory is bounded by the tiles in flight, never by the scene size.  Each ``write-block`` task writes its
+block as a file of the run's journal (:mod:`geoseg.io.journal`) and returns only numbers, so a resumed run
+builds the graph of the blocks it still lacks, and nothing but pieces travels between workers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +20,7 @@ from typing import Any
 import numpy as np
 from dask.delayed import Delayed, delayed
 
-from geoseg._util.execution import execute
+from geoseg._util.execution import annotated, cluster_client, execute, has_resource, threads_by_host
 from geoseg._util.progress import Progress
 from geoseg.io.grid import Block, Tile, batches
 from geoseg.predict.profile import Timer
@@ -31,20 +34,30 @@ from geoseg.predict.tasks import (
 )
 
 
-def build(spec: RunSpec, tiles: Sequence[Tile], blocks: Sequence[Block]
+def tiles_for(spec: RunSpec, tiles: Sequence[Tile], blocks: Sequence[Block]) -> list[Tile]:
+    """The tiles that touch any of ``blocks`` (a resumed run predicts only these)."""
+    wanted = {b.index for b in blocks}
+    return [t for t in tiles if any(i in wanted for i, _ in spec.blocks_touching(t.window))]
+
+
+def build(spec: RunSpec, tiles: Sequence[Tile], blocks: Sequence[Block], gpu: bool = False
           ) -> tuple[list[Delayed], list[Delayed], dict[str, int]]:
-    """(batch tasks, block tasks, tiles per batch key)."""
-    batch_list = batches(list(tiles), spec.batch_size)
+    """(batch tasks, block tasks, tiles per batch key) for the output ``blocks`` (all of the scene's, or those a
+    resumed run still lacks); ``gpu``: the batch tasks (the forward passes) need a worker's ``GPU`` resource."""
+    wanted = {b.index for b in blocks}
+    batch_list = batches(tiles_for(spec, tiles, blocks), spec.batch_size)
     batch_tasks = []
     tiles_per_key: dict[str, int] = {}
     touching: dict[int, set[int]] = defaultdict(set)
-    for bi, batch in enumerate(batch_list):
-        key = f"predict-tiles-{bi}"
-        batch_tasks.append(delayed(predict_tiles, pure=True)(spec, batch, dask_key_name=key))
-        tiles_per_key[key] = len(batch)
-        for t in batch:
-            for block_index, _ in spec.blocks_touching(t.window):
-                touching[block_index].add(bi)
+    with annotated({"GPU": 1} if gpu else None):
+        for bi, batch in enumerate(batch_list):
+            key = f"predict-tiles-{bi}"
+            batch_tasks.append(delayed(predict_tiles, pure=True)(spec, batch, dask_key_name=key))
+            tiles_per_key[key] = len(batch)
+            for t in batch:
+                for block_index, _ in spec.blocks_touching(t.window):
+                    if block_index in wanted:
+                        touching[block_index].add(bi)
     block_tasks = []
     for block in blocks:
         parts = [
@@ -64,18 +77,27 @@ def run(
     scheduler: str,
     workers: int,
     progress: Progress,
+    client: Any = None,
 ) -> tuple[np.ndarray, dict[str, float] | None, int]:
-    """Execute the prediction graph; return the scene's class-code histogram (256 bins), with
+    """Execute the prediction graph of ``blocks``; return their class-code histogram (256 bins), with
     ``spec.profile`` the tasks' stage seconds summed (:mod:`geoseg.predict.profile`), and the pixels left out
-    as cloud."""
-    batch_tasks, block_tasks, tiles_per_key = build(spec, tiles, blocks)
+    as cloud.  On a dask.distributed cluster (``client`` or a ``tcp://`` scheduler) whose workers declare a
+    ``GPU`` resource, a CUDA run's forward tasks ask for one each; on CPU workers each task's intra-op threads
+    are its host's cores over the dask threads there (:func:`geoseg._util.execution.threads_by_host`)."""
     hist = np.zeros(256, dtype=np.int64)
     timer = Timer(spec.profile)
     cloud = 0
-    for r in execute(block_tasks, scheduler, workers, progress, tiles_per_key, watch=batch_tasks):
-        hist += r.hist
-        timer.add(r.seconds)
-        cloud += r.cloud_pixels
+    if not blocks:
+        return hist, timer.result(), cloud
+    with cluster_client(scheduler, client) as c:
+        gpu = c is not None and spec.device.startswith("cuda") and has_resource(c, "GPU")
+        if c is not None and spec.device == "cpu":
+            spec = dataclasses.replace(spec, threads_by_host=threads_by_host(c))
+        batch_tasks, block_tasks, tiles_per_key = build(spec, tiles, blocks, gpu)
+        for r in execute(block_tasks, scheduler, workers, progress, tiles_per_key, watch=batch_tasks, client=c):
+            hist += r.hist
+            timer.add(r.seconds)
+            cloud += r.cloud_pixels
     return hist, timer.result(), cloud
 
 

@@ -2,7 +2,7 @@
 
 ``predict_tiles`` reads a batch of tiles, runs the model and cuts the weighted
 probabilities into per-block pieces.  ``blend_and_write`` merges the pieces of
-one output block and writes its products.  Both receive a :class:`RunSpec`
+one output block and writes its products as a block file of the run's journal.  Both receive a :class:`RunSpec`
 (paths and numbers only, picklable) - never open datasets or models - so they
 run unchanged on threads, processes or dask.distributed workers.  No dask here.
 
@@ -16,7 +16,6 @@ touches.
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,9 +26,15 @@ import numpy as np
 from geoseg.errors import UnreadableBandError
 from geoseg.io.clouds import CloudMask, read_cloud_mask
 from geoseg.io.grid import Block, Tile, Window
-from geoseg.io.output import write_block
+from geoseg.io.journal import BlockMeta, write_block_file
 from geoseg.io.radiometry import apply_transform
-from geoseg.io.raster import GDAL_CACHE_BYTES, configure_gdal_cache, read_window, shared_dataset
+from geoseg.io.raster import (
+    GDAL_CACHE_BYTES,
+    configure_gdal_cache,
+    gdal_options,
+    read_window,
+    shared_dataset,
+)
 from geoseg.io.space import writing
 from geoseg.model.runtime import configure_threads, get_predictor, predict_tta
 from geoseg.predict.blend import CLOUD, Piece, blend_pieces, classify, cut_pieces, tile_weights, to_percent
@@ -53,9 +58,10 @@ class RunSpec:
     width: int
     block_size: int
     class_values: tuple[int, ...]
-    landcover_part: str
-    probabilities_part: str | None = None
-    confidence_part: str | None = None
+    # the run's block journal folder (geoseg.io.journal): each block task writes block-<index>.tif there
+    journal_dir: str = ""
+    probabilities: bool = False
+    confidence: bool = False
     tta: str = "none"
     # card_dn = dn * input_scale + input_offset per band (geoseg.io.radiometry); None: the DN as read
     input_scale: tuple[float, ...] | None = None
@@ -69,10 +75,32 @@ class RunSpec:
     # the scene is opened once per process and run (io.raster.shared_dataset); GDAL's block cache for it
     run_key: str = ""
     gdal_cache_bytes: int = GDAL_CACHE_BYTES
+    # the parent's GDAL settings (io.raster.gdal_config_of_environ), applied in every task: workers on other hosts
+    gdal_config: tuple[tuple[str, str], ...] = ()
+    # on a dask.distributed cluster: intra-op threads per host name (else torch_threads)
+    threads_by_host: tuple[tuple[str, int], ...] = ()
 
     @property
     def n_classes(self) -> int:
         return len(self.class_values)
+
+    def threads_here(self) -> int:
+        """Intra-op threads for a task in this process: its host's entry of ``threads_by_host``, else
+        ``torch_threads``."""
+        if self.threads_by_host:
+            import socket
+
+            return dict(self.threads_by_host).get(socket.gethostname(), self.torch_threads)
+        return self.torch_threads
+
+    def product_bands(self) -> dict[str, int]:
+        """The first band of each product in a block file: landcover 1, then probabilities, then confidence."""
+        out = {"landcover": 1}
+        if self.probabilities:
+            out["probabilities"] = 2
+        if self.confidence:
+            out["confidence"] = 2 + (self.n_classes if self.probabilities else 0)
+        return out
 
     def blocks_touching(self, w: Window) -> list[tuple[int, Window]]:
         """The output blocks (index, window) that intersect ``w`` (block grid of ``block_size``)."""
@@ -126,9 +154,10 @@ def predict_tiles(spec: RunSpec, tiles: Sequence[Tile]) -> TileBatch:
     """
     timer = Timer(spec.profile)
     configure_gdal_cache(spec.gdal_cache_bytes)
-    with timer.stage("read"), shared_dataset(spec.scene_path, spec.run_key) as src:
-        reads = _read_tiles(spec, src, tiles)
-    return infer_tiles(spec, tiles, reads, timer)
+    with gdal_options(spec.gdal_config):
+        with timer.stage("read"), shared_dataset(spec.scene_path, spec.run_key) as src:
+            reads = _read_tiles(spec, src, tiles)
+        return infer_tiles(spec, tiles, reads, timer)  # reads the cloud mask too
 
 
 def _read_tiles(spec: RunSpec, src: Any, tiles: Sequence[Tile]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -199,7 +228,7 @@ def infer_tiles(spec: RunSpec, tiles: Sequence[Tile], reads: list[tuple[np.ndarr
     """The model on read tiles (``(data, valid)`` each): normalise, forward in fixed-size batches, weight, cut
     into per-block pieces.  Cloud-masked pixels (``spec.cloud_mask``) get zero weight like nodata, but the
     network still sees their values (as without a mask), so the classes of clear pixels do not change."""
-    configure_threads(spec.torch_threads)
+    configure_threads(spec.threads_here())
     with timer.stage("load"):
         predictor = get_predictor(spec.model_path, spec.device, spec.amp, spec.runtime, spec.precision)
     norm = predictor.card.normalization
@@ -244,33 +273,29 @@ def pieces_for(batch_result: TileBatch, block_index: int) -> BlockPart:
 
 
 def blend_and_write(spec: RunSpec, block: Block, *parts: BlockPart) -> BlockResult:
-    """Blend one block, write its products; return its class-code histogram (256 bins) and timers."""
+    """Blend one block and write its products as one durable block file of the run's journal
+    (:func:`geoseg.io.journal.write_block_file`); return its class-code histogram (256 bins) and timers."""
     timer = Timer(spec.profile)
-    configure_gdal_cache(spec.gdal_cache_bytes)
     pieces = [p for part in parts for p in part.pieces]
     with timer.stage("blend"):
         probs, valid = blend_pieces(block.window, pieces, spec.n_classes)
         classes = classify(probs, valid, spec.class_values)
-        percent = to_percent(probs, valid) if spec.probabilities_part else None
-        confidence = to_percent(probs.max(axis=0), valid) if spec.confidence_part else None
+        bands = [classes[None]]
+        if spec.probabilities:
+            bands.append(to_percent(probs, valid))
         cloud = _cloud_in_block(block, parts) & ~valid
-        if confidence is not None:
+        if spec.confidence:
+            confidence = to_percent(probs.max(axis=0), valid)
             confidence[cloud] = CLOUD
+            bands.append(confidence[None])
+        hist = np.bincount(classes.ravel(), minlength=256)
     with timer.stage("write"):
-        _write(spec.landcover_part, block.window, classes)
-        if spec.probabilities_part and percent is not None:
-            _write(spec.probabilities_part, block.window, percent)
-        if spec.confidence_part and confidence is not None:
-            _write(spec.confidence_part, block.window, confidence)
+        # a full disk: one picklable output-error line (exit 5), also from a worker process
+        writing(spec.journal_dir, write_block_file, spec.journal_dir, block.index,
+                np.concatenate(bands) if len(bands) > 1 else bands[0], BlockMeta(hist, int(cloud.sum())))
     for part in parts:
         timer.add(part.seconds)
-    return BlockResult(np.bincount(classes.ravel(), minlength=256), timer.result(), int(cloud.sum()))
-
-
-def _write(part: str, window: Window, data: np.ndarray) -> None:
-    """:func:`~geoseg.io.output.write_block`; a full disk is one picklable output-error line (exit 5), also
-    from a worker process (:func:`geoseg.io.space.writing`)."""
-    writing(os.path.dirname(part) or ".", write_block, part, window, data)
+    return BlockResult(hist, timer.result(), int(cloud.sum()))
 
 
 def _cloud_in_block(block: Block, parts: Sequence[BlockPart]) -> np.ndarray:
