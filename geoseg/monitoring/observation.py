@@ -17,12 +17,13 @@ import numpy as np
 
 from geoseg.errors import ConfigError, EmptySceneError, InputError, InputFileError, ParameterError
 from geoseg.io.clouds import CloudMask
-from geoseg.io.warp import Grid, read_on_grid, same_lattice, to_crs
+from geoseg.io.grid import BlockGrid, Window
+from geoseg.io.warp import Grid, read_on_grid, same_lattice, sub_grid, to_crs
 from geoseg.monitoring.config import AOI, MonitorConfig, Scene
-from geoseg.monitoring.rasters import write_tif
+from geoseg.monitoring.rasters import TifBlocks, write_tif
 
 __all__ = ["OBS_NODATA", "grid_for", "aoi_mask", "observe", "observation_name", "read_observation",
-           "write_observation", "scene_overlaps", "observation_masks"]
+           "write_observation", "observe_blocks", "scene_overlaps", "observation_masks"]
 
 OBS_NODATA = 255
 
@@ -117,24 +118,49 @@ def _forest_values(cfg: MonitorConfig, names: dict[int, str], path: str) -> tupl
         raise ConfigError(str(e).replace("--forest", "'forest' in the config")) from None
 
 
-def observe(cfg: MonitorConfig, aoi: AOI, grid: Grid, scene: Scene, work: Path) -> np.ndarray:
-    """One scene's observation on the AOI grid: uint8 1 forest, 0 not forest, 255 not observed."""
+def observe(cfg: MonitorConfig, aoi: AOI, grid: Grid, scene: Scene, work: Path, window: Window | None = None
+            ) -> np.ndarray:
+    """One scene's observation on the AOI grid (or its ``window``; ``kind: landcover`` only): uint8 1 forest,
+    0 not forest, 255 not observed."""
     from geoseg.io.raster import class_names_from_tags
 
+    w = window or Window(0, 0, grid.height, grid.width)
     if cfg.kind == "landcover":
-        data, nodata, meta, covered = read_on_grid(scene.path, grid, [cfg.band])
+        data, nodata, meta, covered = read_on_grid(scene.path, grid, [cfg.band], window=window)
         classes = data[0]
         valid = covered if nodata is None else (classes != nodata) & covered
         names = class_names_from_tags(meta["tags"], meta["band_tags"])
         path = scene.path
     else:
+        if window is not None:
+            raise ValueError("kind: scene observes the whole AOI at once (its crop is predicted)")
         classes, valid, names, path = _predict_crop(cfg, grid, scene, work)
-    valid = valid & aoi_mask(aoi, grid)
+    valid = valid & aoi_mask(aoi, sub_grid(grid, w))
     if not valid.any():
         return np.full(valid.shape, OBS_NODATA, np.uint8)
     fv = _forest_values(cfg, names, path)
     forest = np.isin(classes, fv)
     return np.where(valid, forest.astype(np.uint8), OBS_NODATA).astype(np.uint8)
+
+
+def observe_blocks(path: Path, cfg: MonitorConfig, aoi: AOI, grid: Grid, scene: Scene, work: Path,
+                   blocks: BlockGrid) -> tuple[int, int]:
+    """Observe ``scene`` block by block (``kind: landcover``; ``kind: scene`` predicts the AOI crop whole) and
+    write the observation raster at ``path`` (temp + rename); returns (observed pixels, AOI pixels)."""
+    whole = None if cfg.kind == "landcover" else observe(cfg, aoi, grid, scene, work)
+    n_observed = n_inside = 0
+    with TifBlocks(path, grid, 1, "uint8", nodata=OBS_NODATA, descriptions=(_OBS_DESCRIPTION,),
+                   tags=_obs_tags(scene)) as out:
+        for w in blocks.windows():
+            if whole is None:
+                obs = observe(cfg, aoi, grid, scene, work, window=w)
+            else:
+                obs = whole[w.row_off:w.row_end, w.col_off:w.col_end]
+            n_observed += int(np.count_nonzero(obs != OBS_NODATA))
+            n_inside += int(np.count_nonzero(aoi_mask(aoi, sub_grid(grid, w))))
+            out.write(w, obs[None])
+        out.publish()
+    return n_observed, n_inside
 
 
 def _write_crop(path: Path, data: np.ndarray, nodata: float | None, meta: dict[str, Any], grid: Grid) -> None:
@@ -208,10 +234,17 @@ def observation_name(scene: Scene) -> str:
     return f"{scene.date.strftime('%Y%m%d')}_{hashlib.sha1(scene.id.encode()).hexdigest()[:12]}.tif"
 
 
+_OBS_DESCRIPTION = "forest observation: 1 forest, 0 not forest, 255 not observed"
+
+
+def _obs_tags(scene: Scene) -> dict[str, str]:
+    return {"GEOSEG_SCENE_ID": scene.id, "GEOSEG_DATE": scene.date.isoformat()}
+
+
 def write_observation(path: Path, obs: np.ndarray, grid: Grid, scene: Scene) -> None:
-    write_tif(path, obs[None], grid, "uint8", nodata=OBS_NODATA,
-              descriptions=("forest observation: 1 forest, 0 not forest, 255 not observed",),
-              tags={"GEOSEG_SCENE_ID": scene.id, "GEOSEG_DATE": scene.date.isoformat()})
+    """A whole observation array at ``path`` (temp + rename)."""
+    write_tif(path, obs[None], grid, "uint8", nodata=OBS_NODATA, descriptions=(_OBS_DESCRIPTION,),
+              tags=_obs_tags(scene))
 
 
 def read_observation(path: Path) -> np.ndarray:
