@@ -110,3 +110,88 @@ def test_window_read_on_grid_equals_the_whole_read(tmp_path):
     assert np.array_equal(part, whole[:, 20:70, 10:40]) and np.array_equal(pcov, cov[20:70, 10:40])
     assert not pcov.all()
     assert sub_grid(g, win).affine.c == g.affine.c + 10 * RES
+
+
+def _series_project(tmp, h=600, w=530):
+    """Three dates of class rasters (one arriving late) whose loss patches cross 256 px block seams, and an
+    AOI polygon with a slanted edge."""
+    import geopandas as gpd
+    import yaml
+    from shapely.geometry import Polygon
+
+    rng = np.random.default_rng(7)
+    cells = rng.random((h // 9 + 1, w // 9 + 1))
+    up = lambda m: np.repeat(np.repeat(m, 9, 0), 9, 1)[:h, :w]  # noqa: E731
+    base = np.where(up(cells < 0.15), 0, 1).astype(np.uint8)
+    lost = up((cells > 0.8) & (cells < 0.9))
+    again = up(cells > 0.87)
+    (tmp / "scenes").mkdir(parents=True)
+    for date, a in (("20210101", base), ("20210201", np.where(lost, 0, base)),
+                    ("20210301", np.where(lost & ~again, 0, base))):
+        a = a.astype(np.uint8)
+        if date == "20210301":
+            a[100:160, 200:300] = 255  # clouds
+        write_raster(tmp / "scenes" / f"S2_{date}_lc.tif", a, nodata=255, CLASS_0="grass", CLASS_1="trees")
+    x0, y1 = ORIGIN
+    aoi = Polygon([(x0 + 3 * RES, y1 - 3 * RES), (x0 + (w - 2) * RES, y1 - 3 * RES),
+                   (x0 + (w - 2) * RES, y1 - (h - 50) * RES), (x0 + 200 * RES, y1 - (h - 2) * RES),
+                   (x0 + 3 * RES, y1 - (h - 2) * RES)])
+    gpd.GeoDataFrame({"id": ["aoi1"]}, geometry=[aoi], crs="EPSG:32633").to_file(tmp / "aois.gpkg", engine="pyogrio")
+    cfg = {"aois": "aois.gpkg", "scenes": {"glob": "scenes/*.tif"}, "forest": "trees", "output": "out"}
+    (tmp / "monitor.yaml").write_text(yaml.safe_dump(cfg))
+    return tmp / "monitor.yaml"
+
+
+def _outputs(out):
+    import pyogrio
+    import rasterio
+
+    folder = out / "aoi1"
+    rasters = {}
+    for p in sorted([folder / "state.tif", folder / "alerts_gfw.tif", *(folder / "observations").glob("*.tif")]):
+        with rasterio.open(p) as src:
+            rasters[p.name] = (src.read(), src.tags())
+    alerts = pyogrio.read_dataframe(folder / "alerts.gpkg", layer="alerts")
+    rows = alerts.drop(columns=["geometry", "run_id", "created_at", "updated_at"]).to_dict("records")
+    for r, g in zip(rows, alerts.geometry):
+        r["wkb"] = g.wkb_hex
+    summary = pyogrio.read_dataframe(folder / "alerts.gpkg", layer="aoi_summary", read_geometry=False)
+    return rasters, rows, summary.drop(columns=["run_id"]).to_dict("records")
+
+
+def test_outputs_do_not_depend_on_the_block_size(tmp_path, monkeypatch):
+    """The same series (a late scene replayed included) with 256 px blocks (3 x 3 blocks, patches across
+    seams) and with one block: the same state, observations, GFW raster, alerts and summary."""
+    import shutil
+
+    from geoseg.monitoring import run as mrun
+    from geoseg.monitoring.api import run_monitor
+
+    config = _series_project(tmp_path)
+    late = tmp_path / "scenes" / "S2_20210201_lc.tif"
+    held = tmp_path / "held.tif"
+    results = []
+    for block in (256, 1024):
+        monkeypatch.setattr(mrun, "BLOCK_SIZE", block)
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)
+        shutil.move(late, held)  # the 2nd date arrives after the 3rd: replayed
+        assert run_monitor(config)["status"] == "ok"
+        shutil.move(held, late)
+        s = run_monitor(config)
+        assert s["late_scenes"] == 1
+        results.append(_outputs(tmp_path / "out"))
+    (r256, a256, s256), (r1k, a1k, s1k) = results
+    assert r256.keys() == r1k.keys() and len(r256) == 5
+    for name in r256:
+        assert np.array_equal(r256[name][0], r1k[name][0]), name
+        assert r256[name][1] == r1k[name][1], name
+    assert len(a256) > 20 and a256 == a1k
+    assert s256 == s1k
+    assert {r["confidence"] for r in a256} >= {"high", "low"}
+    import shapely
+
+    cols = [(shapely.from_wkb(bytes.fromhex(r["wkb"])).bounds, r) for r in a256]
+    x0, y1 = ORIGIN
+    crossing = [r for (bx0, by0, bx1, by1), r in cols
+                if (bx0 - x0) / RES < 256 < (bx1 - x0) / RES or (y1 - by1) / RES < 256 < (y1 - by0) / RES]
+    assert crossing  # some alerts were merged across a block seam
