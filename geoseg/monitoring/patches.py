@@ -52,7 +52,8 @@ class _Edges:
 
 
 def _edge_lines(a: np.ndarray) -> dict[str, np.ndarray]:
-    return {"top": a[0], "bottom": a[-1], "left": a[:, 0], "right": a[:, -1]}
+    """Copies (not views: a view would keep the whole block alive) of the block's four edge lines."""
+    return {"top": a[0].copy(), "bottom": a[-1].copy(), "left": a[:, 0].copy(), "right": a[:, -1].copy()}
 
 
 @dataclass
