@@ -6,7 +6,8 @@ mostly forest with non-forest fields, forest lost in 20 x 20 px cells on the sec
 confirmed on the third (within ``confirm_days``), part of it seen as forest again, and some nodata
 (clouds).  The AOI is a polygon a little inside the rasters.  Then it runs
 ``geoseg monitor run`` on it in a child process and reports its wall time and peak RSS
-(``getrusage(RUSAGE_CHILDREN).ru_maxrss``: the child's own peak), and the outputs' sizes and alert count.
+(``getrusage(RUSAGE_CHILDREN).ru_maxrss``: the child's own peak), its CPU time (user + system: the figure
+to compare on a busy machine), and the outputs' sizes and alert count.
 
     .venv/bin/python benchmarks/monitor_scale.py                       # 10980 x 10980 (one S2 tile)
     .venv/bin/python benchmarks/monitor_scale.py --size 2048
@@ -108,11 +109,13 @@ def run_child(config: Path, code: Path | None) -> dict:
     proc = subprocess.run([sys.executable, "-c", "from geoseg.cli import main; main()", "monitor", "run",
                            str(config)], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_kib = usage.ru_maxrss
     if proc.returncode != 0:
         raise SystemExit(f"geoseg monitor run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     summary = json.loads(proc.stdout)
-    return {"wall_s": round(wall, 1), "peak_rss_mib": round(peak_kib / 1024, 1), "summary": summary}
+    return {"wall_s": round(wall, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+            "peak_rss_mib": round(peak_kib / 1024, 1), "summary": summary}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         out = folder / "out" / "tile"
         fig = {"size": args.size, "megapixels": round(args.size**2 / 1e6, 1), "dates": len(DATES),
                "code": str(args.code or ROOT), "build_s": round(build_s, 1), "wall_s": res["wall_s"],
+               "cpu_s": res["cpu_s"],
                "peak_rss_mib": res["peak_rss_mib"],
                "bytes_per_pixel": round(res["peak_rss_mib"] * 2**20 / args.size**2, 1),
                "alerts_total": aoi.get("alerts_total"), "alerts_high": aoi.get("alerts_high"),

@@ -7,6 +7,9 @@ Commit protocol per scene (so a crash anywhere is recoverable): the observation 
 ids it includes; then the ledger row is written (one transaction).  On start the ledger is reconciled with
 the state's applied list (a crash between the state rename and the ledger write loses nothing), and a scene
 the state does not include is processed again from the committed state, giving identical results.
+
+Memory: a scene is applied in blocks of :data:`BLOCK_SIZE` pixels (observation, state, GFW raster and alert
+patches), so it does not grow with the AOI (docs/monitor.md, "How it scales").
 """
 
 from __future__ import annotations
