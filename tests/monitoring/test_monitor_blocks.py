@@ -195,3 +195,48 @@ def test_outputs_do_not_depend_on_the_block_size(tmp_path, monkeypatch):
     crossing = [r for (bx0, by0, bx1, by1), r in cols
                 if (bx0 - x0) / RES < 256 < (bx1 - x0) / RES or (y1 - by1) / RES < 256 < (y1 - by0) / RES]
     assert crossing  # some alerts were merged across a block seam
+
+
+def test_scene_kind_crop_written_and_read_by_block(tmp_path, monkeypatch, linear_model):
+    """kind: scene with 256 px blocks (the crop written, its prediction read, block by block) gives the
+    observations and state of one block, and those of the same classes given as class rasters."""
+    import shutil
+
+    import yaml
+
+    from geoseg.monitoring import run as mrun
+    from geoseg.monitoring.api import run_monitor
+
+    config = _series_project(tmp_path, h=300, w=280)
+    (tmp_path / "imagery").mkdir()
+    import rasterio
+
+    for p in sorted((tmp_path / "scenes").glob("*.tif")):
+        with rasterio.open(p) as src:
+            cls = src.read(1)
+        x = np.random.default_rng(0).integers(1000, 1100, size=(4, *cls.shape))
+        for k in range(2):  # the model's classes: argmax of bands 1..3 (0 water, 1 trees)
+            x[k] += np.where(cls == k, 600, 0)
+        x[:, cls == 255] = 0
+        write_raster(tmp_path / "imagery" / p.name, x.astype(np.uint16), nodata=0,
+                     descriptions=("B2", "B3", "B4", "B8"))
+    assert run_monitor(config)["status"] == "ok"
+    ref, _, _ = _outputs(tmp_path / "out")
+    cfg = yaml.safe_load(config.read_text())
+    cfg.update(scenes={"glob": "imagery/*.tif"}, kind="scene", model=str(linear_model))
+    config.write_text(yaml.safe_dump(cfg))
+    got = []
+    for block in (256, 1024):
+        monkeypatch.setattr(mrun, "BLOCK_SIZE", block)
+        shutil.rmtree(tmp_path / "out")
+        assert run_monitor(config)["scenes_processed"] == 3
+        got.append(_outputs(tmp_path / "out"))
+    key = lambda d: {k.split("_")[0]: v for k, v in d.items()}  # noqa: E731 - observation names hold the scene id
+    ref = key(ref)
+    (r256, a256, _), (r1k, a1k, _) = got
+    r256, r1k = key(r256), key(r1k)
+    assert len(ref) == 5
+    for name in ref:
+        assert np.array_equal(r256[name][0], r1k[name][0]), name
+        assert np.array_equal(r256[name][0], ref[name][0]), name
+    assert a256 == a1k and len(a256) > 5
