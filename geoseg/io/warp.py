@@ -22,8 +22,9 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window as RioWindow
 
 from geoseg.errors import InputError, InputFileError
+from geoseg.io.grid import Window
 
-__all__ = ["Grid", "warped", "same_lattice", "read_on_grid", "to_crs", "reproject_geometry"]
+__all__ = ["Grid", "sub_grid", "warped", "same_lattice", "read_on_grid", "to_crs", "reproject_geometry"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,12 @@ class Grid:
     @property
     def affine(self) -> Affine:
         return Affine(*self.transform[:6])
+
+
+def sub_grid(grid: Grid, window: Window) -> Grid:
+    """The pixels ``window`` of ``grid`` as a grid of their own (same CRS and pixel size)."""
+    t = grid.affine @ Affine.translation(window.col_off, window.row_off)
+    return Grid(grid.crs_wkt, tuple(t)[:6], window.width, window.height)
 
 
 def _open(path: str) -> Any:
@@ -70,31 +77,38 @@ def warped(src: Any, grid: Grid, resampling: str = "nearest", **options: Any) ->
 
 
 def read_on_grid(path: str, grid: Grid, bands: Sequence[int] | None = None, resampling: str = "nearest",
-                 tolerance: float = 0.125) -> tuple[np.ndarray, float | None, dict[str, Any], np.ndarray]:
+                 tolerance: float = 0.125, window: Window | None = None
+                 ) -> tuple[np.ndarray, float | None, dict[str, Any], np.ndarray]:
     """Read ``bands`` of ``path`` on ``grid``: a windowed (boundless) read when the scene's lattice matches,
     else a WarpedVRT restricted to the grid. Returns (data (bands,h,w), nodata, profile bits, covered),
     ``covered`` being False where the grid lies outside the scene (needed when the scene has no nodata).
     ``tolerance``: GDAL's error threshold of the approximate transformer, in source pixels (tiny, e.g. 1e-6: in
-    effect every pixel transformed exactly, so a pixel's value does not depend on the grid it was read with)."""
+    effect every pixel transformed exactly, so a pixel's value does not depend on the grid it was read with).
+    ``window``: only those pixels of ``grid`` (the same values as that part of a whole read; a warped read
+    still warps onto the whole grid's VRT, and reads the window of it)."""
+    full = Window(0, 0, grid.height, grid.width)
+    w = window or full
     with _open(path) as src:
         bands = list(bands or range(1, src.count + 1))
         nodata = src.nodata
         meta = {"descriptions": [src.descriptions[b - 1] for b in bands], "tags": src.tags(),
                 "band_tags": src.tags(bands[0]), "dtype": src.dtypes[bands[0] - 1],
                 "scales": [src.scales[b - 1] for b in bands], "offsets": [src.offsets[b - 1] for b in bands]}
-        win = same_lattice(src, grid)
-        if win is not None:
+        lattice = same_lattice(src, grid)
+        if lattice is not None:
+            win = RioWindow(lattice.col_off + w.col_off, lattice.row_off + w.row_off, w.width, w.height)
             fill = nodata if nodata is not None else 0
             data = src.read(bands, window=win, boundless=True, fill_value=fill)
-            rows = np.arange(win.row_off, win.row_off + grid.height)
-            cols = np.arange(win.col_off, win.col_off + grid.width)
+            rows = np.arange(win.row_off, win.row_off + w.height)
+            cols = np.arange(win.col_off, win.col_off + w.width)
             covered = ((rows >= 0) & (rows < src.height))[:, None] & ((cols >= 0) & (cols < src.width))[None, :]
             return data, nodata, meta, covered
+        rw = None if window is None else RioWindow(w.col_off, w.row_off, w.width, w.height)
         if nodata is not None:
             with warped(src, grid, resampling, src_nodata=nodata, nodata=nodata, tolerance=tolerance) as vrt:
-                return vrt.read(bands), nodata, meta, np.ones((grid.height, grid.width), bool)
+                return vrt.read(bands, window=rw), nodata, meta, np.ones((w.height, w.width), bool)
         with warped(src, grid, resampling, add_alpha=True, tolerance=tolerance) as vrt:
-            return vrt.read(bands), nodata, meta, vrt.read(vrt.count) > 0
+            return vrt.read(bands, window=rw), nodata, meta, vrt.read(vrt.count, window=rw) > 0
 
 
 def reproject_geometry(geom: Any, transformer: Any) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,10 @@ from geoseg.io.output import GPKG_DATASET_OPTIONS
 from geoseg.io.warp import Grid, reproject_geometry, to_crs
 from geoseg.monitoring import state as ms
 from geoseg.monitoring.config import Scene
-from geoseg.monitoring.observation import OBS_NODATA
-from geoseg.monitoring.rasters import write_tif
+from geoseg.monitoring.rasters import TifBlocks
 
-__all__ = ["ALERT_FIELDS", "SUMMARY_FIELDS", "derive_alerts", "merge_alerts", "read_alert_layers",
-           "write_alerts_gpkg", "summary_row", "write_gfw", "write_changes_geojson", "alert_totals"]
+__all__ = ["ALERT_FIELDS", "SUMMARY_FIELDS", "Patch", "top_left", "patch_alerts", "merge_alerts", "read_alert_layers",
+           "write_alerts_gpkg", "summary_row", "gfw_writer", "write_gfw_style", "write_changes_geojson", "alert_totals"]
 
 ALERT_FIELDS = ("alert_id", "aoi_id", "first_detected", "last_detected", "confidence", "status", "area_ha",
                 "n_pixels", "n_high", "n_low", "n_rejected", "model_id", "run_id", "created_at", "updated_at")
@@ -59,85 +59,62 @@ def _area_ha(geoms_crs: list, grid: Grid) -> list[float]:
     return [round(abs(geod.geometry_area_perimeter(g)[0]) / 1e4, 6) for g in geoms_crs]
 
 
-def _loss_patches(state: ms.PixelState, active: np.ndarray) -> tuple[list, list[int]]:
-    """4-connected patches (polygons in pixel coordinates) of active pixels sharing a first-loss date."""
-    from affine import Affine
-    from rasterio.features import shapes
-    from shapely.geometry import shape
+@dataclass(frozen=True)
+class Patch:
+    """One 4-connected patch of alert pixels sharing a first-loss date: its polygon in pixel coordinates of the
+    AOI grid (integer vertices) and its counts (:mod:`geoseg.monitoring.patches` finds them block by block)."""
 
-    polys, firsts = [], []
-    first = state.first_loss
-    for d in np.unique(first[active]):
-        m = active & (first == d)
-        for geom, _ in shapes(m.astype(np.uint8), mask=m, connectivity=4, transform=Affine.identity()):
-            polys.append(shape(geom))
-            firsts.append(int(d))
-    return polys, firsts
+    polygon: Any  # shapely Polygon, pixel coordinates
+    first: int  # first-loss date (days)
+    n_pixels: int
+    n_high: int
+    n_low: int
+    last: int  # latest loss date of its pixels (days; -1: none)
 
 
-def _patch_counts(state: ms.PixelState, polys: list) -> tuple[np.ndarray, ...]:
-    """Per patch (index 1..n): pixels, HIGH pixels, LOW pixels and the latest loss date."""
-    from affine import Affine
-    from rasterio.features import rasterize
-
-    conf = state.confidence
-    labels = rasterize([(p, i + 1) for i, p in enumerate(polys)], out_shape=state.shape, fill=0,
-                       transform=Affine.identity(), dtype="int32")
-    n = len(polys) + 1
-    lab = labels.ravel()
-    cnt = np.bincount(lab, minlength=n)
-    n_high = np.bincount(lab, weights=(conf == ms.HIGH).ravel(), minlength=n).astype(int)
-    n_low = np.bincount(lab, weights=(conf == ms.LOW).ravel(), minlength=n).astype(int)
-    last = np.full(n, -1, np.int64)
-    np.maximum.at(last, lab, state.last_loss.ravel().astype(np.int64))
-    return cnt, n_high, n_low, last
+def top_left(patch: Any) -> tuple[int, int]:
+    """(row, col) of a pixel polygon's first pixel in row-major order: its top row, leftmost there."""
+    minx, miny, maxx, maxy = patch.bounds
+    xs = [x for x, y in patch.exterior.coords if abs(y - miny) < 1e-9]
+    return int(round(miny)), int(round(min(xs)))
 
 
 def _alert_id(aoi_id: str, first_day: int, patch: Any) -> str:
     """A stable id: the AOI, the first-loss date and the patch's top-left pixel (top row, leftmost there)."""
-    minx, miny, maxx, maxy = patch.bounds
-    top = int(round(miny))
-    xs = [x for x, y in patch.exterior.coords if abs(y - miny) < 1e-9]
-    col = int(round(min(xs)))
+    top, col = top_left(patch)
     key = f"{aoi_id}|{_iso(first_day)}|{top},{col}"
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
-def derive_alerts(aoi_id: str, state: ms.PixelState, grid: Grid, min_area_ha: float = 0.0) -> list[dict]:
-    """Alert polygons: 4-connected patches of pixels whose current event has the same first-loss date."""
+def patch_alerts(aoi_id: str, patches: list[Patch], grid: Grid, min_area_ha: float = 0.0) -> list[dict]:
+    """Alert records (polygons in the grid's CRS, areas, counts, stable ids) of ``patches``, those smaller
+    than ``min_area_ha`` left out, sorted by (first_detected, alert_id)."""
     import shapely.affinity
     from shapely.geometry import MultiPolygon
 
-    active = np.isin(state.confidence, (ms.LOW, ms.HIGH, ms.REJECTED)) & (state.first_loss != ms.NONE)
-    if not active.any():
-        return []
-    polys, firsts = _loss_patches(state, active)
-    cnt, n_high, n_low, last = _patch_counts(state, polys)
     g = grid.affine
-    crs_geoms = [shapely.affinity.affine_transform(p, (g.a, g.b, g.d, g.e, g.c, g.f)) for p in polys]
+    crs_geoms = [shapely.affinity.affine_transform(p.polygon, (g.a, g.b, g.d, g.e, g.c, g.f)) for p in patches]
     areas = _area_ha(crs_geoms, grid)
     out = []
-    for i, (p, d) in enumerate(zip(polys, firsts), start=1):
-        alert_id = _alert_id(aoi_id, d, p)
-        conf_name = "high" if n_high[i] else ("low" if n_low[i] else "rejected")
-        status = {"high": "confirmed", "low": "unconfirmed", "rejected": "rejected"}[conf_name]
-        if areas[i - 1] < min_area_ha:
+    for p, geom, area in zip(patches, crs_geoms, areas):
+        if area < min_area_ha:
             continue
-        geom = crs_geoms[i - 1]
+        conf_name = "high" if p.n_high else ("low" if p.n_low else "rejected")
+        status = {"high": "confirmed", "low": "unconfirmed", "rejected": "rejected"}[conf_name]
         if geom.geom_type == "Polygon":
             geom = MultiPolygon([geom])
         out.append({
-            "alert_id": alert_id,
+            "alert_id": _alert_id(aoi_id, p.first, p.polygon),
             "aoi_id": aoi_id,
-            "first_detected": _iso(d),
-            "last_detected": _iso(int(last[i])) if last[i] >= 0 else _iso(d),
+            "first_detected": _iso(p.first),
+            "last_detected": _iso(p.last) if p.last >= 0 else _iso(p.first),
             "confidence": conf_name,
             "status": status,
-            "area_ha": areas[i - 1],
-            "n_pixels": int(cnt[i]),
-            "n_high": int(n_high[i]),
-            "n_low": int(n_low[i]),
-            "n_rejected": int(cnt[i] - n_high[i] - n_low[i]),
+            "area_ha": area,
+            "n_pixels": p.n_pixels,
+            "n_high": p.n_high,
+            "n_low": p.n_low,
+            "n_rejected": p.n_pixels - p.n_high - p.n_low,
             "geometry": geom,
         })
     out.sort(key=lambda a: (a["first_detected"], a["alert_id"]))
@@ -177,11 +154,12 @@ def merge_alerts(previous: list[dict], current: list[dict], model_id: str, run_i
     return out, n_new, n_upd
 
 
-def summary_row(aoi_id: str, scene: Scene, run_id: str, obs: np.ndarray, inside: np.ndarray,
+def summary_row(aoi_id: str, scene: Scene, run_id: str, n_observed: int, n_inside: int,
                 alerts: list[dict], late: bool) -> dict:
-    """The ``aoi_summary`` row of one scene: observed fraction of the AOI, current alerts and area."""
+    """The ``aoi_summary`` row of one scene: observed fraction of the AOI (``n_observed`` of its ``n_inside``
+    pixels), current alerts and area."""
     active = [a for a in alerts if a["status"] != "superseded"]
-    observed = float((obs != OBS_NODATA).sum() / max(1, inside.sum()))
+    observed = float(n_observed / max(1, n_inside))
     return {"scene_id": scene.id, "date": scene.date.isoformat(), "run_id": run_id, "aoi_id": aoi_id,
             "observed_fraction": round(observed, 6),
             "alerts_low": sum(a["confidence"] == "low" for a in active),
@@ -243,15 +221,20 @@ def alert_totals(gpkg: Path) -> dict:
 # -- alerts_gfw.tif and the changes file -----------------------------------------------------------------
 
 
-def write_gfw(path: Path, state: ms.PixelState, grid: Grid) -> None:
-    """``alerts_gfw.tif`` (COG), and its QGIS style beside it the first time (a static style)."""
-    write_tif(path, ms.gfw_encode(state)[None], grid, "uint16", nodata=0,
-              descriptions=("GFW date-confidence: conf*10000 + days since 2014-12-31",),
-              tags={"GEOSEG_PRODUCT": "alerts_gfw"}, cog=True)
+def gfw_writer(path: Path, grid: Grid) -> TifBlocks:
+    """``alerts_gfw.tif`` (a COG once published), written block by block (``write(window,
+    ms.gfw_encode(state)[None])``)."""
+    return TifBlocks(path, grid, 1, "uint16", nodata=0,
+                     descriptions=("GFW date-confidence: conf*10000 + days since 2014-12-31",),
+                     tags={"GEOSEG_PRODUCT": "alerts_gfw"}, cog=True)
+
+
+def write_gfw_style(path: Path) -> None:
+    """The GFW raster's QGIS style beside it, the first time (a static style)."""
     if not path.with_suffix(".qml").exists():
         from geoseg.delivery.style import write_gfw_qml
 
-        write_gfw_qml(path)  # a static style: written once
+        write_gfw_qml(path)
 
 
 def _json_default(o: Any) -> Any:

@@ -48,10 +48,11 @@ from typing import Any
 from geoseg._util.atomic import atomic_write_text
 from geoseg.errors import ConfigError, MonitorLockedError, OutputError, ParameterError
 from geoseg.io.warp import Grid, read_on_grid
-from geoseg.monitoring.alerts import ALERT_FIELDS, SUMMARY_FIELDS, derive_alerts, merge_alerts, write_changes_geojson
+from geoseg.monitoring.alerts import ALERT_FIELDS, SUMMARY_FIELDS, merge_alerts, write_changes_geojson
 from geoseg.monitoring.config import AOI, MonitorConfig, Scene, load_config
 from geoseg.monitoring.ledger import open_ledger
 from geoseg.monitoring.observation import OBS_NODATA, aoi_mask, grid_for, observe
+from geoseg.monitoring.patches import derive_alerts
 from geoseg.monitoring.run import CRASH_ENV, ITEM_NAME, aoi_lock, monitor_lock, run_aoi
 from geoseg.monitoring.state_file import STATE_BANDS, STATE_DTYPES, Committed, fingerprint, read_state, write_state
 

@@ -7,48 +7,57 @@ Commit protocol per scene (so a crash anywhere is recoverable): the observation 
 ids it includes; then the ledger row is written (one transaction).  On start the ledger is reconciled with
 the state's applied list (a crash between the state rename and the ledger write loses nothing), and a scene
 the state does not include is processed again from the committed state, giving identical results.
+
+Memory: a scene is applied in blocks of :data:`BLOCK_SIZE` pixels (observation, state, GFW raster and alert
+patches), so it does not grow with the AOI (docs/monitor.md, "How it scales").
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from geoseg._util.atomic import atomic_write_text
 from geoseg.errors import ConfigError, InputError, MonitorLockedError
+from geoseg.io.grid import BlockGrid
 from geoseg.io.output import folder_lock
+from geoseg.io.raster import configure_gdal_cache
 from geoseg.io.warp import Grid
 from geoseg.monitoring import state as ms
 from geoseg.monitoring.alerts import (
+    Patch,
     alert_totals,
-    derive_alerts,
+    gfw_writer,
     merge_alerts,
+    patch_alerts,
     read_alert_layers,
     summary_row,
     write_alerts_gpkg,
     write_changes_geojson,
-    write_gfw,
+    write_gfw_style,
 )
 from geoseg.monitoring.config import AOI, MonitorConfig, Scene
 from geoseg.monitoring.ledger import Ledger, utc_now
 from geoseg.monitoring.observation import (
-    aoi_mask,
     grid_for,
     observation_masks,
     observation_name,
-    observe,
-    read_observation,
+    observe_blocks,
     scene_overlaps,
-    write_observation,
 )
-from geoseg.monitoring.state_file import Committed, fingerprint, read_state, write_state
+from geoseg.monitoring.patches import PatchCollector
+from geoseg.monitoring.rasters import TifBlocks
+from geoseg.monitoring.state_file import Committed, fingerprint, read_state, read_state_block, state_block, state_writer
 
-__all__ = ["run_aoi", "aoi_lock", "CRASH_ENV", "ITEM_NAME"]
+__all__ = ["run_aoi", "aoi_lock", "CRASH_ENV", "ITEM_NAME", "BLOCK_SIZE"]
+
+#: A scene is applied to the AOI in blocks of this many pixels a side (a multiple of the GeoTIFFs' 256 px
+#: tiles; ``io.grid.check_block_size``): the observation, the state, the GFW raster and the alert patches
+#: are read, updated and written one block at a time, so memory does not grow with the AOI.
+BLOCK_SIZE = 1024
 
 CRASH_ENV = "GEOSEG_MONITOR_CRASH_AFTER"
 ITEM_NAME = "item.json"  # per-AOI STAC Item
@@ -117,7 +126,6 @@ class _AoiRun:
     ledger: Ledger
     committed: Committed | None = None
     grid: Grid | None = None
-    inside: np.ndarray | None = None
     since: str | None = None
     result: dict[str, Any] = field(default_factory=dict)
 
@@ -171,67 +179,90 @@ def _start(r: _AoiRun) -> None:
     r.ledger.start_run(r.run_id, r.since)
 
 
-def _next_state(r: _AoiRun, c: Committed, grid: Grid, scene: Scene, obs: np.ndarray
-                ) -> tuple[ms.PixelState, list[str], tuple[int, str] | None, bool]:
-    """(state, applied ids, last key, late) after ``scene``: a late scene (older than the last applied one)
-    replays every applied observation with it, in order; else one update of the committed state."""
+def _next_commit(r: _AoiRun, c: Committed, scene: Scene) -> tuple[list[Scene], Committed, bool]:
+    """(the scenes to apply, in order, the commit record after ``scene``, late): a late scene (older than the
+    last applied one) replays every applied observation with it, in order, from the initial state; else one
+    update of the committed state."""
+    d = ms.to_days(scene.date)
     late = c.last_key is not None and scene.key < tuple(c.last_key)
     if not late:
-        f, v = observation_masks(obs)
-        return ms.update(c.state, scene.date, f, v, r.cfg.rules).state, c.applied + [scene.id], scene.key, False
+        return [scene], Committed(c.applied + [scene.id], scene.key, c.fingerprint, c.late,
+                                  max(c.last_date, d), c.n_observations + 1), False
     by_id = {s.id: s for s in r.cfg.scenes}
     missing = [sid for sid in c.applied if sid not in by_id]
-    seq = sorted([by_id[sid] for sid in c.applied if sid in by_id] + [scene], key=lambda s: s.key)
     if missing:
         raise InputError(f"late scene {scene.id} needs a replay, but applied scenes {missing} are no "
                          "longer in the inventory; restore them")
-    state = ms.initial_state((grid.height, grid.width))
-    for s in seq:
-        o = obs if s.id == scene.id else read_observation(r.obs_dir / observation_name(s))
-        f, v = observation_masks(o)
-        state = ms.update(state, s.date, f, v, r.cfg.rules).state
-    return state, [s.id for s in seq], c.last_key, True
+    seq = sorted([by_id[sid] for sid in c.applied] + [scene], key=lambda s: s.key)
+    last = max(ms.to_days(s.date) for s in seq)
+    return seq, Committed([s.id for s in seq], c.last_key, c.fingerprint, c.late + (scene.id,), last, len(seq)), True
 
 
-def _write_outputs(r: _AoiRun, grid: Grid, inside: np.ndarray, scene: Scene, obs: np.ndarray,
-                   state: ms.PixelState, late: bool) -> tuple[int, int]:
-    """``alerts.gpkg`` (alerts merged with the previous ones, the scene's summary row) and ``alerts_gfw.tif``;
-    returns (new alerts, updated alerts)."""
+def _update_blocks(r: _AoiRun, c: Committed, blocks: BlockGrid, seq: list[Scene], late: bool,
+                   outs: tuple[TifBlocks, TifBlocks], patches: PatchCollector) -> None:
+    """Block by block: the committed state (or the initial one, for a replay), the observations of ``seq``
+    applied in order, the new state and GFW blocks written, the alert patches collected."""
+    import rasterio
+    from rasterio.windows import Window as RioWindow
+
+    state_out, gfw_out = outs
+    with ExitStack() as stack:
+        old = stack.enter_context(rasterio.open(r.state_path)) if c.applied and not late else None
+        observations = [stack.enter_context(rasterio.open(r.obs_dir / observation_name(s))) for s in seq]
+        for i in range(len(blocks)):
+            w = blocks.window(i)
+            state = read_state_block(old, c, w) if old is not None else ms.initial_state((w.height, w.width))
+            for s, src in zip(seq, observations):
+                f, v = observation_masks(src.read(1, window=RioWindow(w.col_off, w.row_off, w.width, w.height)))
+                state = ms.update(state, s.date, f, v, r.cfg.rules).state
+            state_out.write(w, state_block(state))
+            gfw_out.write(w, ms.gfw_encode(state)[None])
+            patches.add(i, state)
+
+
+def _write_outputs(r: _AoiRun, grid: Grid, scene: Scene, patches: list[Patch], observed: tuple[int, int],
+                   late: bool) -> tuple[int, int]:
+    """``alerts.gpkg``: alerts merged with the previous ones, the scene's summary row (``observed``: observed
+    and AOI pixels); returns (new alerts, updated alerts)."""
     now = utc_now()
     prev_alerts, prev_summary = read_alert_layers(r.gpkg)
-    alerts, n_new, n_upd = merge_alerts(prev_alerts, derive_alerts(r.aoi.id, state, grid, r.cfg.min_area_ha),
+    alerts, n_new, n_upd = merge_alerts(prev_alerts, patch_alerts(r.aoi.id, patches, grid, r.cfg.min_area_ha),
                                         r.cfg.model_id, r.run_id, now)
     summary = [row for row in prev_summary if row["scene_id"] != scene.id]
-    summary.append(summary_row(r.aoi.id, scene, r.run_id, obs, inside, alerts, late))
+    summary.append(summary_row(r.aoi.id, scene, r.run_id, *observed, alerts, late))
     summary.sort(key=lambda row: (row["date"], row["scene_id"]))
     write_alerts_gpkg(r.gpkg, alerts, summary, grid)
-    write_gfw(r.gfw, state, grid)
     return n_new, n_upd
 
 
 def _apply(r: _AoiRun, scene: Scene) -> None:
-    """Observe ``scene`` and commit it: observation, outputs, the state (the commit), the ledger row."""
+    """Observe ``scene`` and commit it: observation, outputs, the state (the commit), the ledger row.
+    Block by block (:data:`BLOCK_SIZE`): the observation is written first, then one pass over the blocks
+    writes the new state and the GFW raster to temporaries and collects the alert patches."""
     if r.grid is None:
         r.grid = grid_for(r.cfg, r.aoi, scene.path)
     grid = r.grid
     if r.committed is None:
-        r.committed = Committed(ms.initial_state((grid.height, grid.width)), [], None, fingerprint(r.cfg, r.aoi))
-    if r.inside is None:
-        r.inside = aoi_mask(r.aoi, grid)
+        r.committed = Committed([], None, fingerprint(r.cfg, r.aoi))
     c = r.committed
-    obs = observe(r.cfg, r.aoi, grid, scene, r.folder)
+    blocks = BlockGrid(grid.height, grid.width, BLOCK_SIZE)
     obs_path = r.obs_dir / observation_name(scene)
-    write_observation(obs_path, obs, grid, scene)
+    observed = observe_blocks(obs_path, r.cfg, r.aoi, grid, scene, r.folder, blocks)
     _crash_point("observation")
 
-    state, applied, last_key, late = _next_state(r, c, grid, scene, obs)
+    seq, new, late = _next_commit(r, c, scene)
     if late:
         r.result["late_scenes"].append(scene.id)
+    patches = PatchCollector(blocks)
     # outputs first (temp + rename), then the state (the commit), then the ledger
-    n_new, n_upd = _write_outputs(r, grid, r.inside, scene, obs, state, late)
-    _crash_point("outputs")
-    r.committed = Committed(state, applied, last_key, c.fingerprint, c.late + ((scene.id,) if late else ()))
-    write_state(r.state_path, grid, r.committed)
+    with state_writer(r.state_path, grid, new) as state_out, gfw_writer(r.gfw, grid) as gfw_out:
+        _update_blocks(r, c, blocks, seq, late, (state_out, gfw_out), patches)
+        n_new, n_upd = _write_outputs(r, grid, scene, patches.finish(), observed, late)
+        gfw_out.publish()
+        write_gfw_style(r.gfw)
+        _crash_point("outputs")
+        state_out.publish()
+    r.committed = new
     _crash_point("state")
     with r.ledger.transaction():
         r.ledger.record_scene(scene.id, scene.date.isoformat(), scene.path, r.cfg.model_id, r.run_id, "done",
@@ -271,12 +302,13 @@ def _deliver(r: _AoiRun, unfinished: list[str]) -> tuple[Path | None, int]:
 
 def _finish(r: _AoiRun) -> None:
     c = r.committed
-    last = ms.from_days(c.state.last_date) if c is not None else None
+    last = ms.from_days(c.last_date) if c is not None else None
     r.ledger.finish_run(r.run_id, last.isoformat() if last else None, len(r.result["scenes_processed"]))
 
 
 def _run_aoi_locked(cfg: MonitorConfig, aoi: AOI, run_id: str, folder: Path) -> dict[str, Any]:
     (folder / "observations").mkdir(exist_ok=True)  # aoi_lock removed a killed run's temporaries
+    configure_gdal_cache()  # blocks written and read stay within GDAL's capped cache
     r = _AoiRun(cfg, aoi, run_id, folder, Ledger(folder / "ledger.sqlite", aoi.id))
     try:
         _load_committed(r)
