@@ -7,16 +7,42 @@ Every product, sidecar, record and state file of geoseg is written through here.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from geoseg.errors import GeosegError, OutputError, OutputExistsError
+from geoseg.errors import DiskFullError, GeosegError, OutputError, OutputExistsError
 
 #: What a failed write's error tells the user to do, unless the caller says better.
 WRITABLE_HINT = "check the folder is writable"
+
+SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+#: What GDAL and libtiff say when a write did not reach the disk (rasterio gives no errno).
+_WRITE_FAILED = ("no space left", "disk quota", "write failed", "write error", "tiffappendtostrip",
+                 "tiffrewritedirectory", "tiffwritedirectory", "failed to write", "short write")
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) is a full disk or a GDAL write that failed."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DiskFullError):
+            return True
+        if isinstance(e, OSError) and e.errno in SPACE_ERRNOS:
+            return True
+        if not isinstance(e, GeosegError) and type(e).__module__.startswith("rasterio"):
+            text = str(e).lower()
+            if any(s in text for s in _WRITE_FAILED):
+                return True
+        elif "no space left on device" in str(e).lower():
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def temp_path(path: str | os.PathLike, tag: str = "tmp") -> Path:
@@ -89,6 +115,8 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True, fsync: bool 
     except GeosegError:
         raise
     except OSError as e:
+        if is_no_space(e):  # a full disk: the caller's one DiskFullError line (geoseg.io.space.writing, RunFolder)
+            raise
         raise OutputError(f"cannot write {p} ({e.strerror or e}); {hint}") from None
     finally:
         remove_quietly(tmp, f"{tmp}.aux.xml")

@@ -171,9 +171,13 @@ def _training_lines(card: ModelCard) -> list[str]:
         bits.append(f"{mins / 60:.0f} min")
     if tr.get("precision"):
         bits.append(f"steps {tr['precision']}/{tr.get('memory_format', '-')}")
-    if tr.get("created"):
-        bits.append(f"created {tr['created']}")
-    return [f"training   {'; '.join(bits)}"]
+    lines = [f"training   {'; '.join(bits)}"]
+    more = [f"created {tr['created']}"] if tr.get("created") else []
+    if tr.get("init_from"):
+        more.append(f"fine-tuned from {tr.get('init_from_model') or Path(str(tr['init_from'])).name}")
+    if more:
+        lines.append(f"           {'; '.join(more)}")
+    return lines
 
 
 def card_summary(card: ModelCard, path: Path) -> list[str]:
@@ -280,7 +284,8 @@ def mlm_item(card: ModelCard, path: Path, item_file: Path) -> dict[str, Any]:
         "mlm:name": name, "mlm:architecture": card.architecture, "mlm:tasks": ["semantic-segmentation"],
         "mlm:framework": "PyTorch", "mlm:total_parameters": _total_parameters(weights),
         "mlm:pretrained": bool(init_from),
-        "mlm:pretrained_source": os.path.basename(str(init_from)) if init_from else None,
+        "mlm:pretrained_source": (training.get("init_from_model") or os.path.basename(str(init_from))) if init_from
+        else None,
         "mlm:accelerator": None, "mlm:accelerator_constrained": False,
         "mlm:input": inputs, "mlm:output": outputs, "mlm:hyperparameters": hyper,
     }

@@ -12,13 +12,13 @@ Python or as a GDAL write error (``Write failed``, ``TIFFAppendToStrip``, ``No s
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from geoseg._util.atomic import SPACE_ERRNOS, is_no_space  # the one copy of the full-disk test lives in _util
 from geoseg.errors import DiskFullError, GeosegError, OutputError
 
 #: Set to 1 to skip :func:`check_free_space` (the bound is deliberately pessimistic).
@@ -28,12 +28,6 @@ OVERVIEWS = 1 / 3
 #: TIFF headers, tile indexes, sidecars (styles, quicklook, report, STAC Item, run.json).
 SLACK_BYTES = 16 << 20
 T = TypeVar("T")
-_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-#: What GDAL and libtiff say when a write did not reach the disk (rasterio gives no errno).
-_WRITE_FAILED = ("no space left", "disk quota", "write failed", "write error", "tiffappendtostrip",
-                 "tiffrewritedirectory", "tiffwritedirectory", "failed to write", "short write")
-
-
 def raster_bytes(width: int, height: int, count: int = 1, itemsize: int = 1) -> int:
     """Uncompressed size of a raster: grid x bands x bytes per value."""
     return int(width) * int(height) * int(count) * int(itemsize)
@@ -77,26 +71,6 @@ def check_free_space(folder: str | os.PathLike, need: int, what: str) -> None:
                             f"(or set {SKIP_ENV}=1 if the outputs compress well)")
 
 
-def is_no_space(exc: BaseException) -> bool:
-    """Whether ``exc`` (or an exception it was raised from) is a full disk or a GDAL write that failed."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, DiskFullError):
-            return True
-        if isinstance(e, OSError) and e.errno in _SPACE_ERRNOS:
-            return True
-        if not isinstance(e, GeosegError) and type(e).__module__.startswith("rasterio"):
-            text = str(e).lower()
-            if any(s in text for s in _WRITE_FAILED):
-                return True
-        elif "no space left on device" in str(e).lower():
-            return True
-        e = e.__cause__ or e.__context__
-    return False
-
-
 def disk_full_error(folder: str | os.PathLike, exc: BaseException) -> OutputError:
     """The one line for a write into ``folder`` that failed in ``exc``: a full disk when little is free, else
     the write error itself (a failing disk, a network share gone)."""
@@ -104,7 +78,7 @@ def disk_full_error(folder: str | os.PathLike, exc: BaseException) -> OutputErro
         return exc
     free = free_bytes(folder)
     first = (str(exc).splitlines() or [type(exc).__name__])[0]
-    if free < SLACK_BYTES or (isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS) or "no space" in first.lower():
+    if free < SLACK_BYTES or (isinstance(exc, OSError) and exc.errno in SPACE_ERRNOS) or "no space" in first.lower():
         return DiskFullError(f"the disk of {folder} is full ({human(free)} free): nothing was written; free some "
                              "space or choose another -o, then rerun")
     return OutputError(f"writing into {folder} failed ({first}; {human(free)} free): nothing was written; check "

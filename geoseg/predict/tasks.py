@@ -16,6 +16,7 @@ touches.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -291,7 +292,8 @@ def blend_and_write(spec: RunSpec, block: Block, *parts: BlockPart) -> BlockResu
         hist = np.bincount(classes.ravel(), minlength=256)
     with timer.stage("write"):
         # a full disk: one picklable output-error line (exit 5), also from a worker process
-        writing(spec.journal_dir, write_block_file, spec.journal_dir, block.index,
+        out_dir = os.path.dirname(os.path.dirname(os.path.abspath(spec.journal_dir)))  # OUT/.geoseg-journal/<fp>
+        writing(out_dir, write_block_file, spec.journal_dir, block.index,
                 np.concatenate(bands) if len(bands) > 1 else bands[0], BlockMeta(hist, int(cloud.sum())))
     for part in parts:
         timer.add(part.seconds)

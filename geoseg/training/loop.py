@@ -368,7 +368,8 @@ def _short_names(scenes: list[TrainScene]) -> tuple[Callable[[TrainScene], str],
 
 
 def _training_record(cfg: TrainConfig, data: _Data, names: list[str], norm_source: str, p: _Progress,
-                     stopped_early: bool, total_seconds: float, prec: StepPrecision) -> dict[str, Any]:
+                     stopped_early: bool, total_seconds: float, prec: StepPrecision, init_id: str | None = None
+                     ) -> dict[str, Any]:
     """The card's ``training`` entry: where the model comes from and how it was trained."""
     short, short_group = _short_names(data.scenes)
     return {
@@ -383,6 +384,7 @@ def _training_record(cfg: TrainConfig, data: _Data, names: list[str], norm_sourc
         "ignored_unlisted_label_values": {str(k): v for k, v in sorted(data.unlisted.items())},
         "normalization_from": norm_source,
         "init_from": cfg.init_from,
+        "init_from_model": init_id,  # the id of the package fine-tuned (None: random weights)
         "best_epoch": p.best_epoch,
         "epochs_run": len(p.history),
         "stopped_early": stopped_early,
@@ -478,7 +480,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False,
                                "mean_accuracy average the classes present in the validation labels",
             },
             "training": _training_record(cfg, data, names, norm_source, progress, stopped_early, total_seconds,
-                                         prec),
+                                         prec, init[0].id if init else None),
         },
     )
     save_package(card, net, output, overwrite=overwrite, half=cfg.half)

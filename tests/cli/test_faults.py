@@ -161,19 +161,19 @@ def test_enospc_during_the_block_writes_is_one_line_and_a_rerun_completes(runner
 
     calls = []
 
-    def full(part, window, data):
-        calls.append(part)
-        if len(calls) > 1:  # the first block is written, then the disk is full
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(part, window, data)
+    def full(journal_dir, index, data, meta):
+        calls.append(index)
+        raise OSError(errno.ENOSPC, "No space left on device")
+        return real(journal_dir, index, data, meta)
 
-    real = tasks.write_block
-    monkeypatch.setattr(tasks, "write_block", full)
+    real = tasks.write_block_file
+    monkeypatch.setattr(tasks, "write_block_file", full)
     out = tmp_path / "out"
     _one_line(_predict(runner, scene_path, linear_model, out), 5, f"the disk of {out} is full", "then rerun")
-    assert len(calls) >= 2
-    assert sorted(os.listdir(out)) == [".geoseg.lock"]  # nothing partial, no temporaries
-    monkeypatch.setattr(tasks, "write_block", real)
+    assert calls
+    # nothing at a final path, no temporaries (a block finished before would stay in the journal for the rerun)
+    assert set(os.listdir(out)) <= {".geoseg.lock", ".geoseg-journal"}
+    monkeypatch.setattr(tasks, "write_block_file", real)
     r = _predict(runner, scene_path, linear_model, out)
     assert r.exit_code == 0, r.output
     assert {"landcover.tif", "probabilities.tif", "run.json", "item.json"} <= set(os.listdir(out))
@@ -193,7 +193,7 @@ def test_gdal_write_failure_in_the_cog_step_is_one_line(runner, tmp_path, scene_
     out = tmp_path / "out"
     _one_line(_predict(runner, scene_path, linear_model, out), 5, f"writing into {out} failed (Write failed",
               "check the disk")
-    assert sorted(os.listdir(out)) == [".geoseg.lock"]
+    assert set(os.listdir(out)) <= {".geoseg.lock", ".geoseg-journal"}  # the blocks stay for a rerun
 
 
 def test_the_disk_error_crosses_a_worker_process_without_its_rasterio_chain():
@@ -251,7 +251,7 @@ def test_a_real_full_disk_is_one_line_exit_5_and_a_rerun_with_space_completes(ru
     _one_line(_predict(runner, scene, linear_model, out), 5, "not enough free space")  # the check, up front
     monkeypatch.setenv("GEOSEG_SKIP_SPACE_CHECK", "1")  # past the check: the disk fills up for real
     _one_line(_predict(runner, scene, linear_model, out, "--confidence"), 5, f"the disk of {out} is full")
-    assert sorted(os.listdir(out)) == [".geoseg.lock"]
+    assert set(os.listdir(out)) <= {".geoseg.lock", ".geoseg-journal"}  # nothing final; finished blocks kept
     subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_fs)], check=True)  # space freed: rerun
     r = _predict(runner, scene, linear_model, out, "--confidence")
     assert r.exit_code == 0, r.output
@@ -432,7 +432,7 @@ def test_predict_killed_mid_run_leaves_nothing_final_and_a_rerun_completes(tmp_p
 
     from geoseg.testing import BANDS4, pattern_scene
 
-    scene, _ = pattern_scene(1024, 1024)
+    scene, _ = pattern_scene(2048, 2048)  # 64 blocks: the first finished block is early in the run
     src = write_raster(tmp_path / "scene.tif", scene, descriptions=BANDS4)
     out = tmp_path / "out"
     cmd = [sys.executable, "-c", "from geoseg.cli import main; main()", "predict", str(src), "-m", str(linear_model),
@@ -440,11 +440,11 @@ def test_predict_killed_mid_run_leaves_nothing_final_and_a_rerun_completes(tmp_p
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     workers: list = []
-    while time.time() < deadline and proc.poll() is None and not (workers and list(out.glob(".landcover.*.part.tif"))):
+    while time.time() < deadline and proc.poll() is None and not (workers and list(out.glob(".geoseg-journal/*/block-*.tif"))):
         workers = psutil.Process(proc.pid).children(recursive=True)  # the worker processes have started
         time.sleep(0.05)
     assert proc.poll() is None and workers, "the run ended before its workers started"
-    time.sleep(2)  # tiles are predicted, blocks written
+    # a block is durable: tiles are predicted, blocks are being written
     os.kill(proc.pid, getattr(signal, sig))
     _, err = proc.communicate(timeout=120)
     _, alive = psutil.wait_procs(workers, timeout=30)
@@ -452,7 +452,7 @@ def test_predict_killed_mid_run_leaves_nothing_final_and_a_rerun_completes(tmp_p
     assert not (out / "landcover.tif").exists() and not (out / "run.json").exists()
     if sig == "SIGTERM":
         assert proc.returncode == 143 and err.strip().splitlines()[-1] == "Terminated: no output was written.", err
-        assert sorted(os.listdir(out)) == [".geoseg.lock"]
+        assert set(os.listdir(out)) <= {".geoseg.lock", ".geoseg-journal"}  # finished blocks kept for the rerun
     r = subprocess.run(cmd[:-4] + ["--workers", "1"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert sorted(p for p in os.listdir(out) if p.startswith(".")) == [".geoseg.lock"]  # leftovers removed

@@ -68,7 +68,9 @@ def test_summary_of_the_default_model_is_readable(tmp_path):
         row = [line for line in lines if line.split()[:3] == [str(c.value), c.color, c.name]]
         assert len(row) == 1, c.name
         assert row[0].split()[3:] == [f"{m['iou']:.3f}", f"{m['recall']:.3f}", f"{m['support']:,}"]
-    assert "best epoch 24 of 24" in text and "--json" in text
+    tr = card.extra["training"]
+    assert f"best epoch {tr['best_epoch']} of {tr['epochs_run']}" in text and "--json" in text
+    assert f"created {tr['created']}" in text
 
 
 def test_json_prints_the_whole_card(tmp_path):
@@ -107,7 +109,8 @@ def test_stac_writes_a_valid_mlm_item_of_the_default_model(tmp_path):
     assert p["mlm:name"] == card.id and p["mlm:architecture"] == "Unet"
     assert p["mlm:tasks"] == ["semantic-segmentation"] and p["mlm:framework"] == "PyTorch"
     assert p["mlm:total_parameters"] == sum(t.numel() for t in net.parameters())
-    assert p["mlm:pretrained"] is False and p["mlm:pretrained_source"] is None
+    init = card.extra["training"].get("init_from_model")  # v3 was fine-tuned from v2 (itself from random weights)
+    assert p["mlm:pretrained"] is bool(init) and p["mlm:pretrained_source"] == init
     assert p["datetime"] == card.extra["training"]["created"]
     (inp,) = p["mlm:input"]
     assert inp["bands"] == list(card.bands) and inp["input"]["shape"] == [-1, 9, 512, 512]
@@ -160,7 +163,7 @@ def test_the_mlm_schema_rejects_what_the_spec_forbids(tmp_path):
         assert errors(lambda i, k=key: i[props].pop(k)), key  # required
     assert errors(lambda i: i[props].update({"mlm:foo": 1}))  # unknown mlm: field
     assert errors(lambda i: i[props].update({"mlm:tasks": ["land-cover"]}))
-    assert errors(lambda i: i[props].update({"mlm:pretrained_source": "ImageNet"}))  # pretrained is false
+    assert errors(lambda i: i[props].update({"mlm:pretrained": False, "mlm:pretrained_source": "ImageNet"}))
     assert errors(lambda i: i[props]["mlm:input"][0]["value_scaling"][0].pop("stddev"))  # z-score needs it
     assert errors(lambda i: i[props]["mlm:input"][0]["input"].update({"shape": [0, 9, 512, 512]}))
     assert errors(lambda i: i[props]["mlm:input"][0].pop("input"))
