@@ -96,12 +96,13 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike, *, fsync: bool = Tr
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, overwrite: bool = True, fsync: bool = True,
-                hint: str = WRITABLE_HINT, mkdir: bool = False) -> Iterator[Path]:
+                hint: str = WRITABLE_HINT, mkdir: bool = False, space_errors_raw: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write ``path``'s new content to; on success it is renamed onto ``path``.
 
     ``overwrite=False`` refuses an existing ``path`` (:class:`OutputExistsError`).  An ``OSError`` becomes
-    one :class:`OutputError` line ending in ``hint``.  On any failure the temporary file (and a GDAL
-    ``.aux.xml`` beside it) is removed and ``path`` is untouched.
+    one :class:`OutputError` line ending in ``hint`` (``space_errors_raw``: except a full disk or a failed GDAL
+    write, raised as it is for :func:`geoseg.io.space.writing` to name the output folder).  On any failure the
+    temporary file (and a GDAL ``.aux.xml`` beside it) is removed and ``path`` is untouched.
     """
     p = Path(path)
     if not overwrite and p.exists():
@@ -115,7 +116,7 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True, fsync: bool 
     except GeosegError:
         raise
     except OSError as e:
-        if is_no_space(e):  # a full disk: the caller's one DiskFullError line (geoseg.io.space.writing, RunFolder)
+        if space_errors_raw and is_no_space(e):  # the caller makes the one full-disk line (io.space.writing)
             raise
         raise OutputError(f"cannot write {p} ({e.strerror or e}); {hint}") from None
     finally:

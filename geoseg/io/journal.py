@@ -114,7 +114,7 @@ def write_block_file(folder: str, index: int, bands: np.ndarray, meta: BlockMeta
     profile = {"driver": "GTiff", "width": w, "height": h, "count": count, "dtype": "uint8", "tiled": True,
                "blockxsize": BLOCK_ALIGN, "blockysize": BLOCK_ALIGN, "compress": "deflate", "predictor": 2,
                "interleave": "band"}
-    with atomic_path(path) as tmp, warnings.catch_warnings():
+    with atomic_path(path, space_errors_raw=True) as tmp, warnings.catch_warnings():  # callers: io.space.writing
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(bands)
