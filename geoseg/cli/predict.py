@@ -44,7 +44,8 @@ from geoseg.predict.blend import BLEND_MODES
               "on CUDA; see docs/runtimes.md).")
 @click.option("--precision", default="f32", show_default=True,
               help="f32 (every runtime reproduces torch eager), bf16 (OpenVINO or torch on a CPU with native "
-              "BF16: faster, class maps within about 1 % of f32) or auto (bf16 where the CPU has it, else f32).")
+              "BF16: faster; measured class maps differ from f32 in 0.05-0.15 % of pixels) or auto (bf16 where the "
+              "CPU has it, else f32).")
 @click.option("--profile", is_flag=True, help="Print the time spent per stage on stderr (also in run.json).")
 @click.option("--tta", type=click.Choice(["none", "flips", "d4"]), default="none", show_default=True,
               help="Test-time augmentation: average probabilities over flipped (4) or all D4 (8) copies.")
