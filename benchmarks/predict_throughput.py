@@ -103,13 +103,13 @@ def make_scene(path: Path, size: int, seed: int = 0) -> int:
 
 
 def variants(names: list[str]) -> list[tuple[str, str]]:
-    """(runtime, precision) pairs to measure: the installed runtimes asked for at f32, OpenVINO bf16 where the
-    CPU has native BF16."""
+    """(runtime, precision) pairs to measure: the installed runtimes asked for at f32, and OpenVINO and torch at
+    bf16 where the CPU has native BF16."""
     from geoseg.model.backends import cpu_has_bf16
 
     out = [(r, "f32") for r in names if r == "torch" or importlib.util.find_spec(r) is not None]
-    if "openvino" in [r for r, _ in out] and cpu_has_bf16():
-        out.append(("openvino", "bf16"))
+    if cpu_has_bf16():
+        out += [(r, "bf16") for r, _ in list(out) if r in ("openvino", "torch")]
     return out
 
 
@@ -118,8 +118,9 @@ def child_bare(model: str, scene: str, runtime: str, precision: str, batch: int,
     import rasterio
 
     from geoseg.model.package import read_card
-    from geoseg.model.runtime import configure_threads, get_predictor
+    from geoseg.model.runtime import choose_runtime, configure_threads, get_predictor
 
+    batch = batch or choose_runtime(runtime, "cpu", precision).batch_size
     cores = len(os.sched_getaffinity(0))
     configure_threads(cores)
     card = read_card(model)
@@ -135,7 +136,7 @@ def child_bare(model: str, scene: str, runtime: str, precision: str, batch: int,
     for b in x:
         pred(b)
     dt = time.perf_counter() - t0
-    return {"mpx_s": n_batches * batch * t * t / dt / 1e6, "seconds": dt, "threads": cores,
+    return {"mpx_s": n_batches * batch * t * t / dt / 1e6, "seconds": dt, "threads": cores, "batch": batch,
             "torch_loaded": "torch" in sys.modules}
 
 
@@ -252,8 +253,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=4096, help="scene size (square), pixels")
     ap.add_argument("--runtimes", default="torch,onnxruntime,openvino", help="comma separated")
     ap.add_argument("--model", default="default")
-    ap.add_argument("--batch", type=int, default=2, help="tiles per forward for the bare forward (predict's "
-                    "CPU default)")
+    ap.add_argument("--batch", type=int, default=0, help="tiles per forward for the bare forward (default 0: "
+                    "predict's CPU default for the runtime and precision, RuntimeChoice.batch_size)")
     ap.add_argument("--bare-batches", type=int, default=6, help="batches timed per bare-forward run")
     ap.add_argument("--repeats", type=int, default=2, help="rounds of every measurement")
     ap.add_argument("--workdir", default=None, help="where the scene and outputs go (default: a temp dir)")
@@ -295,7 +296,8 @@ def main() -> None:
     first = next(iter(res["e2e"].values()))[0]
     print(f"\nscene {a.size}^2: {first['tiles']} tiles, computed px / scene px "
           f"{first['computed_pixels'] / first['scene_pixels']:.3f}, e2e batch {first['batch']}, "
-          f"workers {first['workers']} x {first['threads']} threads; bare: batch {a.batch} x {a.bare_batches}")
+          f"workers {first['workers']} x {first['threads']} threads; "
+          f"bare: batch {a.batch or 'as predict'} x {a.bare_batches}")
     report(res, todo)
     agreement(work, [f"{r}-{p}" for r, p in todo] + ["openvino+torch-f32"])
     (work / "predict_throughput.json").write_text(json.dumps(res, indent=1))

@@ -37,13 +37,14 @@ class Row:
 
 
 def variants() -> list[tuple[str, str]]:
-    """(runtime, precision) pairs to measure here: every installed runtime at f32, torch channels_last,
-    and OpenVINO bf16 where the CPU has native BF16."""
+    """(runtime, precision) pairs to measure here: torch eager (contiguous NCHW, the reference), torch
+    channels_last (the torch runtime's CPU default), every other installed runtime at f32, and torch and
+    OpenVINO bf16 where the CPU has native BF16."""
     have = installed_runtimes()
     out = [("torch", "f32"), ("torch-channels-last", "f32")]
     out += [(r, "f32") for r in ("onnxruntime", "openvino") if r in have]
-    if "openvino" in have and cpu_has_bf16():
-        out.append(("openvino", "bf16"))
+    if cpu_has_bf16():
+        out += [("torch-channels-last", "bf16")] + ([("openvino", "bf16")] if "openvino" in have else [])
     return out
 
 
@@ -65,10 +66,15 @@ def fixed_input(card: ModelCard, tile: int) -> tuple[np.ndarray, str]:
 
 
 def make_predictor(path: str, runtime: str, precision: str) -> Any:
-    if runtime == "torch-channels-last":
-        from geoseg.model.torch_backend import torch_predictor
+    """``torch`` here is torch eager in contiguous NCHW (the reference); ``torch-channels-last`` the torch
+    runtime's CPU default."""
+    if runtime.startswith("torch"):
+        from geoseg.model.runtime import _threads_now
+        from geoseg.model.torch_backend import set_threads, torch_predictor
 
-        return torch_predictor(path, "cpu", None, channels_last=True)
+        set_threads(_threads_now())
+        return torch_predictor(path, "cpu", None, channels_last=runtime == "torch-channels-last",
+                               precision=precision)
     return get_predictor(path, "cpu", None, runtime, precision)
 
 
@@ -103,7 +109,7 @@ def run_bench(model: str, batches: tuple[int, ...] = (1, 2, 4), tile: int | None
     configure_threads(n_threads)
     x, source = fixed_input(card, tile)
     computed = reference is None
-    ref = get_predictor(path, "cpu", None, "torch")(x) if reference is None else reference
+    ref = make_predictor(path, "torch", "f32")(x) if reference is None else reference
     rows: list[Row] = []
     for runtime, precision in only or variants():
         pred = make_predictor(path, runtime, precision)

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geoseg.errors import ParameterError
+from geoseg.model import backends
 from geoseg.model.backends import (
     PRECISIONS,
     RUNTIMES,
     build_predictor,
     check_precision,
+    openvino_default_precision,
     resolve_runtime,
     runtime_version,
 )
@@ -31,8 +33,9 @@ from geoseg.model.backends import (
 if TYPE_CHECKING:  # pragma: no cover
     from geoseg.model.torch_backend import Predictor
 
-__all__ = ["DEVICES", "PRECISIONS", "RUNTIMES", "TTA_MODES", "Predictor", "RuntimeChoice", "choose_runtime",
-           "configure_threads", "get_predictor", "predict_tta", "prepare_graph", "resolve_runtime", "select_device"]
+__all__ = ["BATCH_SIZES", "DEVICES", "PRECISIONS", "RUNTIMES", "TTA_MODES", "Predictor", "RuntimeChoice",
+           "choose_runtime", "configure_threads", "get_predictor", "predict_tta", "prepare_graph", "resolve_runtime",
+           "select_device"]
 
 DEVICES = ("auto", "cpu", "cuda")
 TTA_MODES = ("none", "flips", "d4")
@@ -107,7 +110,7 @@ def _cached(path: str, mtime: float, device: str, amp: bool | None, runtime: str
 
         if _threads is not None:
             set_threads(_threads)
-        return torch_predictor(path, device, amp)
+        return torch_predictor(path, device, amp, precision=precision)
     return build_predictor(path, runtime, precision, threads)
 
 
@@ -119,16 +122,24 @@ def get_predictor(path: str, device: str, amp: bool | None = None, runtime: str 
     """The process-wide predictor for a package path (reloaded if the package changed on disk).
 
     ``runtime``: ``auto``, ``torch`` (the default: today's path), ``onnxruntime`` or
-    ``openvino``; ``precision``: ``f32`` or ``bf16`` (OpenVINO on a BF16 CPU only).
+    ``openvino``; ``precision``: ``f32``, ``bf16`` (OpenVINO or torch on a CPU with native BF16) or
+    ``auto`` (:func:`geoseg.model.backends.check_precision`); a torch ``amp-*`` precision is its AMP (``amp``).
     The result is called as ``predictor(x)`` -> probabilities and has ``.card``,
     ``.runtime`` and ``.precision``.
     """
     concrete = resolve_runtime(runtime, device)
-    prec = check_precision(precision, concrete)
+    prec = check_precision(precision, concrete, "cuda" if device.lower().startswith("cuda") else "cpu")
     mtime = os.stat(path).st_mtime
     threads = 0 if concrete == "torch" else _threads_now()
     with _cache_lock:
         return _cached(os.path.abspath(path), mtime, device, amp, concrete, prec, threads)
+
+
+#: Tiles per forward call on the CPU by (runtime, precision), where the bare-forward figures of
+#: benchmarks/runtimes.py on 512² tiles favoured a size over the default 2 (docs/runtimes.md); CUDA: 8.
+#: A fixed table, not a calibration at run start: on a shared machine a few timed forwards mislead more
+#: than they measure, and larger batches only add activation memory where they are not faster.
+BATCH_SIZES: dict[tuple[str, str], int] = {("torch", "f32"): 4, ("torch", "bf16"): 4}
 
 
 @dataclass(frozen=True)
@@ -137,17 +148,32 @@ class RuntimeChoice:
 
     requested: str  # auto, torch, onnxruntime, openvino
     runtime: str  # the concrete runtime
-    precision: str  # f32, bf16 (OpenVINO), amp-bf16 / amp-f16 (torch on CUDA with AMP)
+    precision: str  # f32, bf16 (OpenVINO, torch on the CPU), amp-bf16 / amp-f16 (torch on CUDA with AMP)
     device: str  # cpu, cuda:N
     version: str
     graph: str | None = None  # the exported graph's file name (ONNX Runtime, OpenVINO)
+    requested_precision: str = "f32"  # what was asked: auto, f32, bf16
+    cpu_bf16: bool = False  # the CPU has native BF16 (avx512_bf16 / amx_bf16), read at run time
+    #: the runtime's settings that decide the arithmetic, as (name, value) pairs: OpenVINO's
+    #: INFERENCE_PRECISION_HINT (always set) and what OpenVINO would have picked unasked; torch's
+    #: channels_last and CPU autocast
+    settings: tuple[tuple[str, Any], ...] = ()
 
     @property
     def device_type(self) -> str:
         return "cuda" if self.device.startswith("cuda") else "cpu"
 
+    @property
+    def batch_size(self) -> int:
+        """The default tiles per forward call for this runtime and precision (:data:`BATCH_SIZES`)."""
+        if self.device_type != "cpu":
+            return 8
+        return BATCH_SIZES.get((self.runtime, self.precision), 2)
+
     def to_json(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["settings"] = dict(self.settings)
+        return out
 
 
 def choose_runtime(runtime: str = "auto", device: str = "auto", precision: str = "f32",
@@ -158,15 +184,25 @@ def choose_runtime(runtime: str = "auto", device: str = "auto", precision: str =
     picks a CPU runtime without importing it).
     """
     concrete = resolve_runtime(runtime, device)
-    prec = check_precision(precision, concrete)
+    settings: dict[str, Any] = {}
     if concrete == "torch":
-        from geoseg.model.torch_backend import amp_precision
+        from geoseg.model.torch_backend import CPU_CHANNELS_LAST, amp_precision
 
         dev = str(select_device(device))
-        prec = amp_precision(dev, amp) if prec == "f32" else prec
+        prec = check_precision(precision, concrete, "cuda" if dev.startswith("cuda") else "cpu")
+        if dev.startswith("cuda"):
+            prec = amp_precision(dev, amp)
+        else:
+            settings = {"channels_last": CPU_CHANNELS_LAST or prec == "bf16",
+                        "autocast": "bf16" if prec == "bf16" else None}
     else:
         dev = "cpu"
-    return RuntimeChoice((runtime or "auto").lower(), concrete, prec, dev, runtime_version(concrete))
+        prec = check_precision(precision, concrete, "cpu")
+        if concrete == "openvino":
+            settings = {"INFERENCE_PRECISION_HINT": prec, "openvino_default": openvino_default_precision()}
+    return RuntimeChoice((runtime or "auto").lower(), concrete, prec, dev, runtime_version(concrete),
+                         requested_precision=(precision or "f32").lower(), cpu_bf16=backends.cpu_has_bf16(),
+                         settings=tuple(settings.items()))
 
 
 def prepare_graph(path: str | os.PathLike, choice: RuntimeChoice) -> RuntimeChoice:

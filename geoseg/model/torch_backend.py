@@ -1,6 +1,6 @@
-"""The torch runtime: a loaded network run eagerly (``inference_mode``; channels_last on the CPU; AMP and
-pinned memory on CUDA).  Imported only when the torch runtime is used (:mod:`geoseg.model.runtime` is
-torch-free at import)."""
+"""The torch runtime: a loaded network run eagerly (``inference_mode``; channels_last on the CPU, with bf16
+autocast at ``precision="bf16"``; AMP and pinned memory on CUDA).  Imported only when the torch runtime is
+used (:mod:`geoseg.model.runtime` is torch-free at import)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import torch
 from geoseg.errors import ParameterError
 from geoseg.model.card import ModelCard
 
-#: channels_last on the CPU by default: off, so ``runtime="torch"`` keeps today's bytes; it is faster but
-#: not bit-identical (measured in docs/runtimes.md); ``Predictor(channels_last=True)`` opts in.
-CPU_CHANNELS_LAST = False
+#: channels_last on the CPU by default: faster than contiguous NCHW, equal to it within f32 round-off (not
+#: bit-identical; measured in docs/runtimes.md); ``Predictor(channels_last=False)`` for the old bytes.
+CPU_CHANNELS_LAST = True
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -40,14 +40,19 @@ class Predictor:
     """Softmax probabilities for batches of normalised tiles, on one device."""
 
     runtime = "torch"
-    precision = "f32"
 
     def __init__(self, card: ModelCard, net: torch.nn.Module, device: torch.device, amp: bool | None = None,
-                 channels_last: bool | None = None):
+                 channels_last: bool | None = None, precision: str = "f32"):
         self.card = card
         self.device = device
-        self.channels_last = (device.type == "cpu" and CPU_CHANNELS_LAST) if channels_last is None \
-            else channels_last
+        if precision not in ("f32", "bf16") or (precision == "bf16" and device.type != "cpu"):
+            raise ParameterError(f"torch Predictor: precision {precision!r} on {device.type}; use f32 (or bf16 "
+                                 "on the CPU; CUDA uses AMP)")
+        #: bf16: the CPU forward runs under bf16 autocast (channels_last), softmax in f32
+        self.cpu_bf16 = precision == "bf16"
+        self.precision = precision
+        self.channels_last = ((device.type == "cpu" and CPU_CHANNELS_LAST) or self.cpu_bf16) \
+            if channels_last is None else channels_last
         net = net.to(device).eval()
         self.net = net.to(memory_format=torch.channels_last) if self.channels_last else net
         self.amp = (device.type == "cuda") if amp is None else (amp and device.type == "cuda")
@@ -76,7 +81,8 @@ class Predictor:
         if self.channels_last:
             t = t.contiguous(memory_format=torch.channels_last)
         with self.lock:
-            logits = self.net(t)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16):
+                logits = self.net(t)
             return np.ascontiguousarray(torch.softmax(logits.float(), dim=1).numpy())
 
 
@@ -97,8 +103,9 @@ def set_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
-def torch_predictor(path: str, device: str, amp: bool | None, channels_last: bool | None = None) -> Predictor:
+def torch_predictor(path: str, device: str, amp: bool | None, channels_last: bool | None = None,
+                    precision: str = "f32") -> Predictor:
     from geoseg.model.package import load_model
 
     card, net = load_model(path)
-    return Predictor(card, net, torch.device(device), amp, channels_last)
+    return Predictor(card, net, torch.device(device), amp, channels_last, precision)

@@ -167,7 +167,8 @@ def predict_scene(
 
     ``runtime``: ``auto`` (OpenVINO on an x86 CPU where installed, else ONNX Runtime, else torch; torch on
     CUDA), ``torch``, ``onnxruntime`` or ``openvino``; ``precision``: ``f32`` (every runtime reproduces torch
-    eager) or ``bf16`` (OpenVINO on a CPU with native BF16).  Decided, and the runtime's graph exported and
+    eager), ``bf16`` (OpenVINO or torch on a CPU with native BF16) or ``auto`` (bf16 where the CPU has
+    it, else f32).  Decided, and the runtime's graph exported and
     cached, before any work (docs/runtimes.md); recorded in ``run.json`` under ``runtime``.  ``profile``:
     time per stage summed over tasks, in ``run.json`` and ``extra["profile"]``
     (:mod:`geoseg.predict.profile`).
@@ -323,8 +324,8 @@ def _plan(scene: str | os.PathLike | None, model: str | os.PathLike, out_dir: st
         raise ParameterError(f"unknown --tta {tta!r}; choose one of {', '.join(TTA_MODES)}")
     ex = check_execution(scheduler, workers)
     engine = choose_runtime(runtime, device, precision, amp)
-    if batch_size is None:  # CPU: small batches keep activation memory low at no speed cost; GPU: fill it
-        batch_size = 2 if engine.device_type == "cpu" else 8
+    if batch_size is None:  # CPU: the measured size per runtime and precision (small); GPU: fill it
+        batch_size = engine.batch_size
     if batch_size < 1:
         raise ParameterError(f"batch size {batch_size} must be >= 1; use e.g. --batch-size 2")
     # Threads share one model and run one forward at a time with every core (intra-op); separate

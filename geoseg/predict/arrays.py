@@ -164,7 +164,7 @@ def predict_xarray(
     spec = RunSpec(
         scene_path="", bands=tuple(band_idx), use_masks=False, input_nodata=fill, model_path=str(model_path),
         device=engine.device, amp=None, torch_threads=default_workers() if cpu else 1,
-        batch_size=batch_size or (2 if cpu else 8),
+        batch_size=batch_size or engine.batch_size,
         overlap=plan.overlap, blend=blend, height=h, width=w, block_size=block_size,
         class_values=tuple(card.class_values), tta=tta,
         input_scale=None if transform.is_identity else transform.scale,

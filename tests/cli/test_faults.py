@@ -440,7 +440,8 @@ def test_predict_killed_mid_run_leaves_nothing_final_and_a_rerun_completes(tmp_p
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     workers: list = []
-    while time.time() < deadline and proc.poll() is None and not (workers and list(out.glob(".geoseg-journal/*/block-*.tif"))):
+    while time.time() < deadline and proc.poll() is None and not (
+            workers and list(out.glob(".geoseg-journal/*/block-*.tif"))):
         workers = psutil.Process(proc.pid).children(recursive=True)  # the worker processes have started
         time.sleep(0.05)
     assert proc.poll() is None and workers, "the run ended before its workers started"

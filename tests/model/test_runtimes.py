@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from geoseg.errors import ParameterError
 from geoseg.model import backends, export
@@ -113,15 +114,114 @@ def test_resolve_runtime_choices(monkeypatch):
     assert backends.resolve_runtime("auto", "cpu") == "onnxruntime"
 
 
-def test_bf16_needs_openvino_and_native_cpu(monkeypatch):
-    with pytest.raises(ParameterError, match="needs --runtime openvino"):
+def _flags(monkeypatch, *flags: str) -> None:
+    """Fake /proc/cpuinfo's flags (what cpu_has_bf16 reads)."""
+    monkeypatch.setattr(backends, "cpu_flags", lambda: frozenset(flags))
+
+
+def test_bf16_needs_a_bf16_runtime_and_native_cpu(monkeypatch):
+    with pytest.raises(ParameterError, match="needs --runtime openvino or torch"):
         backends.check_precision("bf16", "onnxruntime")
-    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: False)
-    with pytest.raises(ParameterError, match="avx512_bf16 or amx_bf16"):
-        backends.check_precision("bf16", "openvino")
-    with pytest.raises(ParameterError, match="choose one of f32, bf16"):
+    _flags(monkeypatch, "avx2", "fma")
+    assert not backends.cpu_has_bf16()
+    for runtime in ("openvino", "torch"):
+        with pytest.raises(ParameterError, match="avx512_bf16 or amx_bf16") as e:
+            backends.check_precision("bf16", runtime)
+        assert "\n" not in str(e.value) and "--precision f32" in str(e.value)
+    with pytest.raises(ParameterError, match="choose one of auto, f32, bf16"):
         backends.check_precision("fp8", "openvino")
     assert backends.check_precision("f32", "openvino") == "f32"
+    _flags(monkeypatch, "avx512f", "avx512_bf16")
+    assert backends.check_precision("bf16", "openvino") == "bf16" == backends.check_precision("BF16", "torch")
+    with pytest.raises(ParameterError, match="for the CPU; on CUDA torch runs mixed precision"):
+        backends.check_precision("bf16", "torch", "cuda")
+
+
+@pytest.mark.parametrize("flags, bf16", [((), False), (("avx2", "avx512_vnni"), False),
+                                         (("avx512_bf16",), True), (("amx_bf16", "amx_tile"), True)])
+def test_precision_auto_follows_the_cpu_flags(monkeypatch, flags, bf16):
+    _flags(monkeypatch, *flags)
+    want = "bf16" if bf16 else "f32"
+    for runtime in ("openvino", "torch"):
+        assert backends.check_precision("auto", runtime) == (want if backends.AUTO_BF16[runtime] else "f32")
+    assert backends.check_precision("auto", "onnxruntime") == "f32"  # no bf16 path
+    assert backends.check_precision("auto", "torch", "cuda") == "f32"  # CUDA: AMP decides
+    monkeypatch.setitem(backends.AUTO_BF16, "openvino", False)  # a runtime measured no faster stays f32
+    assert backends.check_precision("auto", "openvino") == "f32"
+
+
+def test_torch_amp_precision_is_its_amp():
+    """RuntimeChoice records torch on CUDA as amp-bf16 / amp-f16: the tasks pass it back to get_predictor."""
+    assert backends.check_precision("amp-bf16", "torch", "cuda") == "f32" == backends.check_precision("amp-f16",
+                                                                                                     "torch")
+    with pytest.raises(ParameterError, match="unknown precision"):
+        backends.check_precision("amp-bf16", "openvino")
+
+
+@pytest.mark.parametrize("runtime", ["torch", pytest.param("openvino", marks=EXPORTED[1].marks)])
+def test_choice_records_the_precision_settings(monkeypatch, runtime):
+    from geoseg.model.runtime import choose_runtime
+
+    _flags(monkeypatch, "avx512_bf16")
+    auto = choose_runtime(runtime, "cpu", "auto")
+    assert auto.precision == "bf16" and auto.requested_precision == "auto" and auto.cpu_bf16
+    settings = auto.to_json()["settings"]
+    if runtime == "openvino":
+        assert settings["INFERENCE_PRECISION_HINT"] == "bf16" and settings["openvino_default"] in ("bf16", "f32")
+    else:
+        assert settings == {"channels_last": True, "autocast": "bf16"}
+    _flags(monkeypatch)
+    plain = choose_runtime(runtime, "cpu", "auto")
+    assert plain.precision == "f32" and not plain.cpu_bf16
+    assert plain.to_json()["settings"].get("INFERENCE_PRECISION_HINT", "f32") == "f32"
+
+
+def test_torch_bf16_autocast_agrees_with_f32_on_the_known_answer(linear_pkg):
+    """torch's CPU bf16 path (autocast, channels_last) runs anywhere (emulated without native BF16): the
+    PixelLinear classes survive bf16 rounding except where two classes nearly tie."""
+    from geoseg.model.torch_backend import Predictor, torch_predictor
+
+    configure_threads(1)
+    scene, _ = pattern_scene(64, 96)
+    x = (scene.astype(np.float32) * 0.01)[None]
+    want = expected_probs(scene)
+    bf16 = torch_predictor(str(linear_pkg), "cpu", None, precision="bf16")
+    assert bf16.precision == "bf16" and bf16.channels_last
+    got = bf16(x)[0]
+    assert got.dtype == np.float32 and np.abs(got - want).max() < 0.05
+    assert np.allclose(got.sum(0), 1, atol=1e-5)  # softmax in f32
+    margin = np.sort(want, 0)[-1] - np.sort(want, 0)[-2]
+    assert (got.argmax(0) == want.argmax(0))[margin > 0.05].all()
+    with pytest.raises(ParameterError, match="precision 'bf16' on cuda"):
+        Predictor(bf16.card, bf16.net, torch.device("cuda"), precision="bf16")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None or not backends.cpu_has_bf16(),
+                    reason="needs OpenVINO and a CPU with native BF16")
+def test_openvino_bf16_runs_bf16_and_agrees_on_the_known_answer(linear_pkg):
+    configure_threads(1)
+    scene, _ = pattern_scene(64, 96)
+    want = expected_probs(scene)
+    f32 = get_predictor(str(linear_pkg), "cpu", None, "openvino", "f32")
+    bf16 = get_predictor(str(linear_pkg), "cpu", None, "openvino", "bf16")
+    assert (f32.inference_precision, bf16.inference_precision) == ("f32", "bf16")  # asked back of OpenVINO
+    got = bf16((scene.astype(np.float32) * 0.01)[None])[0]
+    assert np.abs(got - want).max() < 0.05
+    margin = np.sort(want, 0)[-1] - np.sort(want, 0)[-2]
+    assert (got.argmax(0) == want.argmax(0))[margin > 0.05].all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_predictor_runs_amp_and_agrees_with_the_cpu(unet_pkg):
+    from geoseg.model.runtime import choose_runtime
+
+    choice = choose_runtime("auto", "cuda")
+    assert choice.runtime == "torch" and choice.device.startswith("cuda") and choice.precision.startswith("amp-")
+    x = np.random.default_rng(2).standard_normal((2, 4, 128, 128)).astype(np.float32)
+    gpu = get_predictor(str(unet_pkg), choice.device, None, "torch", choice.precision)  # what the tasks pass
+    assert gpu.precision == choice.precision
+    ref = get_predictor(str(unet_pkg), "cpu", None, "torch")(x)
+    assert (gpu(x).argmax(1) == ref.argmax(1)).mean() >= 0.99
 
 
 @pytest.mark.parametrize("runtime", EXPORTED)
