@@ -201,7 +201,7 @@ def predict_scene(
         run.on_failure(lambda: None if journal.has_blocks() else journal.remove())  # kept for a rerun to resume
         spec = dataclasses.replace(spec, journal_dir=str(journal.dir))
         t_graph = time.perf_counter()
-        hist, stage_s, cloud_pixels, reused = _execute(job, spec, products, progress, journal, client)
+        hist, stage_s, cloud_pixels, reused, n_tasks = _execute(job, spec, products, progress, journal, client)
         t_graph = time.perf_counter() - t_graph
         nodata = int(hist[NODATA])
         class_pixels = {c.name: int(hist[c.value]) for c in job.card.classes}
@@ -215,8 +215,7 @@ def predict_scene(
         for p, cog in zip(products, assemble(journal, spec, products, job.blocks), strict=True):
             run.stage(cog, p.final)
         if stage_s is not None:
-            record["profile"] = summary({**stage_s, "cog": time.perf_counter() - t_cog}, t_graph,
-                                        -(-len(job.plan) // job.batch_size) + len(job.blocks))
+            record["profile"] = summary({**stage_s, "cog": time.perf_counter() - t_cog}, t_graph, n_tasks)
         run.temp("run.json").write_text(json.dumps(record, indent=2) + "\n")
         run.publish()
         journal.remove()
@@ -457,15 +456,17 @@ def _spec(job: _Job, run_id: str) -> RunSpec:
 
 
 def _execute(job: _Job, spec: RunSpec, products: list[Product], progress: bool | None, journal: BlockJournal,
-             client: Any = None) -> tuple[np.ndarray, dict[str, float] | None, int, int]:
+             client: Any = None) -> tuple[np.ndarray, dict[str, float] | None, int, int, int]:
     """Create the products' templates and run the dask graph of the blocks the journal lacks; the class
-    histogram (256 bins), with ``job.profile`` the tasks' stage seconds, the cloud pixels and the blocks reused."""
+    histogram (256 bins), with ``job.profile`` the tasks' stage seconds, the cloud pixels, the blocks reused and
+    the tasks run (tile batches + blocks)."""
     from geoseg.predict import graph  # dask
 
     info = job.info
     todo, hist, cloud_pixels = finished(journal, job.blocks)
     tiles = list(job.plan)
-    bar = make_progress(len(graph.tiles_for(spec, tiles, todo)), "tiles", progress)
+    n_tiles = len(graph.tiles_for(spec, tiles, todo))
+    bar = make_progress(n_tiles, "tiles", progress)
     with warnings.catch_warnings():
         if not info.georeferenced:  # accepted with allow_ungeoreferenced: rasterio's warnings are noise now
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -488,7 +489,7 @@ def _execute(job: _Job, spec: RunSpec, products: list[Product], progress: bool |
             f"{info.path} has no valid pixel in bands {','.join(map(str, job.band_idx))} "
             "(all nodata); check the scene, its nodata value, or --bands"
         )
-    return hist, stage_s, cloud_pixels, len(job.blocks) - len(todo)
+    return hist, stage_s, cloud_pixels, len(job.blocks) - len(todo), -(-n_tiles // spec.batch_size) + len(todo)
 
 
 def _record(job: _Job, run_id: str, products: list[Product], class_pixels: dict[str, int], nodata: int,

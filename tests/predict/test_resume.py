@@ -3,6 +3,7 @@ byte-identical to an uninterrupted run's; a changed input or option never mixes 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -147,3 +148,18 @@ def test_no_resume_starts_afresh(tmp_path, scene, linear_model, reference, monke
     r = predict_scene(scene, linear_model, out, resume=False, **OPTIONS)
     assert r.extra["resumed_blocks"] == 0 and sorted(calls) == list(range(9))
     assert (out / "landcover.tif").read_bytes() == reference["landcover.tif"]
+
+
+@pytest.mark.filterwarnings("ignore:model test-linear is untrained")
+def test_a_resumed_run_profiles_only_the_tasks_it_ran(tmp_path, scene, linear_model, monkeypatch):
+    predict_scene(scene, linear_model, tmp_path / "full", profile=True, **OPTIONS)
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        _crash_after(m, 4)
+        with pytest.raises(RuntimeError, match="simulated"):
+            predict_scene(scene, linear_model, out, scheduler="synchronous", profile=True, **OPTIONS)
+    resumed = predict_scene(scene, linear_model, out, profile=True, **OPTIONS)
+    assert resumed.extra["resumed_blocks"] == 4
+    tasks_full = json.loads((tmp_path / "full" / "run.json").read_text())["profile"]["tasks"]
+    tasks_resumed = json.loads((out / "run.json").read_text())["profile"]["tasks"]
+    assert 0 < tasks_resumed <= tasks_full - 4  # at least the 4 reused block tasks fewer
