@@ -104,6 +104,11 @@ def block_name(index: int) -> str:
     return f"block-{index:06d}.tif"
 
 
+def output_dir_of(journal_dir: str | os.PathLike) -> str:
+    """The output folder ``OUT`` of a journal folder ``OUT/.geoseg-journal/<fingerprint>`` (what messages name)."""
+    return str(Path(journal_dir).absolute().parent.parent)
+
+
 def write_block_file(folder: str, index: int, bands: np.ndarray, meta: BlockMeta) -> str:
     """Write one finished block (``(bands, h, w)`` uint8) durably as ``folder/block-<index>.tif``.
 

@@ -16,7 +16,6 @@ touches.
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ import numpy as np
 from geoseg.errors import UnreadableBandError
 from geoseg.io.clouds import CloudMask, read_cloud_mask
 from geoseg.io.grid import Block, Tile, Window
-from geoseg.io.journal import BlockMeta, write_block_file
+from geoseg.io.journal import BlockMeta, output_dir_of, write_block_file
 from geoseg.io.radiometry import apply_transform
 from geoseg.io.raster import (
     GDAL_CACHE_BYTES,
@@ -292,8 +291,7 @@ def blend_and_write(spec: RunSpec, block: Block, *parts: BlockPart) -> BlockResu
         hist = np.bincount(classes.ravel(), minlength=256)
     with timer.stage("write"):
         # a full disk: one picklable output-error line (exit 5), also from a worker process
-        out_dir = os.path.dirname(os.path.dirname(os.path.abspath(spec.journal_dir)))  # OUT/.geoseg-journal/<fp>
-        writing(out_dir, write_block_file, spec.journal_dir, block.index,
+        writing(output_dir_of(spec.journal_dir), write_block_file, spec.journal_dir, block.index,
                 np.concatenate(bands) if len(bands) > 1 else bands[0], BlockMeta(hist, int(cloud.sum())))
     for part in parts:
         timer.add(part.seconds)

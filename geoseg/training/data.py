@@ -243,9 +243,9 @@ def _to_declared(x: np.ndarray, valid: np.ndarray, src: rasterio.DatasetReader, 
     t = metadata_transform(scales, offsets, spec.dn_scale, spec.dn_offset)
     if t is None:
         return x
-    out = apply_transform(x.astype(np.float32), t.scale, t.offset)
+    out = apply_transform(x.astype(np.float32), t.scale, t.offset)  # float32
     out[:, ~valid] = 0
-    return out.astype(np.float32)
+    return out
 
 
 def load_scene(pair: Pair, bands: Sequence[str], classes: Sequence[ClassInfo], cfg: TrainConfig,
